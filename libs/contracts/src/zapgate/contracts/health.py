@@ -1,0 +1,216 @@
+"""Instance health: the state machine's vocabulary, its events, observations and API.
+
+Health is the only writer of instance state. Other services send it observations and
+requests; everyone reads the same answer through its events or its API.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, SecretStr, field_serializer
+
+from zapgate.contracts.envelope import Contract, Envelope
+from zapgate.contracts.errors import Problem
+
+InstanceId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class InstanceState(StrEnum):
+    UNKNOWN = "unknown"
+    CONNECTED = "connected"
+    DEGRADED = "degraded"
+    DISCONNECTED = "disconnected"
+
+
+class DegradedReason(StrEnum):
+    """Why an instance is degraded; more may be added (consumers keep unknown values)."""
+
+    SESSION_INCOMPLETE = "SESSION_INCOMPLETE"
+    TIMEOUT_OR_GATEWAY = "TIMEOUT_OR_GATEWAY"
+    DELIVERY_STALLED = "DELIVERY_STALLED"
+
+
+class EvidenceSource(StrEnum):
+    """What told health about the session."""
+
+    TICK = "tick"
+    CHECK_NOW = "check_now"
+    WEBHOOK = "webhook"
+    PROOF_OF_LIFE = "proof_of_life"
+    SENDER_PREFLIGHT = "sender_preflight"
+    DELIVERY_TRACKING = "delivery_tracking"
+    OPERATOR = "operator"
+
+
+class InstanceStateChanged(Envelope):
+    """One transition of the state machine (also stored in the history table)."""
+
+    instance_id: str
+    from_state: InstanceState
+    from_reason: str | None = None
+    to_state: InstanceState
+    reason: str | None = Field(default=None, description="Degraded reason, when degraded.")
+    source: EvidenceSource
+    phone: str | None = None
+    observed_at: AwareDatetime = Field(description="When the evidence was true.")
+
+
+class SessionProofOfLife(Envelope):
+    """A webhook carrying `connectedPhone` proved the session alive and complete (from ingest)."""
+
+    instance_id: str
+    phone: str
+    source_kind: str = Field(description="Webhook kind that carried the proof.")
+    observed_at: AwareDatetime
+
+
+class SessionObserved(Envelope):
+    """A live look at the session taken outside health, e.g. the sender's preflight."""
+
+    instance_id: str
+    reachable: bool = Field(description="False when the provider did not answer.")
+    connected: bool | None = None
+    phone: str | None = None
+    source: EvidenceSource = EvidenceSource.SENDER_PREFLIGHT
+    observed_at: AwareDatetime
+
+
+class ReconnectRequested(Envelope):
+    """Someone saw the session down and asks health to restart it (health applies the cooldown)."""
+
+    instance_id: str
+    requested_by: str
+    reason: str | None = None
+
+
+class DeliverySignal(StrEnum):
+    STALLED = "stalled"
+    RESUMED = "resumed"
+
+
+class DeliverySignalled(Envelope):
+    """The sender saw deliveries stall for an instance, or resume after a stall."""
+
+    instance_id: str
+    signal: DeliverySignal
+    message_ids: list[str] = Field(default_factory=list)
+    observed_at: AwareDatetime
+
+
+class NotificationKind(StrEnum):
+    OUTAGE = "outage"
+    RECOVERED = "recovered"
+
+
+class InstanceNotification(Envelope):
+    """Once per outage: when it starts, and once when it ends. `text` is for people (pt-BR)."""
+
+    instance_id: str
+    kind: NotificationKind
+    state: InstanceState
+    reason: str | None = None
+    since: AwareDatetime = Field(description="When the outage started.")
+    text: str
+
+
+class HealthTick(Contract):
+    """Body of the tick the NATS server publishes on the health schedule."""
+
+    kind: Literal["health_tick"] = "health_tick"
+
+
+# --- read model -----------------------------------------------------------------------------
+
+
+class InstanceHealth(Contract):
+    """Current health of one instance, as every caller sees it."""
+
+    instance_id: str
+    display_name: str
+    managed: bool
+    paused: bool
+    state: InstanceState
+    reason: str | None = None
+    phone: str | None = None
+    since: AwareDatetime | None = None
+    last_check_at: AwareDatetime | None = None
+    last_restart_attempt_at: AwareDatetime | None = None
+    outage_started_at: AwareDatetime | None = None
+
+
+# --- request-reply API ------------------------------------------------------------------------
+
+
+class RegisterInstance(Envelope):
+    """Add an instance to the registry (or update its name/token with `replace=True`)."""
+
+    instance_id: InstanceId
+    display_name: str = Field(min_length=1, max_length=200)
+    token: SecretStr = Field(min_length=1)
+    managed: bool = True
+    replace: bool = False
+
+    @field_serializer("token", when_used="json")
+    def _reveal_token_on_the_wire(self, token: SecretStr) -> str:
+        # The wire carries the secret to health; repr/str and python dumps keep it masked.
+        return token.get_secret_value()
+
+
+class PauseInstance(Envelope):
+    instance_id: InstanceId
+    paused: bool = True
+
+
+class RemoveInstance(Envelope):
+    instance_id: InstanceId
+
+
+class ListInstances(Envelope):
+    pass
+
+
+class GetInstanceHealth(Envelope):
+    """Ask for one instance's health, or every instance's when `instance_id` is None."""
+
+    instance_id: InstanceId | None = None
+
+
+class CheckNow(Envelope):
+    """Check one instance now, or every managed instance when `instance_id` is None."""
+
+    instance_id: InstanceId | None = None
+
+
+class InstanceSummary(Contract):
+    """A registry entry as listings show it: never the token."""
+
+    instance_id: str
+    display_name: str
+    managed: bool
+    paused: bool
+
+
+class RegistryReply(Contract):
+    ok: bool
+    instance: InstanceSummary | None = None
+    error: Problem | None = None
+
+
+class InstanceListReply(Contract):
+    ok: bool = True
+    instances: list[InstanceSummary] = Field(default_factory=list)
+    error: Problem | None = None
+
+
+class HealthReply(Contract):
+    ok: bool
+    instances: list[InstanceHealth] = Field(default_factory=list)
+    error: Problem | None = None
+
+
+class CheckNowReply(Contract):
+    ok: bool
+    checked: list[InstanceHealth] = Field(default_factory=list)
+    error: Problem | None = None

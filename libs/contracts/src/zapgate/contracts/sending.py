@@ -1,0 +1,178 @@
+"""Send commands, their honest outcomes, and delivery tracking (stream ZG_SEND).
+
+An outcome states what happened; it never carries a success flag next to a failure.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from zapgate.contracts.envelope import Contract, Envelope
+from zapgate.contracts.errors import Problem
+from zapgate.contracts.health import InstanceId
+from zapgate.contracts.webhooks import DeliveryStatus
+
+CommandId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-:]+$")]
+Phone = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=120,
+        pattern=r"^(\d{8,20}|[0-9\-]+@g\.us|\d+@lid)$",
+        description="Digits with country code and no '+', a group id ...@g.us, or a ...@lid id.",
+    ),
+]
+MediaRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=20_000_000,
+        pattern=r"^(https?://|data:)",
+        description="An http(s) URL or a data: URI.",
+    ),
+]
+MAX_HOLD = timedelta(hours=24)
+
+
+class MessageKind(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+    DOCUMENT = "document"
+
+
+class TextContent(Contract):
+    kind: Literal[MessageKind.TEXT] = MessageKind.TEXT
+    message: str = Field(min_length=1, max_length=65_536)
+
+
+class ImageContent(Contract):
+    kind: Literal[MessageKind.IMAGE] = MessageKind.IMAGE
+    image: MediaRef
+    caption: str | None = Field(default=None, max_length=4096)
+
+
+class AudioContent(Contract):
+    kind: Literal[MessageKind.AUDIO] = MessageKind.AUDIO
+    audio: MediaRef
+
+
+class VideoContent(Contract):
+    kind: Literal[MessageKind.VIDEO] = MessageKind.VIDEO
+    video: MediaRef
+    caption: str | None = Field(default=None, max_length=4096)
+
+
+class DocumentContent(Contract):
+    kind: Literal[MessageKind.DOCUMENT] = MessageKind.DOCUMENT
+    document: MediaRef
+    extension: str = Field(pattern=r"^[A-Za-z0-9]{1,10}$", description="Required by W-API.")
+    file_name: str | None = Field(default=None, max_length=255)
+    caption: str | None = Field(default=None, max_length=4096)
+
+
+MessageBody = Annotated[
+    TextContent | ImageContent | AudioContent | VideoContent | DocumentContent,
+    Field(discriminator="kind"),
+]
+
+
+class SendMessage(Envelope):
+    """Send one message through one instance. `command_id` is the caller's idempotency key."""
+
+    command_id: CommandId
+    instance_id: InstanceId
+    phone: Phone
+    body: MessageBody
+    quoted_message_id: str | None = Field(default=None, max_length=200)
+    delay_message: int | None = Field(
+        default=None, ge=1, le=15, description="Seconds the provider waits before sending."
+    )
+    hold_for: timedelta = Field(
+        default=timedelta(0),
+        ge=timedelta(0),
+        le=MAX_HOLD,
+        description="How long to wait for an unhealthy instance to recover; 0 fails at once.",
+    )
+    retry_of: CommandId | None = Field(
+        default=None, description="command_id of the failed send this one retries."
+    )
+
+
+class SendStatus(StrEnum):
+    """Where one command stands. `sent` and later mean the provider accepted it."""
+
+    HELD = "held"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+    @property
+    def is_final_decision(self) -> bool:
+        return self is not SendStatus.HELD
+
+
+class SendOutcome(Envelope):
+    """The decision on one command: accepted by the provider, failed, uncertain, or held."""
+
+    command_id: str
+    instance_id: str
+    phone: str
+    kind: MessageKind
+    status: SendStatus
+    provider_message_id: str | None = None
+    error: Problem | None = Field(default=None, description="Set exactly when not accepted.")
+    attempts: int = Field(ge=0)
+    session_health: str | None = Field(
+        default=None, description="Instance state seen by the preflight, e.g. degraded."
+    )
+    retry_of: str | None = None
+    replayed: bool = Field(
+        default=False, description="True when this is the stored outcome of an earlier delivery."
+    )
+
+
+class MessageStatusChanged(Envelope):
+    """A sent message moved forward (delivered, read, played) or failed after sending."""
+
+    command_id: str
+    instance_id: str
+    provider_message_id: str
+    from_status: SendStatus
+    to_status: SendStatus
+    provider_status: DeliveryStatus | None = None
+
+
+class MessageStuck(Envelope):
+    """Alert: a message has stayed `sent` longer than the window."""
+
+    command_id: str
+    instance_id: str
+    provider_message_id: str | None
+    sent_at: AwareDatetime
+    stuck_for: timedelta
+
+
+class RetrySend(Envelope):
+    """Retry a failed send as a new attempt linked to the original."""
+
+    command_id: CommandId = Field(description="The failed command to retry.")
+    new_command_id: CommandId
+
+
+class GetSendOutcome(Envelope):
+    command_id: CommandId
+
+
+class SendOutcomeReply(Contract):
+    ok: bool
+    outcome: SendOutcome | None = None
+    error: Problem | None = None

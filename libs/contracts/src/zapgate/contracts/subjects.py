@@ -1,0 +1,105 @@
+"""Stream and subject names: the only place they are spelled out.
+
+Subjects are lower-case dot-separated tokens. Tokens taken from outside data (instance ids,
+command ids) go through `token()` so a stray `.`, `*` or `>` can never change routing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def token(value: str) -> str:
+    """Make `value` safe to use as one subject token."""
+    cleaned = _UNSAFE.sub("_", value)
+    return cleaned or "_"
+
+
+# --- ingest: one message per accepted webhook -------------------------------------------
+STREAM_WEBHOOKS: Final = "ZG_WEBHOOKS"
+WEBHOOKS_ALL: Final = "zg.webhook.>"
+
+
+def webhook_subject(kind: str) -> str:
+    return f"zg.webhook.{kind}"
+
+
+# --- health: state, notifications and the observations other services send it ------------
+STREAM_HEALTH: Final = "ZG_HEALTH"
+HEALTH_ALL: Final = "zg.health.>"
+STATE_CHANGED_ALL: Final = "zg.health.state.*"
+NOTIFICATIONS_ALL: Final = "zg.health.notification.*"
+PROOF_OF_LIFE_ALL: Final = "zg.health.observed.proof_of_life.*"
+SESSION_OBSERVED_ALL: Final = "zg.health.observed.live.*"
+RECONNECT_REQUESTED_ALL: Final = "zg.health.reconnect.*"
+DELIVERY_STALL_ALL: Final = "zg.health.delivery.*"
+
+
+def state_changed_subject(instance_id: str) -> str:
+    return f"zg.health.state.{token(instance_id)}"
+
+
+def notification_subject(instance_id: str) -> str:
+    return f"zg.health.notification.{token(instance_id)}"
+
+
+def proof_of_life_subject(instance_id: str) -> str:
+    return f"zg.health.observed.proof_of_life.{token(instance_id)}"
+
+
+def session_observed_subject(instance_id: str) -> str:
+    return f"zg.health.observed.live.{token(instance_id)}"
+
+
+def reconnect_requested_subject(instance_id: str) -> str:
+    return f"zg.health.reconnect.{token(instance_id)}"
+
+
+def delivery_signal_subject(instance_id: str) -> str:
+    return f"zg.health.delivery.{token(instance_id)}"
+
+
+# --- ticks: published by the NATS server itself from a message schedule -------------------
+STREAM_TICKS: Final = "ZG_TICKS"
+HEALTH_TICK: Final = "zg.tick.health"
+HEALTH_TICK_SCHEDULE: Final = "zg.schedule.health"
+
+# --- sender: commands in, outcomes and delivery tracking out -------------------------------
+STREAM_SEND: Final = "ZG_SEND"
+SEND_COMMANDS_ALL: Final = "zg.send.command.*"
+SEND_OUTCOMES_ALL: Final = "zg.send.outcome.*"
+MESSAGE_STATUS_ALL: Final = "zg.send.status.*"
+MESSAGE_ALERTS_ALL: Final = "zg.send.alert.*"
+
+
+def send_command_subject(instance_id: str) -> str:
+    return f"zg.send.command.{token(instance_id)}"
+
+
+def send_outcome_subject(command_id: str) -> str:
+    return f"zg.send.outcome.{token(command_id)}"
+
+
+def message_status_subject(instance_id: str) -> str:
+    return f"zg.send.status.{token(instance_id)}"
+
+
+def message_alert_subject(instance_id: str) -> str:
+    return f"zg.send.alert.{token(instance_id)}"
+
+
+# --- request-reply APIs (core NATS, no stream) ---------------------------------------------
+API_HEALTH_REGISTER: Final = "zg.api.health.instances.register"
+API_HEALTH_LIST: Final = "zg.api.health.instances.list"
+API_HEALTH_PAUSE: Final = "zg.api.health.instances.pause"
+API_HEALTH_REMOVE: Final = "zg.api.health.instances.remove"
+API_HEALTH_GET: Final = "zg.api.health.instances.health"
+API_HEALTH_CHECK_NOW: Final = "zg.api.health.instances.check"
+API_SENDER_OUTCOME: Final = "zg.api.sender.outcome"
+API_SENDER_RETRY: Final = "zg.api.sender.retry"
+
+# --- header names -------------------------------------------------------------------------
+MSG_ID_HEADER: Final = "Nats-Msg-Id"

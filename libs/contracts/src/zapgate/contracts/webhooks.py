@@ -1,0 +1,193 @@
+"""Typed events ingest publishes, one per accepted webhook (stream ZG_WEBHOOKS).
+
+Every event keeps the provider's body as received in `raw`, so nothing the provider said is
+lost even when our reading of it is partial. Facts and grades: shared/WAPI.md.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, Field
+
+from zapgate.contracts.envelope import Contract, Envelope
+
+
+class WebhookKind(StrEnum):
+    """What a webhook was routed to; also the last token of its subject."""
+
+    MESSAGE_RECEIVED = "message_received"
+    MESSAGE_SENT = "message_sent"
+    MESSAGE_CHANGED = "message_changed"
+    MESSAGE_STATUS = "message_status"
+    INSTANCE_CONNECTED = "instance_connected"
+    INSTANCE_DISCONNECTED = "instance_disconnected"
+    CHAT_PRESENCE = "chat_presence"
+    UNROUTED = "unrouted"
+
+
+class DeliveryStatus(StrEnum):
+    """Provider message status, ordered: a message never moves backwards."""
+
+    PENDING = "pending"
+    SENT = "sent"  # provider SERVER
+    DELIVERED = "delivered"  # provider DELIVERY
+    READ = "read"  # provider READ
+    PLAYED = "played"  # provider PLAYED
+    FAILED = "failed"  # provider ERROR
+
+
+class ChatChannel(StrEnum):
+    """Where a chat id points: a person or group, a story, or a channel."""
+
+    CHAT = "chat"
+    STORY = "story"  # status / status@broadcast
+    NEWSLETTER = "newsletter"  # ...@newsletter
+
+
+class Chat(Contract):
+    id: str
+    is_group: bool = False
+    is_lid: bool = False
+    channel: ChatChannel = ChatChannel.CHAT
+
+
+class Sender(Contract):
+    id: str | None = None
+    push_name: str | None = None
+    lid: str | None = None
+
+
+class Media(Contract):
+    mimetype: str | None = None
+    url: str | None = None
+    file_length: int | None = None
+    file_name: str | None = None
+    seconds: int | None = None
+    media_key: str | None = None
+
+
+class MessageContent(Contract):
+    """What a message says, as far as we understood it; `type` is the provider's key."""
+
+    type: str = Field(description="Provider content key, e.g. conversation, imageMessage.")
+    text: str | None = None
+    caption: str | None = None
+    media: Media | None = None
+    quoted_message_id: str | None = Field(
+        default=None, description="contextInfo.stanzaID / stanzaId of a quoted reply."
+    )
+    button_id: str | None = None
+
+
+class WebhookEvent(Envelope):
+    """Fields every routed webhook carries."""
+
+    kind: WebhookKind
+    instance_id: str | None = Field(description="Provider instance id; None when absent.")
+    received_at: AwareDatetime = Field(description="When ingest accepted the webhook.")
+    moment: AwareDatetime | None = Field(
+        default=None, description="Provider's `moment` (Unix seconds) as a datetime."
+    )
+    dedupe_key: str = Field(description="Key used to publish and store this webhook once.")
+    connected_phone: str | None = Field(
+        default=None, description="The instance's own phone, when the payload carried it."
+    )
+    raw: dict[str, Any] = Field(description="The provider's JSON body as received.")
+
+
+class MessageReceived(WebhookEvent):
+    """A message arrived at the instance (provider event `webhookReceived`)."""
+
+    kind: Literal[WebhookKind.MESSAGE_RECEIVED] = WebhookKind.MESSAGE_RECEIVED
+    message_id: str | None
+    from_me: bool = False
+    chat: Chat
+    sender: Sender = Field(default_factory=Sender)
+    content: MessageContent
+
+
+class MessageSent(WebhookEvent):
+    """The instance sent a message, from the phone or through the API (`webhookDelivery`).
+
+    Not a delivery receipt: receipts are MessageStatusReported.
+    """
+
+    kind: Literal[WebhookKind.MESSAGE_SENT] = WebhookKind.MESSAGE_SENT
+    message_id: str | None
+    from_api: bool | None = None
+    chat: Chat
+    content: MessageContent | None = None
+
+
+class MessageChangeKind(StrEnum):
+    EDIT = "edit"
+    DELETE = "delete"
+    REACTION = "reaction"
+    OTHER = "other"
+
+
+class MessageChanged(WebhookEvent):
+    """An existing message was edited, deleted or reacted to."""
+
+    kind: Literal[WebhookKind.MESSAGE_CHANGED] = WebhookKind.MESSAGE_CHANGED
+    change: MessageChangeKind
+    message_id: str | None = Field(description="Id of the webhook's own message.")
+    target_message_id: str | None = Field(description="Id of the message that changed.")
+    chat: Chat
+    sender: Sender = Field(default_factory=Sender)
+    new_text: str | None = None
+    reaction: str | None = None
+
+
+class MessageStatusReported(WebhookEvent):
+    """The provider reported the status of one sent message (`webhookStatus`)."""
+
+    kind: Literal[WebhookKind.MESSAGE_STATUS] = WebhookKind.MESSAGE_STATUS
+    message_id: str | None
+    status: DeliveryStatus | None = Field(description="None when the raw status is unknown.")
+    status_raw: str = Field(description="The provider's status word as received.")
+    chat_id: str | None = None
+
+
+class InstanceConnected(WebhookEvent):
+    """The provider says the session connected; `connected_phone` may be missing."""
+
+    kind: Literal[WebhookKind.INSTANCE_CONNECTED] = WebhookKind.INSTANCE_CONNECTED
+
+
+class InstanceDisconnected(WebhookEvent):
+    """The provider says the session dropped."""
+
+    kind: Literal[WebhookKind.INSTANCE_DISCONNECTED] = WebhookKind.INSTANCE_DISCONNECTED
+
+
+class ChatPresenceObserved(WebhookEvent):
+    """The event-less `{instanceId, connectedPhone, connectedLid, chat, status, moment}` shape."""
+
+    kind: Literal[WebhookKind.CHAT_PRESENCE] = WebhookKind.CHAT_PRESENCE
+    chat_id: str | None = None
+    status_raw: str | None = Field(default=None, description="Presence word, kept as data.")
+    connected_lid: str | None = None
+
+
+class WebhookUnrouted(WebhookEvent):
+    """A webhook we could not route: kept whole, with its key set, for diagnosis."""
+
+    kind: Literal[WebhookKind.UNROUTED] = WebhookKind.UNROUTED
+    reason: str
+    keys: list[str]
+
+
+AnyWebhookEvent = Annotated[
+    MessageReceived
+    | MessageSent
+    | MessageChanged
+    | MessageStatusReported
+    | InstanceConnected
+    | InstanceDisconnected
+    | ChatPresenceObserved
+    | WebhookUnrouted,
+    Field(discriminator="kind"),
+]
