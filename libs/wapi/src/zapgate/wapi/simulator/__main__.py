@@ -1,0 +1,3 @@
+from zapgate.wapi.simulator.cli import main
+
+main()
