@@ -7,7 +7,7 @@ lost even when our reading of it is partial. Facts and grades: shared/WAPI.md.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, Field
 
@@ -191,3 +191,48 @@ AnyWebhookEvent = Annotated[
     | WebhookUnrouted,
     Field(discriminator="kind"),
 ]
+
+
+# --- the gateway's own answers and its quarantine ------------------------------------------
+
+QUARANTINE_KIND: Final = "quarantined"
+"""Last subject token of quarantined bodies: `webhook_subject(QUARANTINE_KIND)`."""
+
+
+class WebhookErrorCode(StrEnum):
+    """Stable machine codes of the webhook gateway's refusals (HTTP 4xx/5xx bodies)."""
+
+    WEBHOOK_UNAUTHORIZED = "WEBHOOK_UNAUTHORIZED"
+    WEBHOOK_TOO_LARGE = "WEBHOOK_TOO_LARGE"
+    WEBHOOK_NOT_JSON = "WEBHOOK_NOT_JSON"
+    WEBHOOK_NOT_OBJECT = "WEBHOOK_NOT_OBJECT"
+    WEBHOOK_NOT_DURABLE = "WEBHOOK_NOT_DURABLE"
+
+
+WEBHOOK_MESSAGES_PT_BR: dict[WebhookErrorCode, str] = {
+    WebhookErrorCode.WEBHOOK_UNAUTHORIZED: "Segredo do webhook inválido. Nada foi registrado.",
+    WebhookErrorCode.WEBHOOK_TOO_LARGE: (
+        "O corpo do webhook é maior que o limite aceito. Nada foi registrado."
+    ),
+    WebhookErrorCode.WEBHOOK_NOT_JSON: (
+        "O corpo do webhook não é JSON válido. Ele foi guardado em quarentena para análise."
+    ),
+    WebhookErrorCode.WEBHOOK_NOT_OBJECT: (
+        "O corpo do webhook é JSON, mas não é um objeto. Ele foi guardado em quarentena para "
+        "análise."
+    ),
+    WebhookErrorCode.WEBHOOK_NOT_DURABLE: (
+        "Não foi possível guardar o webhook com segurança agora. Tente novamente em instantes."
+    ),
+}
+
+
+class WebhookQuarantined(Envelope):
+    """An authenticated body we could not read as a JSON object, kept byte for byte."""
+
+    kind: Literal["quarantined"] = QUARANTINE_KIND
+    received_at: AwareDatetime = Field(description="When ingest accepted the body.")
+    code: WebhookErrorCode = Field(description="Why it was quarantined.")
+    dedupe_key: str = Field(description="Hash of the body: the same body is kept once.")
+    body_base64: str = Field(description="The body as received, base64-encoded.")
+    content_type: str | None = Field(default=None, max_length=200)

@@ -1,0 +1,476 @@
+"""Route one W-API webhook body to one typed event (pure: no I/O, never raises).
+
+Facts and grades behind every branch: shared/WAPI.md. Where the provider's shape is uncertain
+the router is tolerant: unknown fields are ignored, unknown values kept as raw text, and a body
+that cannot be read is routed to `WebhookUnrouted` with its key set instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
+
+from pydantic import ValidationError
+
+from zapgate.contracts.webhooks import (
+    Chat,
+    ChatChannel,
+    ChatPresenceObserved,
+    DeliveryStatus,
+    InstanceConnected,
+    InstanceDisconnected,
+    Media,
+    MessageChanged,
+    MessageChangeKind,
+    MessageContent,
+    MessageReceived,
+    MessageSent,
+    MessageStatusReported,
+    Sender,
+    WebhookEvent,
+    WebhookKind,
+    WebhookUnrouted,
+)
+
+Payload: TypeAlias = dict[str, Any]
+
+EVENT_RECEIVED: Final = "webhookReceived"
+EVENT_DELIVERY: Final = "webhookDelivery"
+EVENT_STATUS: Final = "webhookStatus"
+EVENT_CONNECTED: Final = "webhookConnected"
+EVENT_DISCONNECTED: Final = "webhookDisconnected"
+PRESENCE_SHAPE: Final = "presence"
+
+# Event ids are derived from the dedupe key, so a resent webhook gets the same event id.
+_EVENT_ID_NAMESPACE: Final = uuid.UUID("5b0f4c3e-8a61-4f7c-9a57-0c1d2e3f4a5b")
+_MILLISECONDS_THRESHOLD: Final = 10**11  # a `moment` above this is in ms, not seconds
+_PROTOCOL_EDIT: Final = frozenset({"MESSAGE_EDIT", "14"})
+_PROTOCOL_REVOKE: Final = frozenset({"REVOKE", "0"})
+_STATUS_WORDS: Final = {
+    "PENDING": DeliveryStatus.PENDING,
+    "SERVER": DeliveryStatus.SENT,
+    "SERVER_ACK": DeliveryStatus.SENT,
+    "SENT": DeliveryStatus.SENT,
+    "DELIVERY": DeliveryStatus.DELIVERED,
+    "DELIVERY_ACK": DeliveryStatus.DELIVERED,
+    "DELIVERED": DeliveryStatus.DELIVERED,
+    "READ": DeliveryStatus.READ,
+    "PLAYED": DeliveryStatus.PLAYED,
+    "ERROR": DeliveryStatus.FAILED,
+    "FAILED": DeliveryStatus.FAILED,
+}
+_MEDIA_KEYS: Final = (
+    "imageMessage",
+    "videoMessage",
+    "audioMessage",
+    "documentMessage",
+    "documentWithCaptionMessage",
+    "stickerMessage",
+    "ptvMessage",
+)
+_STORY_IDS: Final = frozenset({"status", "status@broadcast"})
+_READ_ERRORS: Final = (
+    ValidationError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    RecursionError,
+)
+
+
+def dedupe_key(kind: WebhookKind | str, parts: list[Any]) -> str:
+    """`<kind>:<hash>`: safe as a Nats-Msg-Id header whatever the provider's ids contain."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:40]
+    return f"{kind}:{digest}"
+
+
+def body_dedupe_key(kind: str, body: bytes) -> str:
+    """Key of a body we keep whole (quarantine): the same bytes are kept once."""
+    return f"{kind}:{hashlib.sha256(body).hexdigest()[:40]}"
+
+
+def route(payload: Payload, received_at: datetime) -> WebhookEvent:
+    """The typed event for one webhook body. Never raises: what it cannot read is unrouted."""
+    try:
+        return _route(payload, received_at)
+    except (
+        ValidationError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        RecursionError,
+    ) as error:
+        return _unrouted(payload, received_at, f"unreadable: {type(error).__name__}")
+
+
+def _route(payload: Payload, received_at: datetime) -> WebhookEvent:
+    instance_id = _text(payload.get("instanceId"))
+    if instance_id is None:
+        return _unrouted(payload, received_at, "no_instance_id")
+    event = payload.get("event")
+    if event is None and "chat" in payload and "status" in payload:
+        return _presence(payload, instance_id, received_at)
+    if event in {EVENT_RECEIVED, EVENT_DELIVERY}:
+        return _message(payload, instance_id, received_at, sent=event == EVENT_DELIVERY)
+    if event == EVENT_STATUS:
+        return _status(payload, instance_id, received_at)
+    if event in {EVENT_CONNECTED, EVENT_DISCONNECTED}:
+        return _session(payload, instance_id, received_at, connected=event == EVENT_CONNECTED)
+    reason = "no_event" if event is None else "unknown_event"
+    return _unrouted(payload, received_at, reason)
+
+
+def _session(
+    payload: Payload, instance_id: str, received_at: datetime, *, connected: bool
+) -> WebhookEvent:
+    event = EVENT_CONNECTED if connected else EVENT_DISCONNECTED
+    identity = _without_message_id(payload, [event, instance_id])
+    if connected:
+        kind = WebhookKind.INSTANCE_CONNECTED
+        return InstanceConnected(**_common(payload, instance_id, received_at, kind, identity))
+    kind = WebhookKind.INSTANCE_DISCONNECTED
+    return InstanceDisconnected(**_common(payload, instance_id, received_at, kind, identity))
+
+
+def _common(
+    payload: Payload,
+    instance_id: str | None,
+    received_at: datetime,
+    kind: WebhookKind,
+    identity: list[Any],
+) -> dict[str, Any]:
+    moment = _moment(payload.get("moment"))
+    key = dedupe_key(kind, identity)
+    return {
+        "event_id": uuid.uuid5(_EVENT_ID_NAMESPACE, key),
+        "occurred_at": moment or received_at,
+        "correlation_id": key,
+        "instance_id": instance_id,
+        "received_at": received_at,
+        "moment": moment,
+        "dedupe_key": key,
+        "connected_phone": _phone(payload.get("connectedPhone")),
+        "raw": payload,
+    }
+
+
+def _without_message_id(payload: Payload, identity: list[Any]) -> list[Any]:
+    # WAPI.md: events without a messageId dedupe on instance + event shape + moment. Without a
+    # moment either, the whole body is the only stable identity.
+    moment = payload.get("moment")
+    if moment is None:
+        return [*identity, sorted(payload.keys()), payload]
+    return [*identity, sorted(payload.keys()), moment]
+
+
+def _message(
+    payload: Payload, instance_id: str, received_at: datetime, *, sent: bool
+) -> WebhookEvent:
+    event = EVENT_DELIVERY if sent else EVENT_RECEIVED
+    message_id = _text(payload.get("messageId"))
+    identity: list[Any] = [event, instance_id, message_id]
+    if message_id is None:
+        identity = _without_message_id(payload, identity)
+    content = _as_dict(payload.get("msgContent"))
+    chat = _chat(payload)
+    sender = _sender(payload)
+    change = _change(content)
+    if change is not None:
+        common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_CHANGED, identity)
+        change_kind, target, new_text, reaction = change
+        return MessageChanged(
+            **common,
+            change=change_kind,
+            message_id=message_id,
+            target_message_id=target,
+            chat=chat,
+            sender=sender,
+            new_text=new_text,
+            reaction=reaction,
+        )
+    if sent:
+        common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_SENT, identity)
+        return MessageSent(
+            **common,
+            message_id=message_id,
+            from_api=_bool(payload.get("fromApi")),
+            chat=chat,
+            content=_content(content) if content else None,
+        )
+    common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_RECEIVED, identity)
+    return MessageReceived(
+        **common,
+        message_id=message_id,
+        from_me=_bool(payload.get("fromMe")) or False,
+        chat=chat,
+        sender=sender,
+        content=_content(content),
+    )
+
+
+def _status(payload: Payload, instance_id: str, received_at: datetime) -> WebhookEvent:
+    message_id = _text(payload.get("messageId"))
+    status_raw = _text(payload.get("status")) or ""
+    identity: list[Any] = [EVENT_STATUS, instance_id, message_id, status_raw]
+    if message_id is None:
+        identity = _without_message_id(payload, identity)
+    common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_STATUS, identity)
+    return MessageStatusReported(
+        **common,
+        message_id=message_id,
+        status=_STATUS_WORDS.get(status_raw.strip().upper()),
+        status_raw=status_raw,
+        chat_id=_chat_id(payload.get("chat")),
+    )
+
+
+def _presence(payload: Payload, instance_id: str, received_at: datetime) -> WebhookEvent:
+    chat_id = _chat_id(payload.get("chat"))
+    status_raw = _text(payload.get("status"))
+    identity = _without_message_id(payload, [PRESENCE_SHAPE, instance_id, chat_id, status_raw])
+    common = _common(payload, instance_id, received_at, WebhookKind.CHAT_PRESENCE, identity)
+    return ChatPresenceObserved(
+        **common,
+        chat_id=chat_id,
+        status_raw=status_raw,
+        connected_lid=_text(payload.get("connectedLid")),
+    )
+
+
+def _unrouted(payload: Payload, received_at: datetime, reason: str) -> WebhookUnrouted:
+    instance_id = _text(payload.get("instanceId"))
+    keys = sorted(str(key) for key in payload)
+    try:
+        key = dedupe_key(WebhookKind.UNROUTED, [instance_id, payload])
+    except (RecursionError, ValueError):
+        key = dedupe_key(WebhookKind.UNROUTED, [instance_id, keys, received_at.isoformat()])
+    try:
+        moment = _moment(payload.get("moment"))
+        phone = _phone(payload.get("connectedPhone"))
+    except (TypeError, ValueError):  # pragma: no cover - both helpers already refuse bad input
+        moment, phone = None, None
+    return WebhookUnrouted(
+        event_id=uuid.uuid5(_EVENT_ID_NAMESPACE, key),
+        occurred_at=moment or received_at,
+        correlation_id=key,
+        instance_id=instance_id,
+        received_at=received_at,
+        moment=moment,
+        dedupe_key=key,
+        connected_phone=phone,
+        raw=payload,
+        reason=reason,
+        keys=keys,
+    )
+
+
+# --- message content -------------------------------------------------------------------------
+
+
+def _change(
+    content: Payload,
+) -> tuple[MessageChangeKind, str | None, str | None, str | None] | None:
+    edited = _as_dict(content.get("editedMessage"))
+    protocol = _as_dict(content.get("protocolMessage")) or _as_dict(
+        _as_dict(edited.get("message")).get("protocolMessage")
+    )
+    if protocol:
+        target = _text(_as_dict(protocol.get("key")).get("id"))
+        protocol_type = str(protocol.get("type", "")).upper()
+        if protocol_type in _PROTOCOL_EDIT or edited:
+            new_text = _plain_text(_as_dict(protocol.get("editedMessage")))
+            return MessageChangeKind.EDIT, target, new_text, None
+        if protocol_type in _PROTOCOL_REVOKE:
+            return MessageChangeKind.DELETE, target, None, None
+        return MessageChangeKind.OTHER, target, None, None
+    reaction = _as_dict(content.get("reactionMessage"))
+    if reaction:
+        target = _text(_as_dict(reaction.get("key")).get("id"))
+        text = reaction.get("text")
+        return MessageChangeKind.REACTION, target, None, text if isinstance(text, str) else None
+    return None
+
+
+def _plain_text(content: Payload) -> str | None:
+    conversation = _text(content.get("conversation"))
+    if conversation is not None:
+        return conversation
+    return _text(_as_dict(content.get("extendedTextMessage")).get("text"))
+
+
+def _content(content: Payload) -> MessageContent:
+    if "conversation" in content:
+        return MessageContent(type="conversation", text=_text(content.get("conversation")))
+    extended = _as_dict(content.get("extendedTextMessage"))
+    if extended:
+        return MessageContent(
+            type="extendedTextMessage",
+            text=_text(extended.get("text")),
+            quoted_message_id=_quoted(extended),
+        )
+    for key in _MEDIA_KEYS:
+        media = _as_dict(content.get(key))
+        if key == "documentWithCaptionMessage":
+            media = _as_dict(_as_dict(media.get("message")).get("documentMessage")) or media
+        if media:
+            return MessageContent(
+                type=key,
+                caption=_text(media.get("caption")),
+                media=Media(
+                    mimetype=_text(media.get("mimetype")),
+                    url=_text(media.get("url")),
+                    file_length=_int(media.get("fileLength")),
+                    file_name=_text(media.get("fileName")),
+                    seconds=_int(media.get("seconds")),
+                    media_key=_text(media.get("mediaKey")),
+                ),
+                quoted_message_id=_quoted(media),
+            )
+    return _button_reply(content) or MessageContent(type=_first_key(content))
+
+
+def _button_reply(content: Payload) -> MessageContent | None:
+    buttons = _as_dict(content.get("buttonsResponseMessage"))
+    if buttons:
+        return MessageContent(
+            type="buttonsResponseMessage",
+            text=_text(buttons.get("selectedDisplayText")),
+            button_id=_text(buttons.get("selectedButtonId")),
+            quoted_message_id=_quoted(buttons),
+        )
+    template = _as_dict(content.get("templateButtonReplyMessage"))
+    if template:
+        return MessageContent(
+            type="templateButtonReplyMessage",
+            text=_text(template.get("selectedDisplayText")),
+            button_id=_text(template.get("selectedId")),
+            quoted_message_id=_quoted(template),
+        )
+    listed = _as_dict(content.get("listResponseMessage"))
+    if listed:
+        reply = _as_dict(listed.get("singleSelectReply"))
+        return MessageContent(
+            type="listResponseMessage",
+            text=_text(listed.get("title")),
+            button_id=_text(reply.get("selectedRowId")),
+            quoted_message_id=_quoted(listed),
+        )
+    return None
+
+
+def _quoted(part: Payload) -> str | None:
+    context = _as_dict(part.get("contextInfo"))
+    # Production payloads spell it stanzaID; other integrations stanzaId.
+    return _text(context.get("stanzaID")) or _text(context.get("stanzaId"))
+
+
+def _first_key(content: Payload) -> str:
+    for key in content:
+        if key not in {"messageContextInfo", "contextInfo"}:
+            return str(key)
+    return "unknown"
+
+
+# --- chats and senders -----------------------------------------------------------------------
+
+
+def _chat(payload: Payload) -> Chat:
+    chat_id = _chat_id(payload.get("chat")) or ""
+    is_group = _bool(payload.get("isGroup")) or chat_id.endswith("@g.us")
+    return Chat(
+        id=chat_id,
+        is_group=is_group,
+        is_lid=chat_id.endswith("@lid"),
+        channel=channel_of(chat_id),
+    )
+
+
+def channel_of(chat_id: str) -> ChatChannel:
+    """Stories (`status`, `status@broadcast`) and channels (`@newsletter`) are marked."""
+    if chat_id in _STORY_IDS:
+        return ChatChannel.STORY
+    if chat_id.endswith("@newsletter"):
+        return ChatChannel.NEWSLETTER
+    return ChatChannel.CHAT
+
+
+def _chat_id(chat: object) -> str | None:
+    if isinstance(chat, dict):
+        return _text(chat.get("id"))
+    return _text(chat)
+
+
+def _sender(payload: Payload) -> Sender:
+    sender = _as_dict(payload.get("sender"))
+    return Sender(
+        id=_text(sender.get("id")),
+        push_name=_text(sender.get("pushName")),
+        lid=_text(sender.get("senderLid")),
+    )
+
+
+# --- tolerant scalars ------------------------------------------------------------------------
+
+
+def _as_dict(value: object) -> Payload:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _phone(value: object) -> str | None:
+    text = _text(value)
+    return text.strip() or None if text is not None else None
+
+
+def _bool(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    return None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _moment(value: object) -> datetime | None:
+    if isinstance(value, bool):
+        return None
+    seconds: float
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    if seconds > _MILLISECONDS_THRESHOLD:
+        seconds /= 1000
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
