@@ -1,0 +1,96 @@
+"""Pure parts of zapgate.runtime: settings, clock, redaction, durations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from zapgate.runtime.clock import ManualClock, SystemClock
+from zapgate.runtime.logging import REDACTED, redact, redact_processor
+from zapgate.runtime.settings import ServiceSettings
+from zapgate.runtime.streams import StreamSpec, go_duration
+
+pytestmark = pytest.mark.unit
+
+
+class _IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ZAPGATE_TESTSVC_")
+
+
+@pytest.mark.parametrize("secret", ["changeme", "CHANGE_ME", "change-me", "", "dev-secret-123"])
+def test_placeholder_secrets_are_refused_outside_dev(secret: str) -> None:
+    """In prod a placeholder database URL fails validation with a clear message."""
+    with pytest.raises(ValidationError, match="placeholder"):
+        _IngestSettings(environment="prod", database_url=secret)  # type: ignore[arg-type]
+
+
+def test_placeholder_secrets_are_accepted_in_dev() -> None:
+    """Dev keeps working with the placeholder a developer copied from the example env."""
+    settings = _IngestSettings(database_url="changeme")  # type: ignore[arg-type]
+    assert settings.database_url.get_secret_value() == "changeme"
+
+
+def test_service_settings_read_their_own_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subclass reads `ZAPGATE_<SVC>_*` variables."""
+    monkeypatch.setenv("ZAPGATE_TESTSVC_DATABASE_URL", "postgresql://u:p@db/x")
+    monkeypatch.setenv("ZAPGATE_TESTSVC_ENVIRONMENT", "prod")
+    monkeypatch.setenv("ZAPGATE_TESTSVC_PROBE_PORT", "9100")
+    settings = _IngestSettings()
+    assert settings.environment == "prod"
+    assert settings.probe_port == 9100
+    assert settings.log_json is None
+
+
+def test_manual_clock_moves_only_when_advanced() -> None:
+    """advance() moves both wall and monotonic time; nothing else does."""
+    clock = ManualClock(datetime(2025, 5, 1, tzinfo=UTC))
+    before = clock.now()
+    clock.advance(timedelta(minutes=5))
+    assert clock.now() - before == timedelta(minutes=5)
+    assert clock.monotonic() == 300.0
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance(-1)
+
+
+def test_system_clock_gives_aware_utc() -> None:
+    """now() is timezone-aware UTC."""
+    assert SystemClock().now().tzinfo is UTC
+
+
+def test_redact_masks_sensitive_keys_at_any_depth() -> None:
+    """Tokens, secrets, passwords and authorization headers never reach a log line."""
+    event = {
+        "event": "call",
+        "Authorization": "Bearer abc",
+        "body": {"instance_token": "t", "items": [{"password": "p", "ok": 1}]},
+        "user": "ana",
+    }
+    out = redact_processor(None, "info", dict(event))
+    assert out["Authorization"] == REDACTED
+    assert out["body"] == {"instance_token": REDACTED, "items": [{"password": REDACTED, "ok": 1}]}
+    assert out["user"] == "ana"
+    assert redact("plain") == "plain"
+
+
+@pytest.mark.parametrize(
+    ("every", "expected"),
+    [
+        (timedelta(seconds=1), "1s"),
+        (timedelta(minutes=5), "300s"),
+        (timedelta(seconds=1.5), "1500ms"),
+    ],
+)
+def test_go_duration_formats_what_every_accepts(every: timedelta, expected: str) -> None:
+    """Intervals become Go ParseDuration strings."""
+    assert go_duration(every) == expected
+
+
+def test_stream_spec_api_body_uses_nanoseconds() -> None:
+    """Durations go to the JetStream API in nanoseconds, schedules only when asked for."""
+    body = StreamSpec("S", ("s.>",), max_age=timedelta(hours=1)).to_api()
+    assert body["max_age"] == 3_600_000_000_000
+    assert body["duplicate_window"] == 120_000_000_000
+    assert "allow_msg_schedules" not in body
