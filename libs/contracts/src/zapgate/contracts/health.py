@@ -30,6 +30,10 @@ class DegradedReason(StrEnum):
     SESSION_INCOMPLETE = "SESSION_INCOMPLETE"
     TIMEOUT_OR_GATEWAY = "TIMEOUT_OR_GATEWAY"
     DELIVERY_STALLED = "DELIVERY_STALLED"
+    CREDENTIALS_REJECTED = "CREDENTIALS_REJECTED"
+    """The provider answered 401/403: the instance id or token is wrong; restarts cannot help."""
+    PROVIDER_REJECTED = "PROVIDER_REJECTED"
+    """The provider answered the check with an error of its own (4xx or `error: true`)."""
 
 
 class EvidenceSource(StrEnum):

@@ -1,0 +1,11 @@
+"""Health's Alembic history, applied by `zapgate-migrate` and the test fixtures."""
+
+from __future__ import annotations
+
+from zapgate.runtime.db import MigrationSpec
+
+SPEC = MigrationSpec(
+    service="health",
+    script_location="zapgate.health:migrations",
+    version_table="alembic_version_health",
+)
