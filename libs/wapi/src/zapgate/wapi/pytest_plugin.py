@@ -3,6 +3,7 @@
 - `wapi_simulator_server` (session): the simulator over real HTTP on a free port.
 - `wapi_simulator`: its `Simulator` handle, reset before each test.
 - `wapi_client`: a `WapiClient` pointed at the simulator, with short timeouts.
+- `wapi_webhook_receiver`: a real HTTP endpoint recording what the simulator posts to it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from zapgate.wapi.client import WapiClient
+from zapgate.wapi.simulator.receiver import WebhookReceiver
 from zapgate.wapi.simulator.server import SimulatorServer
 
 if TYPE_CHECKING:
@@ -44,3 +46,15 @@ async def wapi_client(
     del wapi_simulator  # requested for its reset
     async with WapiClient(base_url=wapi_simulator_server.base_url, timeout=TEST_TIMEOUT) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def _wapi_webhook_receiver_server() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def wapi_webhook_receiver(_wapi_webhook_receiver_server: WebhookReceiver) -> WebhookReceiver:
+    _wapi_webhook_receiver_server.clear()
+    return _wapi_webhook_receiver_server

@@ -15,6 +15,7 @@ from zapgate.wapi.simulator.models import (
     RestartMode,
     WebhookRecord,
 )
+from zapgate.wapi.simulator.receiver import WebhookReceiver
 from zapgate.wapi.simulator.server import BackgroundServer, SimulatorServer
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "RestartMode",
     "Simulator",
     "SimulatorServer",
+    "WebhookReceiver",
     "WebhookRecord",
 ]

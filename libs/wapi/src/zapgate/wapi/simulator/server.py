@@ -36,7 +36,9 @@ class BackgroundServer:
         self._app_ready = False
         self._app = app_factory(self._on_ready)
         self._host = host
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+        # says TCP, and without it every answer stalls ~40 ms on Nagle + delayed ACK.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
         # Listening before uvicorn starts: early connections wait in the backlog instead of

@@ -1,0 +1,390 @@
+"""The adapter against the simulator over real HTTP: every call and every error shape."""
+
+from __future__ import annotations
+
+import socket
+from typing import TypeVar
+
+import httpx
+import pytest
+import structlog
+from pydantic import SecretStr
+
+from zapgate.wapi import (
+    Acknowledged,
+    DeviceInfo,
+    InstanceCredentials,
+    InstanceDetails,
+    InstanceStatus,
+    PairingCode,
+    ProviderBadResponse,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnauthorized,
+    ProviderUnavailable,
+    QrCode,
+    Reachable,
+    SendAccepted,
+    WapiClient,
+    WebhookLogs,
+    WebhooksConfigured,
+    WebhookSlot,
+)
+from zapgate.wapi.simulator import FaultKind, RestartMode, Simulator, SimulatorServer
+from zapgate.wapi.simulator.payloads import PHONE_REQUIRED_MESSAGE
+
+pytestmark = pytest.mark.real
+
+INSTANCE = "SIM001-AAAAAA-BBBBBB"
+TOKEN = "tok-very-secret-123"
+PHONE = "5511988887777"
+CREDS = InstanceCredentials(instance_id=INSTANCE, token=SecretStr(TOKEN))
+TO = "5511912345678"
+T = TypeVar("T")
+
+
+def expect(kind: type[T], result: object) -> T:
+    """The result, narrowed to `kind`, or a failed assertion showing what came instead."""
+    assert isinstance(result, kind), result
+    return result
+
+
+@pytest.fixture
+def sim(wapi_simulator: Simulator) -> Simulator:
+    wapi_simulator.add_instance(INSTANCE, TOKEN, phone=PHONE, lid="123456789@lid")
+    return wapi_simulator
+
+
+async def test_status_instance_reports_connection_without_phone(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """status-instance answers connected, and the call carries the id and bearer token."""
+    assert await wapi_client.status_instance(CREDS) == InstanceStatus(connected=True)
+    (call,) = sim.calls(operation="status-instance")
+    assert call.instance_id == INSTANCE
+    assert call.method == "GET"
+
+
+@pytest.mark.usefixtures("sim")
+async def test_fetch_instance_returns_the_connected_phone(wapi_client: WapiClient) -> None:
+    """fetch-instance exposes connectedPhone, which decides session completeness."""
+    details = expect(InstanceDetails, await wapi_client.fetch_instance(CREDS))
+    assert details.connected is True
+    assert details.connected_phone == PHONE
+
+
+async def test_incomplete_session_is_connected_but_has_no_phone(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """A connected session without phone: status says connected, fetch and device lack it."""
+    sim.set_phone(INSTANCE, None)
+    assert await wapi_client.status_instance(CREDS) == InstanceStatus(connected=True)
+    details = expect(InstanceDetails, await wapi_client.fetch_instance(CREDS))
+    device = expect(DeviceInfo, await wapi_client.device(CREDS))
+    assert details.connected is True
+    assert details.connected_phone is None
+    assert device.connected_phone is None
+
+
+@pytest.mark.usefixtures("sim")
+async def test_device_returns_phone_lid_and_platform(wapi_client: WapiClient) -> None:
+    """device answers the phone, lid, platform and status of the session."""
+    device = expect(DeviceInfo, await wapi_client.device(CREDS))
+    assert device.connected_phone == PHONE
+    assert device.lid == "123456789@lid"
+    assert device.status == "connected"
+    assert device.is_business is False
+
+
+async def test_restart_and_disconnect_are_acknowledged_and_drop_the_session(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """restart and disconnect answer error:false with a message and change the session."""
+    sim.set_restart(INSTANCE, RestartMode.NEVER)
+    restarted = await wapi_client.restart(CREDS)
+    assert isinstance(restarted, Acknowledged)
+    assert restarted.message
+    assert await wapi_client.status_instance(CREDS) == InstanceStatus(connected=False)
+    sim.set_connected(INSTANCE, connected=True)
+    assert isinstance(await wapi_client.disconnect(CREDS), Acknowledged)
+    assert sim.is_connected(INSTANCE) is False
+
+
+async def test_qr_code_asks_without_image_and_answers_connected_or_a_code(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """qr-code sends image=disable; connected answers connected, disconnected a data URI."""
+    assert await wapi_client.qr_code(CREDS) == QrCode(qrcode=None, connected=True)
+    sim.set_connected(INSTANCE, connected=False)
+    code = await wapi_client.qr_code(CREDS)
+    assert isinstance(code, QrCode)
+    assert code.qrcode is not None
+    assert code.qrcode.startswith("data:image/png;base64,")
+    assert sim.calls(operation="qr-code")[0].query["image"] == "disable"
+
+
+async def test_pairing_code_passes_the_phone_number(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """pairing-code sends phoneNumber and returns the code."""
+    result = await wapi_client.pairing_code(CREDS, PHONE)
+    assert isinstance(result, PairingCode)
+    assert sim.calls(operation="pairing-code")[0].query["phoneNumber"] == PHONE
+
+
+async def test_update_webhook_sets_one_slot(sim: Simulator, wapi_client: WapiClient) -> None:
+    """update-webhook-<slot> is a PUT with {"value": url} and the simulator records the URL."""
+    result = await wapi_client.update_webhook(CREDS, WebhookSlot.MESSAGE_STATUS, "http://x/h")
+    assert isinstance(result, Acknowledged)
+    (call,) = sim.calls(operation="update-webhook-message-status")
+    assert (call.method, call.body) == ("PUT", {"value": "http://x/h"})
+    assert sim.webhook_urls(INSTANCE) == {WebhookSlot.MESSAGE_STATUS: "http://x/h"}
+
+
+async def test_configure_webhooks_points_all_six_slots_at_one_url(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """configure_webhooks calls the six update-webhook endpoints."""
+    result = await wapi_client.configure_webhooks(CREDS, "http://gw/hook")
+    assert result == WebhooksConfigured(url="http://gw/hook", slots=tuple(WebhookSlot))
+    assert sim.webhook_urls(INSTANCE) == dict.fromkeys(WebhookSlot, "http://gw/hook")
+
+
+async def test_configure_webhooks_stops_at_the_first_failure(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """A failed slot ends the configuration and is returned as the failure."""
+    sim.fail(INSTANCE, FaultKind.SERVER_ERROR, operations={"update-webhook-delivery"})
+    result = await wapi_client.configure_webhooks(CREDS, "http://gw/hook")
+    assert isinstance(result, ProviderUnavailable)
+    assert result.operation == "update-webhook-delivery"
+    assert len(sim.calls()) == 3
+
+
+async def test_fetch_webhook_logs_is_answered_raw(sim: Simulator, wapi_client: WapiClient) -> None:
+    """fetch-webhook-logs passes paging and keeps the answer raw."""
+    result = await wapi_client.fetch_webhook_logs(CREDS, per_page=10, page=2)
+    assert isinstance(result, WebhookLogs)
+    assert sim.calls()[0].query == {"instanceId": INSTANCE, "perPage": "10", "page": "2"}
+
+
+async def test_send_text_returns_message_id_and_sends_optional_fields(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """send-text answers messageId/insertedId; quoted messageId and delayMessage go along."""
+    result = await wapi_client.send_text(
+        CREDS, TO, "Olá", quoted_message_id="3EB0QUOTED", delay_message=3
+    )
+    assert isinstance(result, SendAccepted)
+    assert result.message_id.startswith("3EB0")
+    assert result.inserted_id
+    (call,) = sim.calls(operation="send-text")
+    assert call.body == {
+        "phone": TO,
+        "message": "Olá",
+        "messageId": "3EB0QUOTED",
+        "delayMessage": 3,
+    }
+
+
+async def test_media_sends_carry_their_url_and_caption(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """send-image, send-audio and send-video post the media field and caption."""
+    url = "https://cdn.example/m"
+    for result in (
+        await wapi_client.send_image(CREDS, TO, url, caption="foto"),
+        await wapi_client.send_audio(CREDS, TO, url),
+        await wapi_client.send_video(CREDS, TO, url, caption="vídeo", delay_message=1),
+    ):
+        assert isinstance(result, SendAccepted)
+    bodies = [call.body for call in sim.calls()]
+    assert bodies == [
+        {"phone": TO, "image": url, "caption": "foto"},
+        {"phone": TO, "audio": url},
+        {"phone": TO, "video": url, "caption": "vídeo", "delayMessage": 1},
+    ]
+
+
+async def test_send_document_sends_extension_and_file_name(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """send-document carries the required extension and the optional fileName."""
+    result = await wapi_client.send_document(
+        CREDS, f"{TO}-123@g.us", "https://cdn.example/d.pdf", "pdf", file_name="boleto.pdf"
+    )
+    assert isinstance(result, SendAccepted)
+    assert sim.calls()[0].body == {
+        "phone": f"{TO}-123@g.us",
+        "document": "https://cdn.example/d.pdf",
+        "extension": "pdf",
+        "fileName": "boleto.pdf",
+    }
+
+
+@pytest.mark.usefixtures("sim")
+async def test_missing_phone_is_rejected_with_the_providers_message_verbatim(
+    wapi_client: WapiClient,
+) -> None:
+    """A send without phone is a ProviderRejected carrying the provider's own words."""
+    result = await wapi_client.send_text(CREDS, "", "Olá")
+    assert isinstance(result, ProviderRejected)
+    assert result.message == PHONE_REQUIRED_MESSAGE
+    assert (result.code, result.status_code, result.uncertain) == ("PROVIDER_REJECTED", 400, False)
+
+
+@pytest.mark.usefixtures("sim")
+async def test_wrong_token_is_unauthorized(wapi_client: WapiClient) -> None:
+    """A wrong bearer token answers 401, typed ProviderUnauthorized."""
+    wrong = InstanceCredentials(instance_id=INSTANCE, token=SecretStr("nope"))
+    result = await wapi_client.status_instance(wrong)
+    assert isinstance(result, ProviderUnauthorized)
+    assert (result.code, result.status_code, result.retryable) == (
+        "PROVIDER_UNAUTHORIZED",
+        401,
+        False,
+    )
+
+
+@pytest.mark.usefixtures("sim")
+async def test_unknown_instance_is_rejected(wapi_client: WapiClient) -> None:
+    """An instance id the provider does not know is rejected with its message."""
+    other = InstanceCredentials(instance_id="LITE-000000-000000", token=SecretStr(TOKEN))
+    result = await wapi_client.fetch_instance(other)
+    assert isinstance(result, ProviderRejected)
+    assert result.status_code == 404
+    assert result.message == "Instância não encontrada."
+
+
+async def test_a_4xx_with_error_body_keeps_the_message(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """4xx with {"error": true, "message"} becomes ProviderRejected with that message."""
+    sim.fail(INSTANCE, FaultKind.REJECT, status_code=422, message="Número inválido.")
+    result = await wapi_client.send_text(CREDS, TO, "oi")
+    assert isinstance(result, ProviderRejected)
+    assert (result.status_code, result.message) == (422, "Número inválido.")
+
+
+async def test_a_2xx_with_error_true_is_rejected_not_accepted(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """200 with error:true is a rejection, never a success."""
+    sim.fail(INSTANCE, FaultKind.ERROR_BODY, message="Instância em manutenção.")
+    result = await wapi_client.send_text(CREDS, TO, "oi")
+    assert isinstance(result, ProviderRejected)
+    assert (result.status_code, result.message) == (200, "Instância em manutenção.")
+
+
+async def test_a_500_json_is_unavailable_and_retryable(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """500 with a JSON body is ProviderUnavailable, retryable."""
+    sim.fail(INSTANCE, FaultKind.SERVER_ERROR)
+    result = await wapi_client.status_instance(CREDS)
+    assert isinstance(result, ProviderUnavailable)
+    assert (result.code, result.status_code, result.retryable) == (
+        "PROVIDER_UNAVAILABLE",
+        500,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [(FaultKind.BAD_GATEWAY, 502), (FaultKind.SERVICE_UNAVAILABLE, 503)]
+)
+async def test_gateway_html_pages_are_unavailable(
+    sim: Simulator, wapi_client: WapiClient, kind: FaultKind, status: int
+) -> None:
+    """502/503 HTML gateway pages are ProviderUnavailable with the page title as detail."""
+    sim.fail(INSTANCE, kind)
+    result = await wapi_client.send_text(CREDS, TO, "oi")
+    assert isinstance(result, ProviderUnavailable)
+    assert result.status_code == status
+    assert "HTML page" in result.detail
+
+
+async def test_a_504_gateway_timeout_is_an_uncertain_timeout(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """504 means the gateway gave up waiting: the send may have gone out, so it is uncertain."""
+    sim.fail(INSTANCE, FaultKind.GATEWAY_TIMEOUT)
+    result = await wapi_client.send_text(CREDS, TO, "oi")
+    assert isinstance(result, ProviderTimeout)
+    assert (result.status_code, result.uncertain, result.retryable) == (504, True, False)
+
+
+async def test_a_hanging_provider_gives_a_timeout_with_unknown_outcome(
+    sim: Simulator, wapi_simulator_server: SimulatorServer
+) -> None:
+    """A provider that never answers ends in ProviderTimeout (uncertain) at the read timeout."""
+    sim.fail(INSTANCE, FaultKind.HANG)
+    timeout = httpx.Timeout(connect=1.0, read=0.2, write=1.0, pool=1.0)
+    async with WapiClient(base_url=wapi_simulator_server.base_url, timeout=timeout) as client:
+        result = await client.send_text(CREDS, TO, "oi")
+    assert isinstance(result, ProviderTimeout)
+    assert (result.code, result.uncertain, result.status_code) == ("PROVIDER_TIMEOUT", True, None)
+    assert len(sim.calls(operation="send-text")) == 1
+
+
+async def test_a_refused_connection_is_unavailable() -> None:
+    """Nothing listening on the port: ProviderUnavailable, certainly not sent."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with WapiClient(base_url=f"http://127.0.0.1:{port}/v1") as client:
+        result = await client.send_text(CREDS, TO, "oi")
+        ping = await client.ping()
+    assert isinstance(result, ProviderUnavailable)
+    assert (result.uncertain, result.retryable, result.status_code) == (False, True, None)
+    assert isinstance(ping, ProviderUnavailable)
+
+
+async def test_a_send_answered_without_message_id_is_not_a_success(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """2xx without messageId is ProviderBadResponse: uncertain, never SendAccepted."""
+    sim.fail(INSTANCE, FaultKind.NO_MESSAGE_ID)
+    result = await wapi_client.send_text(CREDS, TO, "oi")
+    assert isinstance(result, ProviderBadResponse)
+    assert (result.code, result.uncertain) == ("PROVIDER_BAD_RESPONSE", True)
+
+
+async def test_a_2xx_html_body_is_a_bad_response(sim: Simulator, wapi_client: WapiClient) -> None:
+    """200 with HTML instead of JSON is ProviderBadResponse."""
+    sim.fail(INSTANCE, FaultKind.NOT_JSON)
+    assert isinstance(await wapi_client.status_instance(CREDS), ProviderBadResponse)
+
+
+async def test_a_fault_with_times_clears_itself(sim: Simulator, wapi_client: WapiClient) -> None:
+    """A fault limited to one time fails the first call and lets the next through."""
+    sim.fail(INSTANCE, FaultKind.SERVICE_UNAVAILABLE, times=1)
+    assert isinstance(await wapi_client.status_instance(CREDS), ProviderUnavailable)
+    assert await wapi_client.status_instance(CREDS) == InstanceStatus(connected=True)
+
+
+@pytest.mark.usefixtures("sim")
+async def test_ping_reaches_the_simulator(wapi_client: WapiClient) -> None:
+    """ping() answers Reachable when the provider's HTTP front answers."""
+    assert isinstance(await wapi_client.ping(), Reachable)
+
+
+async def test_the_token_never_appears_in_logs_reprs_or_results(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """Credentials, client, results, failures and log lines never contain the token."""
+    wrong = InstanceCredentials(instance_id=INSTANCE, token=SecretStr(TOKEN + "x"))
+    with structlog.testing.capture_logs() as logs:
+        outcomes = [
+            await wapi_client.status_instance(CREDS),
+            await wapi_client.send_text(CREDS, TO, "oi"),
+            await wapi_client.status_instance(wrong),
+        ]
+        sim.fail(INSTANCE, FaultKind.SERVER_ERROR)
+        outcomes.append(await wapi_client.status_instance(CREDS))
+    seen = " ".join([repr(CREDS), str(CREDS), repr(wapi_client), repr(logs), repr(outcomes)])
+    assert TOKEN not in seen
+    assert {entry["log_level"] for entry in logs} == {"debug", "warning"}
+    assert all(
+        {"instance_id", "operation", "status_code", "latency_ms"} <= entry.keys() for entry in logs
+    )
