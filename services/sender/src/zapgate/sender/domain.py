@@ -1,0 +1,201 @@
+"""Pure decisions of the sender: preflight, live-check verdicts, status progression, stalls.
+
+No I/O here: the use cases load what these functions need, call them, and carry out the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.health import InstanceState
+from zapgate.contracts.sending import SendStatus
+from zapgate.contracts.webhooks import DeliveryStatus
+
+# pt-BR text for a degraded reason health may add later and we do not know yet.
+_UNKNOWN_DEGRADED_MESSAGE = "Instância degradada ({reason}). A mensagem não foi enviada."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceView:
+    """What the preflight reads from health's `instances` row."""
+
+    instance_id: str
+    token: str
+    paused: bool
+    state: InstanceState | str
+    reason: str | None
+    phone: str | None
+    last_check_at: datetime | None
+
+    @property
+    def session_health(self) -> str:
+        """`state` or `state/reason`, as stored on the command and logged."""
+        return f"{self.state}/{self.reason}" if self.reason else str(self.state)
+
+
+class Verdict(StrEnum):
+    SEND = "send"
+    BLOCK = "block"
+    HOLD = "hold"
+    LIVE_CHECK = "live_check"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preflight:
+    """The preflight's answer. `problem` is set for BLOCK and HOLD (why it cannot go now)."""
+
+    verdict: Verdict
+    session_health: str | None
+    problem: Problem | None = None
+    request_reconnect: bool = False
+
+
+def degraded_problem(reason: str | None) -> Problem:
+    """The failure for a degraded instance: its reason is the code."""
+    if reason is not None and reason in ErrorCode.__members__:
+        return Problem.of(ErrorCode(reason))
+    shown = reason or "motivo desconhecido"
+    return Problem(
+        code=reason or "DEGRADED",
+        message=_UNKNOWN_DEGRADED_MESSAGE.format(reason=shown),
+    )
+
+
+def preflight(instance: InstanceView | None, *, can_hold: bool) -> Preflight:
+    """Decide from health's view whether to send, check live, block, or hold.
+
+    `can_hold`: the command still has hold time left. Holding applies to states that may
+    recover by themselves (degraded, disconnected, not checked yet); an unknown instance and
+    an operator's pause fail at once, since nothing will change them without a person.
+    """
+    if instance is None:
+        return Preflight(
+            verdict=Verdict.BLOCK,
+            session_health=None,
+            problem=Problem.of(ErrorCode.INSTANCE_UNKNOWN),
+        )
+    health = instance.session_health
+    if instance.paused:
+        return Preflight(
+            verdict=Verdict.BLOCK,
+            session_health=f"paused/{health}",
+            problem=Problem.of(ErrorCode.INSTANCE_PAUSED),
+        )
+    state = instance.state
+    if state == InstanceState.CONNECTED and instance.phone:
+        return Preflight(verdict=Verdict.SEND, session_health=health)
+    if state == InstanceState.DISCONNECTED:
+        return Preflight(verdict=Verdict.LIVE_CHECK, session_health=health)
+    if state == InstanceState.CONNECTED:
+        # Connected without a phone is an incomplete session, whatever health stored.
+        problem = Problem.of(ErrorCode.SESSION_INCOMPLETE)
+    elif state == InstanceState.DEGRADED:
+        problem = degraded_problem(instance.reason)
+    else:
+        problem = Problem.of(ErrorCode.INSTANCE_NOT_CHECKED)
+    return Preflight(
+        verdict=Verdict.HOLD if can_hold else Verdict.BLOCK,
+        session_health=health,
+        problem=problem,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveSession:
+    """What the live check saw: `reachable=False` when the provider gave no usable answer."""
+
+    reachable: bool
+    connected: bool | None = None
+    phone: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.reachable and self.connected is True and bool(self.phone)
+
+
+def after_live_check(session: LiveSession, *, can_hold: bool, health: str | None) -> Preflight:
+    """A `disconnected` instance after its live check: send when complete, else fail or hold.
+
+    A session that is connected but has no phone is incomplete, not disconnected: saying
+    "reconnecting" there would be untrue, so it gets SESSION_INCOMPLETE and no reconnect.
+    """
+    if session.complete:
+        return Preflight(verdict=Verdict.SEND, session_health=f"{health} -> live connected")
+    if session.reachable and session.connected is True:
+        problem = Problem.of(ErrorCode.SESSION_INCOMPLETE, "live check: connected, no phone")
+        reconnect = False
+    else:
+        detail = "live check: not connected" if session.reachable else "live check: no answer"
+        problem = Problem.of(ErrorCode.INSTANCE_DISCONNECTED, detail)
+        reconnect = True
+    return Preflight(
+        verdict=Verdict.HOLD if can_hold else Verdict.BLOCK,
+        session_health=health,
+        problem=problem,
+        request_reconnect=reconnect,
+    )
+
+
+# --- delivery progression ----------------------------------------------------------------------
+
+_RANK: dict[SendStatus, int] = {
+    SendStatus.SENT: 1,
+    SendStatus.DELIVERED: 2,
+    SendStatus.READ: 3,
+    SendStatus.PLAYED: 4,
+}
+_FROM_PROVIDER: dict[DeliveryStatus, SendStatus] = {
+    DeliveryStatus.DELIVERED: SendStatus.DELIVERED,
+    DeliveryStatus.READ: SendStatus.READ,
+    DeliveryStatus.PLAYED: SendStatus.PLAYED,
+    DeliveryStatus.FAILED: SendStatus.FAILED,
+}
+
+
+def next_status(current: SendStatus, reported: DeliveryStatus | None) -> SendStatus | None:
+    """The status a receipt moves a message to, or None when it changes nothing.
+
+    Forward only (sent < delivered < read < played); ERROR fails a message not yet delivered.
+    PENDING, SERVER and unknown words say nothing new about a message already accepted.
+    """
+    if reported is None or current not in _RANK:
+        return None
+    target = _FROM_PROVIDER.get(reported)
+    if target is None:
+        return None
+    if target is SendStatus.FAILED:
+        # A receipt already proved delivery: a late ERROR cannot undo that.
+        return SendStatus.FAILED if current is SendStatus.SENT else None
+    return target if _RANK[target] > _RANK[current] else None
+
+
+def is_delivery_proof(status: SendStatus) -> bool:
+    return status in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.PLAYED)
+
+
+# --- stuck and stalled --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StuckMessage:
+    command_id: str
+    sent_at: datetime
+
+
+def is_stalled(
+    stuck: list[StuckMessage], last_delivery_at: datetime | None, *, threshold: int
+) -> bool:
+    """Several messages stuck and no receipt for the instance since the oldest of them was sent."""
+    if len(stuck) < threshold:
+        return False
+    oldest = min(message.sent_at for message in stuck)
+    return last_delivery_at is None or last_delivery_at < oldest
+
+
+def backoff_delay(attempt: int, base: timedelta, cap: timedelta) -> timedelta:
+    """Exponential backoff after failed attempt number `attempt` (1-based)."""
+    grown: timedelta = base * (2 ** (attempt - 1))
+    return min(grown, cap)

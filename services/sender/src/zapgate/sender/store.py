@@ -1,0 +1,323 @@
+"""The sender's PostgreSQL adapters: the command store and the read-only instance directory.
+
+Every status change is a compare-and-set (`UPDATE ... WHERE status IN (...) RETURNING`), so two
+deliveries of one command, or two replicas, can never both move it: exactly one wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from zapgate.contracts.health import InstanceState
+from zapgate.sender.domain import InstanceView, StuckMessage
+from zapgate.sender.tables import DeliveryStallRow, RowStatus, SendCommandRow, instances
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from zapgate.contracts.sending import SendMessage
+
+_COMMANDS = SendCommandRow.__table__  # type: ignore[attr-defined]
+_STALLS = DeliveryStallRow.__table__  # type: ignore[attr-defined]
+_STATUS_TIME_COLUMN: dict[RowStatus, str] = {
+    RowStatus.HELD: "held_at",
+    RowStatus.SENDING: "sending_at",
+    RowStatus.SENT: "sent_at",
+    RowStatus.DELIVERED: "delivered_at",
+    RowStatus.READ: "read_at",
+    RowStatus.PLAYED: "played_at",
+    RowStatus.FAILED: "failed_at",
+    RowStatus.UNCERTAIN: "uncertain_at",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The result of claiming a command: `new` is True for exactly one delivery."""
+
+    new: bool
+    row: SendCommandRow
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStuck:
+    instance_id: str
+    stuck: list[StuckMessage]
+    last_delivery_at: datetime | None
+
+
+class CommandStore(Protocol):
+    """Where commands and their decisions live."""
+
+    async def claim(self, command: SendMessage, now: datetime) -> Claim: ...
+
+    async def get(self, command_id: str) -> SendCommandRow | None: ...
+
+    async def move(
+        self,
+        command_id: str,
+        *,
+        from_statuses: Collection[RowStatus],
+        to: RowStatus,
+        now: datetime,
+        **values: Any,  # noqa: ANN401 - column values, checked by the table
+    ) -> SendCommandRow | None: ...
+
+    async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None: ...
+
+    async def held(self, instance_id: str | None = None) -> list[SendCommandRow]: ...
+
+    async def unalerted_stuck(self, sent_before: datetime) -> list[SendCommandRow]: ...
+
+    async def mark_stuck_alerted(self, command_id: str, now: datetime) -> bool: ...
+
+    async def stuck_by_instance(
+        self, sent_before: datetime, sent_after: datetime
+    ) -> list[InstanceStuck]: ...
+
+    async def open_stall(self, instance_id: str, message_ids: list[str], now: datetime) -> bool: ...
+
+    async def close_stall(self, instance_id: str, now: datetime) -> list[str] | None: ...
+
+
+class InstanceDirectory(Protocol):
+    """Health's view of instances (read only)."""
+
+    async def get(self, instance_id: str) -> InstanceView | None: ...
+
+
+def _row(mapping: Any) -> SendCommandRow:  # noqa: ANN401 - a SQLAlchemy RowMapping
+    return SendCommandRow(**dict(mapping))
+
+
+class PostgresCommandStore:
+    """`CommandStore` over PostgreSQL (SQLAlchemy Core: one statement per step, no ORM state)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def claim(self, command: SendMessage, now: datetime) -> Claim:
+        values = {
+            "command_id": command.command_id,
+            "instance_id": command.instance_id,
+            "phone": command.phone,
+            "kind": command.body.kind.value,
+            "body": command.body.model_dump(mode="json"),
+            "quoted_message_id": command.quoted_message_id,
+            "delay_message": command.delay_message,
+            "correlation_id": command.correlation_id,
+            "status": RowStatus.CLAIMED.value,
+            "attempts": 0,
+            "retry_of": command.retry_of,
+            "hold_until": now + command.hold_for if command.hold_for > timedelta(0) else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        statement = (
+            insert(_COMMANDS)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["command_id"])
+            .returning(*_COMMANDS.c)
+        )
+        async with self._engine.begin() as conn:
+            inserted = (await conn.execute(statement)).mappings().first()
+            if inserted is not None:
+                return Claim(new=True, row=_row(inserted))
+            existing = (
+                (
+                    await conn.execute(
+                        sa.select(_COMMANDS).where(_COMMANDS.c.command_id == command.command_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        return Claim(new=False, row=_row(existing))
+
+    async def get(self, command_id: str) -> SendCommandRow | None:
+        async with self._engine.connect() as conn:
+            found = (
+                (
+                    await conn.execute(
+                        sa.select(_COMMANDS).where(_COMMANDS.c.command_id == command_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _row(found) if found is not None else None
+
+    async def move(
+        self,
+        command_id: str,
+        *,
+        from_statuses: Collection[RowStatus],
+        to: RowStatus,
+        now: datetime,
+        **values: Any,  # noqa: ANN401 - column values, checked by the table
+    ) -> SendCommandRow | None:
+        changes: dict[str, Any] = {"status": to.value, "updated_at": now, **values}
+        time_column = _STATUS_TIME_COLUMN.get(to)
+        if time_column is not None and time_column not in changes:
+            changes[time_column] = now
+        statement = (
+            sa.update(_COMMANDS)
+            .where(
+                _COMMANDS.c.command_id == command_id,
+                _COMMANDS.c.status.in_([status.value for status in from_statuses]),
+            )
+            .values(**changes)
+            .returning(*_COMMANDS.c)
+        )
+        async with self._engine.begin() as conn:
+            moved = (await conn.execute(statement)).mappings().first()
+        return _row(moved) if moved is not None else None
+
+    async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None:
+        statement = sa.select(_COMMANDS).where(_COMMANDS.c.provider_message_id == message_id)
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(statement)).mappings().first()
+        return _row(found) if found is not None else None
+
+    async def held(self, instance_id: str | None = None) -> list[SendCommandRow]:
+        statement = sa.select(_COMMANDS).where(_COMMANDS.c.status == RowStatus.HELD.value)
+        if instance_id is not None:
+            statement = statement.where(_COMMANDS.c.instance_id == instance_id)
+        statement = statement.order_by(_COMMANDS.c.created_at, _COMMANDS.c.command_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).mappings().all()
+        return [_row(row) for row in rows]
+
+    async def unalerted_stuck(self, sent_before: datetime) -> list[SendCommandRow]:
+        statement = (
+            sa.select(_COMMANDS)
+            .where(
+                _COMMANDS.c.status == RowStatus.SENT.value,
+                _COMMANDS.c.sent_at < sent_before,
+                _COMMANDS.c.stuck_alerted_at.is_(None),
+            )
+            .order_by(_COMMANDS.c.sent_at)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).mappings().all()
+        return [_row(row) for row in rows]
+
+    async def mark_stuck_alerted(self, command_id: str, now: datetime) -> bool:
+        statement = (
+            sa.update(_COMMANDS)
+            .where(
+                _COMMANDS.c.command_id == command_id,
+                _COMMANDS.c.stuck_alerted_at.is_(None),
+            )
+            .values(stuck_alerted_at=now)
+            .returning(_COMMANDS.c.command_id)
+        )
+        async with self._engine.begin() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def stuck_by_instance(
+        self, sent_before: datetime, sent_after: datetime
+    ) -> list[InstanceStuck]:
+        stuck_statement = (
+            sa.select(_COMMANDS.c.instance_id, _COMMANDS.c.command_id, _COMMANDS.c.sent_at)
+            .where(
+                _COMMANDS.c.status == RowStatus.SENT.value,
+                _COMMANDS.c.sent_at < sent_before,
+                _COMMANDS.c.sent_at >= sent_after,
+            )
+            .order_by(_COMMANDS.c.instance_id, _COMMANDS.c.sent_at)
+        )
+        async with self._engine.connect() as conn:
+            stuck_rows = (await conn.execute(stuck_statement)).all()
+            grouped: dict[str, list[StuckMessage]] = {}
+            for instance_id, command_id, sent_at in stuck_rows:
+                grouped.setdefault(instance_id, []).append(
+                    StuckMessage(command_id=command_id, sent_at=sent_at)
+                )
+            if not grouped:
+                return []
+            delivered = (
+                await conn.execute(
+                    sa.select(_COMMANDS.c.instance_id, sa.func.max(_COMMANDS.c.delivered_at))
+                    .where(_COMMANDS.c.instance_id.in_(list(grouped)))
+                    .group_by(_COMMANDS.c.instance_id)
+                )
+            ).all()
+        last_delivery: dict[str, datetime | None] = {row[0]: row[1] for row in delivered}
+        return [
+            InstanceStuck(instance_id, stuck, last_delivery.get(instance_id))
+            for instance_id, stuck in grouped.items()
+        ]
+
+    async def open_stall(self, instance_id: str, message_ids: list[str], now: datetime) -> bool:
+        statement = (
+            insert(_STALLS)
+            .values(
+                instance_id=instance_id, stalled_at=now, message_ids=message_ids, resumed_at=None
+            )
+            .on_conflict_do_update(
+                index_elements=["instance_id"],
+                set_={"stalled_at": now, "message_ids": message_ids, "resumed_at": None},
+                where=_STALLS.c.resumed_at.is_not(None),
+            )
+            .returning(_STALLS.c.instance_id)
+        )
+        async with self._engine.begin() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def close_stall(self, instance_id: str, now: datetime) -> list[str] | None:
+        statement = (
+            sa.update(_STALLS)
+            .where(_STALLS.c.instance_id == instance_id, _STALLS.c.resumed_at.is_(None))
+            .values(resumed_at=now)
+            .returning(_STALLS.c.message_ids)
+        )
+        async with self._engine.begin() as conn:
+            closed = (await conn.execute(statement)).first()
+        return list(closed[0]) if closed is not None else None
+
+
+class PostgresInstanceDirectory:
+    """Reads health's `instances` table; never writes it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, instance_id: str) -> InstanceView | None:
+        c = instances.c
+        statement = sa.select(
+            c.instance_id, c.token, c.paused, c.state, c.reason, c.phone, c.last_check_at
+        ).where(c.instance_id == instance_id)
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(statement)).mappings().first()
+        if found is None:
+            return None
+        return InstanceView(
+            instance_id=found["instance_id"],
+            token=found["token"],
+            paused=bool(found["paused"]),
+            state=_state(found["state"]),
+            reason=found["reason"],
+            phone=found["phone"],
+            last_check_at=found["last_check_at"],
+        )
+
+
+def _state(value: str | None) -> InstanceState | str:
+    if value is None:
+        return InstanceState.UNKNOWN
+    try:
+        return InstanceState(value)
+    except ValueError:
+        return value
+
+
+def command_ids(rows: Sequence[SendCommandRow]) -> list[str]:
+    return [row.command_id for row in rows]

@@ -1,0 +1,113 @@
+"""The sender's tables (it is their only writer) and its read-only view of health's `instances`.
+
+`send_commands` holds one row per command: the inbox claim, the decision and every status time.
+Internal statuses `claimed` and `sending` are never published: they mark a command whose
+decision is under way (`sending` = the provider may have been called).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+# The sender's own MetaData: other services' SQLModel tables in the same process stay out of
+# its migrations.
+metadata = sa.MetaData()
+
+
+class SenderTable(SQLModel, registry=registry(metadata=metadata)):
+    pass
+
+
+class RowStatus(StrEnum):
+    """Stored status: the public SendStatus values plus two internal ones."""
+
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    HELD = "held"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+def _aware(**kwargs: Any) -> Any:  # noqa: ANN401 - SQLModel's Field returns Any
+    return Field(sa_type=sa.DateTime(timezone=True), **kwargs)
+
+
+class SendCommandRow(SenderTable, table=True):
+    """One command and everything that happened to it."""
+
+    __tablename__ = "send_commands"
+    __table_args__ = (
+        sa.Index("ix_send_commands_instance_status", "instance_id", "status"),
+        sa.Index("ix_send_commands_status_sent_at", "status", "sent_at"),
+    )
+
+    command_id: str = Field(primary_key=True, max_length=128)
+    instance_id: str = Field(max_length=100)
+    phone: str = Field(max_length=120)
+    kind: str = Field(max_length=16)
+    body: dict[str, Any] = Field(sa_type=JSONB)
+    quoted_message_id: str | None = Field(default=None, max_length=200)
+    delay_message: int | None = None
+    correlation_id: str | None = Field(default=None, max_length=200)
+    status: str = Field(max_length=16)
+    provider_message_id: str | None = Field(default=None, max_length=200, index=True)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = None
+    error_detail: str | None = None
+    attempts: int = 0
+    session_health: str | None = Field(default=None, max_length=64)
+    retry_of: str | None = Field(default=None, max_length=128, index=True)
+    hold_until: datetime | None = _aware(default=None)
+    created_at: datetime = _aware()
+    updated_at: datetime = _aware()
+    held_at: datetime | None = _aware(default=None)
+    sending_at: datetime | None = _aware(default=None)
+    sent_at: datetime | None = _aware(default=None)
+    delivered_at: datetime | None = _aware(default=None)
+    read_at: datetime | None = _aware(default=None)
+    played_at: datetime | None = _aware(default=None)
+    failed_at: datetime | None = _aware(default=None)
+    uncertain_at: datetime | None = _aware(default=None)
+    stuck_alerted_at: datetime | None = _aware(default=None)
+
+
+class DeliveryStallRow(SenderTable, table=True):
+    """An instance whose deliveries stalled; `resumed_at` set once a receipt arrived again."""
+
+    __tablename__ = "send_delivery_stalls"
+
+    instance_id: str = Field(primary_key=True, max_length=100)
+    stalled_at: datetime = _aware()
+    message_ids: list[str] = Field(sa_type=JSONB)
+    resumed_at: datetime | None = _aware(default=None)
+
+
+# --- health's table, read only ------------------------------------------------------------
+# A separate MetaData: the sender's migrations must never create or alter it.
+health_metadata = sa.MetaData()
+instances = sa.Table(
+    "instances",
+    health_metadata,
+    sa.Column("instance_id", sa.String, primary_key=True),
+    sa.Column("display_name", sa.String),
+    sa.Column("token", sa.String),
+    sa.Column("managed", sa.Boolean),
+    sa.Column("paused", sa.Boolean),
+    sa.Column("state", sa.String),
+    sa.Column("reason", sa.String),
+    sa.Column("phone", sa.String),
+    sa.Column("since", sa.DateTime(timezone=True)),
+    sa.Column("state_observed_at", sa.DateTime(timezone=True)),
+    sa.Column("last_check_at", sa.DateTime(timezone=True)),
+)
