@@ -1,0 +1,51 @@
+"""Ingest settings (`ZAPGATE_INGEST_*`). Built in `create_app` or by tests, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from zapgate.runtime.settings import ServiceSettings, refuse_placeholder_secret
+
+ONE_MIB = 1024 * 1024
+
+
+class IngestSettings(ServiceSettings):
+    """Where webhooks come in, which secrets open the door, and how hard to try to keep them."""
+
+    model_config = SettingsConfigDict(env_prefix="ZAPGATE_INGEST_", extra="ignore", frozen=True)
+
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        min_length=1,
+        description="Valid path secrets (comma-separated in the environment); several at once "
+        "let a secret be rotated without downtime.",
+    )
+    http_host: str = "0.0.0.0"  # noqa: S104 - W-API calls the webhook URL from outside
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=ONE_MIB, ge=1024)
+    spool_dir: Path = Path("var/ingest-spool")
+    publish_timeout: float = Field(default=2.0, gt=0)
+    spool_drain_interval: float = Field(default=0.5, gt=0)
+    archiver_enabled: bool = True
+    archiver_batch: int = Field(default=256, ge=1, le=10_000)
+    archiver_durable: str = "ingest-archiver"
+    archiver_retry_delay: float = Field(default=1.0, gt=0)
+    access_log: bool = True
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_are_real(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        environment = str(info.data.get("environment", "dev"))
+        for secret in value:
+            refuse_placeholder_secret(secret, environment, "webhook_secrets")
+        return value
