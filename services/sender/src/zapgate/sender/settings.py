@@ -38,4 +38,8 @@ class SenderSettings(ServiceSettings):
         default=5, ge=1, description="Deliveries of a receipt whose messageId is not known yet."
     )
     status_retry_delay: timedelta = Field(default=timedelta(seconds=1), ge=timedelta(0))
+    sweep_every: timedelta | None = Field(
+        default=timedelta(seconds=30),
+        description="Interval of the stuck/held sweep tick; None installs no schedule.",
+    )
     consumer_prefix: str = Field(default="sender", pattern=r"^[A-Za-z0-9_\-]+$")
