@@ -68,6 +68,12 @@ class IngestRuntime:
     probes: ProbeServer | None = None
     engine: AsyncEngine | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    spool_progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_spool_empty(self, timeout: float) -> None:
+        """Return once every spooled webhook was published (tests, shutdown)."""
+        async with asyncio.timeout(timeout), self.spool_progress:
+            await self.spool_progress.wait_for(lambda: self.spool.pending == 0)
 
     @property
     def probe_port(self) -> int | None:
@@ -135,6 +141,7 @@ async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
             durable=settings.archiver_durable,
             batch=settings.archiver_batch,
             retry_delay=settings.archiver_retry_delay,
+            ack_wait=settings.archiver_ack_wait,
         )
         runtime.tasks.append(asyncio.create_task(runtime.archiver.run(), name="archiver"))
         runtime.tasks.append(
@@ -178,6 +185,8 @@ async def _drain_forever(runtime: IngestRuntime, drain_now: asyncio.Event) -> No
             continue
         if drained:
             log.info("spool_drained", published=drained, left=runtime.spool.pending)
+        async with runtime.spool_progress:
+            runtime.spool_progress.notify_all()
 
 
 def _skip_oversized(runtime: IngestRuntime) -> Callable[[SpoolRecord], Awaitable[None]]:

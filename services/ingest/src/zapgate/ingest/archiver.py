@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("zapgate.ingest.archiver")
 _EVENTS: TypeAdapter[Any] = TypeAdapter(AnyWebhookEvent)
 _FETCH_WAIT = 1.0
-_ACK_WAIT_S = 30.0
 
 
 def proof_of_life_msg_id(dedupe_key: str) -> str:
@@ -140,6 +139,7 @@ class Archiver:
         durable: str,
         batch: int,
         retry_delay: float,
+        ack_wait: float = 15.0,
     ) -> None:
         self._connection = connection
         self._archive = archive
@@ -148,6 +148,7 @@ class Archiver:
         self._durable = durable
         self._batch = batch
         self._retry_delay = retry_delay
+        self._ack_wait = ack_wait
         self.archived = 0
         self._progress = asyncio.Condition()
 
@@ -176,7 +177,7 @@ class Archiver:
             stream=subjects.STREAM_WEBHOOKS,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=_ACK_WAIT_S,
+                ack_wait=self._ack_wait,
                 max_ack_pending=self._batch * 4,
             ),
         )
@@ -185,7 +186,8 @@ class Archiver:
                 messages = await subscription.fetch(self._batch, timeout=_FETCH_WAIT)
             except NatsTimeoutError:
                 continue
-            await self._handle(messages)
+            if messages:
+                await self._handle(messages)
 
     async def _handle(self, messages: list[Msg]) -> None:
         batch = [(message.subject, message.data) for message in messages]
@@ -202,8 +204,11 @@ class Archiver:
                 with contextlib.suppress(Exception):
                     await message.nak(delay=self._retry_delay)
             return
-        for message in messages:
-            await message.ack()
+        try:
+            for message in messages:
+                await message.ack()
+        except Exception as error:  # noqa: BLE001 - stored already: a redelivery is a no-op insert
+            log.warning("archive_ack_failed", size=len(messages), reason=repr(error))
         log.info("archive_batch_stored", size=len(messages), new_rows=inserted)
         async with self._progress:
             self.archived += len(messages)

@@ -55,6 +55,7 @@ class NatsConnection:
         self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._on_connect: list[Callable[[Client], Awaitable[None]]] = []
+        self._after_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
     def on_connect(self, callback: Callable[[Client], Awaitable[None]]) -> None:
@@ -79,7 +80,8 @@ class NatsConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._client is not None and not self._client.is_closed:
-            await self._client.drain()
+            # Every publish was awaited already; draining subscriptions would only wait.
+            await self._client.close()
 
     async def _connect_forever(self) -> None:
         delay = 0.1
@@ -121,7 +123,8 @@ class NatsConnection:
         self.connected.set()
 
     async def _reconnected(self) -> None:
-        await self._after_connect()
+        # Runs inside nats-py's reconnect loop: stream requests must not be awaited from here.
+        self._after_task = asyncio.create_task(self._after_connect(), name="nats-after-connect")
 
     async def _disconnected(self) -> None:
         self.connected.clear()

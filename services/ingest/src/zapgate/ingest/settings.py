@@ -33,6 +33,9 @@ class IngestSettings(ServiceSettings):
     archiver_batch: int = Field(default=256, ge=1, le=10_000)
     archiver_durable: str = "ingest-archiver"
     archiver_retry_delay: float = Field(default=1.0, gt=0)
+    archiver_ack_wait: float = Field(
+        default=15.0, gt=0, description="Seconds before an unacked batch is redelivered."
+    )
     access_log: bool = True
 
     @field_validator("webhook_secrets", mode="before")

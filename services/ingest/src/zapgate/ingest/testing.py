@@ -43,6 +43,7 @@ def make_settings(
         "spool_dir": spool_dir,
         "spool_drain_interval": 0.05,
         "archiver_retry_delay": 0.2,
+        "archiver_ack_wait": 2.0,
         "publish_timeout": 1.0,
     }
     options.update(extra)
