@@ -1,0 +1,116 @@
+"""Benchmark: one health tick over N instances against the W-API simulator over real HTTP.
+
+    .venv/bin/python services/health/bench/tick_bench.py --instances 10000 --concurrency 64
+
+Starts an embedded PostgreSQL (or uses $ZAPGATE_TEST_DATABASE_URL) and the simulator, registers
+N complete sessions, runs a first tick (status-instance + fetch-instance each) and a second
+(status-instance only, phones fresh), and prints seconds per tick and provider calls per second.
+Events go to a publisher that only counts them: this measures checks, not NATS.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: INP001 - a script, run by path, not an importable module
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from zapgate.devservers.postgres_for_tests import postgres_for_tests
+from zapgate.health.migrations import SPEC
+from zapgate.health.repository import HealthRepository, instances
+from zapgate.health.service import HealthEvent, HealthService
+from zapgate.health.settings import HealthSettings
+from zapgate.runtime.clock import ManualClock
+from zapgate.runtime.db import create_engine, migrate
+from zapgate.runtime.logging import configure_logging
+from zapgate.wapi.client import WapiClient
+from zapgate.wapi.simulator.server import SimulatorServer
+
+
+class CountingPublisher:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def publish(self, event: HealthEvent) -> None:
+        del event
+        self.count += 1
+
+
+async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) -> None:
+    engine = create_engine(url, pool_size=10)
+    clock = ManualClock()
+    now = clock.now()
+    ids = [f"B{n:05d}" for n in range(count)]
+    rows: list[dict[str, object]] = [
+        {
+            "instance_id": instance_id,
+            "display_name": f"bench {instance_id}",
+            "token": "t",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for instance_id in ids
+    ]
+    for instance_id in ids:
+        sim.simulator.add_instance(instance_id, "t", phone=f"55119{instance_id[1:]}")
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(instances), rows)
+    settings = HealthSettings(
+        database_url=SecretStr(url), provider_concurrency=concurrency, apply_batch_size=200
+    )
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with WapiClient(base_url=sim.base_url, limits=limits) as wapi:
+        publisher = CountingPublisher()
+        service = HealthService(
+            repository=HealthRepository(engine),
+            provider=wapi,
+            publisher=publisher,
+            clock=clock,
+            settings=settings,
+        )
+        for label in ("first tick (status + fetch-instance)", "second tick (status only)"):
+            calls_before = len(sim.simulator.calls())
+            started = time.perf_counter()
+            report = await service.tick()
+            elapsed = time.perf_counter() - started
+            calls = len(sim.simulator.calls()) - calls_before
+            sys.stdout.write(
+                f"{label}: {report.checked} instances in {elapsed:.2f} s, "
+                f"{calls} provider calls, {calls / elapsed:.0f} calls/s, "
+                f"{report.transitions} transitions, {publisher.count} events published\n"
+            )
+            clock.advance(timedelta(minutes=5))
+    await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instances", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    configure_logging(json=False, level="WARNING")  # per-call debug lines would dominate
+    with tempfile.TemporaryDirectory() as tmp:
+        postgres = postgres_for_tests(Path(tmp) / "pg", use_docker=False)
+        name = f"zg_bench_{uuid.uuid4().hex[:8]}"
+        postgres.create_database(name)
+        try:
+            url = postgres.url(name)
+            migrate(url, SPEC)
+            with SimulatorServer() as sim:
+                asyncio.run(bench(url, sim, args.instances, args.concurrency))
+        finally:
+            postgres.drop_database(name)
+            postgres.close()
+
+
+if __name__ == "__main__":
+    main()
