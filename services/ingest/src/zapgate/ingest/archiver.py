@@ -220,7 +220,7 @@ async def follow_instance_states(connection: NatsConnection, states: KnownStates
 
     async def on_change(message: Msg) -> None:
         try:
-            states.record(InstanceStateChanged.model_validate_json(message.data))
+            await states.apply(InstanceStateChanged.model_validate_json(message.data))
         except ValidationError as error:
             log.warning("state_change_unreadable", subject=message.subject, reason=str(error)[:300])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 from zapgate.contracts.health import InstanceState, InstanceStateChanged
@@ -15,6 +16,7 @@ class KnownStates:
     def __init__(self) -> None:
         self._latest: dict[str, InstanceStateChanged] = {}
         self._warned: set[str] = set()
+        self._changed = asyncio.Condition()
 
     def record(self, change: InstanceStateChanged) -> None:
         current = self._latest.get(change.instance_id)
@@ -22,6 +24,17 @@ class KnownStates:
             return  # an older change redelivered after a newer one
         self._latest[change.instance_id] = change
         self._warned.discard(change.instance_id)
+
+    async def apply(self, change: InstanceStateChanged) -> None:
+        """`record`, and wake whoever waits for this instance's state."""
+        async with self._changed:
+            self.record(change)
+            self._changed.notify_all()
+
+    async def wait_for(self, instance_id: str, state: InstanceState, timeout: float) -> None:
+        """Return once `instance_id` is known to be in `state` (tests, diagnostics)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.state_of(instance_id) is state)
 
     def state_of(self, instance_id: str) -> InstanceState | None:
         change = self._latest.get(instance_id)

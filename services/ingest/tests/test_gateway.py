@@ -1,0 +1,153 @@
+"""The accept use case with a hand-written publisher fake, and the known-states memory."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from zapgate.contracts import subjects
+from zapgate.contracts.health import EvidenceSource, InstanceState, InstanceStateChanged
+from zapgate.contracts.webhooks import WebhookErrorCode
+from zapgate.ingest import samples
+from zapgate.ingest.gateway import Disposition, Gateway
+from zapgate.ingest.spool import Spool
+from zapgate.ingest.states import KnownStates
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 10, 9, 12, 0, tzinfo=UTC)
+
+
+class FakePublisher:
+    """Records publishes; raises `error` when set; answers duplicate for a repeated id."""
+
+    def __init__(self, max_payload: int = 1024 * 1024) -> None:
+        self.published: list[tuple[str, bytes, str]] = []
+        self.error: Exception | None = None
+        self._max_payload = max_payload
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, *, stream: str = subjects.STREAM_WEBHOOKS
+    ) -> bool:
+        del stream
+        if self.error is not None:
+            raise self.error
+        duplicate = any(existing == msg_id for _, _, existing in self.published)
+        if not duplicate:
+            self.published.append((subject, data, msg_id))
+        return duplicate
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path).open()
+
+
+async def test_published_body_goes_to_its_kind_subject_under_its_dedupe_key(spool: Spool) -> None:
+    """One publish, subject by kind, Nats-Msg-Id = dedupe key, event carries the raw body."""
+    publisher = FakePublisher()
+    accepted = await Gateway(publisher, spool).accept(json.dumps(samples.status()).encode(), NOW)
+    assert accepted.disposition is Disposition.PUBLISHED
+    ((subject, data, msg_id),) = publisher.published
+    assert subject == "zg.webhook.message_status"
+    assert msg_id == accepted.dedupe_key
+    assert json.loads(data)["raw"] == samples.status()
+
+
+async def test_second_copy_is_reported_as_duplicate(spool: Spool) -> None:
+    """The publisher's duplicate answer becomes the duplicate disposition."""
+    gateway = Gateway(FakePublisher(), spool)
+    body = json.dumps(samples.received_text()).encode()
+    assert (await gateway.accept(body, NOW)).disposition is Disposition.PUBLISHED
+    assert (await gateway.accept(body, NOW)).disposition is Disposition.DUPLICATE
+
+
+async def test_failed_publish_spools_and_the_drain_publishes_the_same_id(spool: Spool) -> None:
+    """A timeout has an unknown outcome: spooled, then republished under the same id."""
+    publisher = FakePublisher()
+    publisher.error = TimeoutError()
+    gateway = Gateway(publisher, spool)
+    accepted = await gateway.accept(json.dumps(samples.received_text()).encode(), NOW)
+    assert accepted.disposition is Disposition.SPOOLED
+    assert spool.pending == 1
+    publisher.error = None
+    await spool.drain(gateway.publish_spooled)
+    assert [msg_id for _, _, msg_id in publisher.published] == [accepted.dedupe_key]
+
+
+async def test_neither_nats_nor_spool_means_not_durable(tmp_path: Path) -> None:
+    """With no way to keep it, the answer asks the sender to retry."""
+    publisher = FakePublisher()
+    publisher.error = ConnectionError()
+    gateway = Gateway(publisher, Spool(tmp_path))  # never opened: appends fail
+    accepted = await gateway.accept(json.dumps(samples.received_text()).encode(), NOW)
+    assert accepted.disposition is Disposition.NOT_DURABLE
+    assert accepted.code is WebhookErrorCode.WEBHOOK_NOT_DURABLE
+
+
+async def test_event_larger_than_the_server_accepts_is_refused_not_spooled(spool: Spool) -> None:
+    """Such a record could never be published, so it is refused up front (413)."""
+    gateway = Gateway(FakePublisher(max_payload=100), spool)
+    accepted = await gateway.accept(json.dumps(samples.received_text()).encode(), NOW)
+    assert accepted.disposition is Disposition.TOO_LARGE
+    assert spool.pending == 0
+
+
+async def test_same_quarantined_body_twice_keeps_one_copy(spool: Spool) -> None:
+    """The quarantine key is the body's hash."""
+    publisher = FakePublisher()
+    gateway = Gateway(publisher, spool)
+    first = await gateway.accept(b"not json", NOW)
+    second = await gateway.accept(b"not json", NOW)
+    assert first.code is WebhookErrorCode.WEBHOOK_NOT_JSON
+    assert first.dedupe_key == second.dedupe_key
+    assert len(publisher.published) == 1
+
+
+def change(state: InstanceState, at: datetime) -> InstanceStateChanged:
+    return InstanceStateChanged(
+        occurred_at=at,
+        instance_id="I1",
+        from_state=InstanceState.CONNECTED,
+        to_state=state,
+        source=EvidenceSource.TICK,
+        observed_at=at,
+    )
+
+
+def test_a_stale_state_is_reported_once_until_it_changes() -> None:
+    """Disconnected: the first proof of life reports it, the next ones do not."""
+    states = KnownStates()
+    states.record(change(InstanceState.DISCONNECTED, NOW))
+    reported = states.contradicted_by_proof_of_life("I1")
+    assert reported is not None
+    assert reported.to_state is InstanceState.DISCONNECTED
+    assert states.contradicted_by_proof_of_life("I1") is None
+    states.record(change(InstanceState.DEGRADED, NOW + timedelta(minutes=1)))
+    assert states.contradicted_by_proof_of_life("I1") is not None
+
+
+def test_connected_or_unknown_instances_are_not_contradicted() -> None:
+    """Nothing to report when health already says connected, or knows nothing."""
+    states = KnownStates()
+    states.record(change(InstanceState.CONNECTED, NOW))
+    assert states.contradicted_by_proof_of_life("I1") is None
+    assert states.contradicted_by_proof_of_life("unknown") is None
+
+
+def test_an_older_change_redelivered_late_does_not_win() -> None:
+    """Out-of-order delivery keeps the newest state."""
+    states = KnownStates()
+    states.record(change(InstanceState.CONNECTED, NOW))
+    states.record(change(InstanceState.DISCONNECTED, NOW - timedelta(hours=1)))
+    assert states.state_of("I1") is InstanceState.CONNECTED
