@@ -289,7 +289,10 @@ class HealthService:
         """Publish stored transitions and notifications not yet published; deliver to the
         operator webhook. Failures stay stored and are retried on the next flush."""
         try:
-            await self.repository.publish_pending(self._publisher.publish, now=self._clock.now())
+            # Drain: a tick over thousands of instances may store more than one page.
+            publish = self._publisher.publish
+            while any(await self.repository.publish_pending(publish, now=self._clock.now())):
+                pass
         except Exception:  # noqa: BLE001 - the rows stay unpublished; the next flush retries
             _log.exception("publishing health events failed; will retry on the next flush")
         if self._operator is not None:
