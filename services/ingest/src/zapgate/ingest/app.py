@@ -32,7 +32,6 @@ from zapgate.ingest.http import (
 from zapgate.ingest.settings import IngestSettings
 from zapgate.ingest.spool import Spool, SpoolRecord
 from zapgate.ingest.states import KnownStates
-from zapgate.ingest.topology import INGEST_STREAMS
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.probes import (
@@ -43,6 +42,7 @@ from zapgate.runtime.probes import (
     serve_probes,
 )
 from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.topology import ALL_STREAMS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -121,7 +121,7 @@ async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
     drain_now = asyncio.Event()
 
     async def declare_streams(client: Client) -> None:
-        await ensure_streams(client, INGEST_STREAMS)
+        await ensure_streams(client, ALL_STREAMS)
         drain_now.set()
 
     runtime.connection.on_connect(declare_streams)
