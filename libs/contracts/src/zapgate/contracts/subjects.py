@@ -66,6 +66,8 @@ def delivery_signal_subject(instance_id: str) -> str:
 STREAM_TICKS: Final = "ZG_TICKS"
 HEALTH_TICK: Final = "zg.tick.health"
 HEALTH_TICK_SCHEDULE: Final = "zg.schedule.health"
+SENDER_TICK: Final = "zg.tick.sender"
+SENDER_TICK_SCHEDULE: Final = "zg.schedule.sender"
 
 # --- sender: commands in, outcomes and delivery tracking out -------------------------------
 STREAM_SEND: Final = "ZG_SEND"

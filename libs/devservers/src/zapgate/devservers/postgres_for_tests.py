@@ -52,7 +52,7 @@ class TestPostgres:
 def docker_answers(timeout: float = DOCKER_PROBE_TIMEOUT) -> bool:
     """True when a Docker engine answers a ping within `timeout`; never raises."""
     try:
-        import docker  # type: ignore[import-untyped]  # noqa: PLC0415 - the SDK ships no types; optional
+        import docker  # noqa: PLC0415 - the SDK ships no types; optional
 
         client: Any = docker.from_env(timeout=timeout)
         try:

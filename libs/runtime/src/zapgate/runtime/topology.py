@@ -31,7 +31,9 @@ HEALTH: Final = StreamSpec(
 TICKS: Final = StreamSpec(
     name=subjects.STREAM_TICKS,
     subjects=("zg.tick.>", "zg.schedule.>"),  # HEALTH_TICK and HEALTH_TICK_SCHEDULE
-    max_age=timedelta(days=1),
+    # No max_age: it would expire the schedule message itself and ticks would stop. Each
+    # subject keeps its newest messages only, which bounds the tick history instead.
+    max_msgs_per_subject=1000,
     allow_msg_schedules=True,
     description="Ticks published by the NATS server from message schedules",
 )

@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("zapgate.sender")
 
 # The sender's own tick, produced by the NATS server from a message schedule in ZG_TICKS.
-SENDER_TICK: Final = "zg.tick.sender"
-SENDER_TICK_SCHEDULE: Final = "zg.schedule.sender"
+SENDER_TICK: Final = subjects.SENDER_TICK
+SENDER_TICK_SCHEDULE: Final = subjects.SENDER_TICK_SCHEDULE
 _FETCH_MAX = 256
 _FETCH_WAIT = 1.0
 _NAK_DELAY = 2.0
