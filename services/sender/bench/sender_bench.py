@@ -1,0 +1,191 @@
+"""Benchmark: sends through the real sender process next to a bare httpx loop, same run.
+
+    PYTHONPATH=. .venv/bin/python services/sender/bench/sender_bench.py --sends 2000
+
+Starts a real nats-server, an embedded PostgreSQL (health's `instances` seeded with 50 connected
+instances with a phone, written directly: a benchmark fixture), the W-API simulator (its own
+process) and `zapgate-sender run` (its own process) with `MIN_SEND_GAP=0`, so the per-instance
+pacing does not cap throughput. Each round sends a fixed count of text commands through the
+sender (at most `--in-flight` awaiting an outcome; latency = command published to outcome
+seen) and the same count from a bare loop calling the simulator's send-text with one httpx
+client, one worker per instance. Interleaved, several rounds, medians reported.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: INP001 - a script, run by path, not an importable module
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.procs import infra, start_sender, start_simulator
+from bench.sends import (
+    DESTINATION,
+    BenchInstance,
+    SendDriver,
+    bench_instances,
+    connect,
+    seed_instances,
+)
+from bench.stats import median, percentile, ratio
+
+WARMUP = 200
+
+
+async def bare_loop(base_url: str, items: list[BenchInstance], count: int) -> dict[str, Any]:
+    """`count` send-text calls straight to the simulator, one worker per instance."""
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=len(items), max_keepalive_connections=len(items))
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
+        async def worker(item: BenchInstance, share: int) -> None:
+            nonlocal failures
+            for n in range(share):
+                started = time.perf_counter()
+                answer = await client.post(
+                    f"{base_url}/message/send-text",
+                    params={"instanceId": item.instance_id},
+                    headers={"Authorization": f"Bearer {item.token}"},
+                    json={"phone": DESTINATION, "message": f"Mensagem de teste {n}"},
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
+                failures += 0 if answer.is_success else 1
+
+        size, extra = divmod(count, len(items))
+        shares = [size + (1 if i < extra else 0) for i in range(len(items))]
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(item, n) for item, n in zip(items, shares, strict=True)))
+        elapsed = time.perf_counter() - started
+    ok = count - failures
+    return _figures(count, ok, elapsed, latencies, {"ok": ok, "failed": failures})
+
+
+def _figures(
+    count: int, ok: int, elapsed: float, latencies: list[float], statuses: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "count": count,
+        "ok": ok,
+        "elapsed": elapsed,
+        "rps": ok / elapsed if elapsed else 0.0,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "statuses": statuses,
+    }
+
+
+async def measure(  # noqa: PLR0913 - the knobs of one benchmark run, read from the CLI
+    nats_url: str,
+    base_url: str,
+    items: list[BenchInstance],
+    *,
+    sends: int,
+    rounds: int,
+    in_flight: int,
+) -> dict[str, list[dict[str, Any]]]:
+    nc = await connect(nats_url)
+    driver = SendDriver(nc, items)
+    await driver.start()
+    results: dict[str, list[dict[str, Any]]] = {"sender": [], "bare": []}
+    try:
+        await driver.closed_loop(WARMUP, in_flight)
+        await bare_loop(base_url, items, WARMUP)
+        for index in range(rounds):
+            order = ["sender", "bare"] if index % 2 == 0 else ["bare", "sender"]
+            for name in order:
+                if name == "sender":
+                    run = await driver.closed_loop(sends, in_flight)
+                    ok = run.statuses.get("sent", 0)
+                    figures = _figures(sends, ok, run.elapsed, run.latencies_ms, dict(run.statuses))
+                else:
+                    figures = await bare_loop(base_url, items, sends)
+                results[name].append(figures)
+                sys.stdout.write(
+                    f"round {index + 1} {name}: {figures['rps']:.0f} sends/s, "
+                    f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+                    f"{figures['statuses']}\n"
+                )
+    finally:
+        await nc.close()
+    return results
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "rounds": rounds,
+        "rps": median([r["rps"] for r in rounds]),
+        "p50_ms": median([r["p50_ms"] for r in rounds]),
+        "p99_ms": median([r["p99_ms"] for r in rounds]),
+    }
+
+
+def bench(
+    sends: int, rounds: int, instance_count: int, in_flight: int, workdir: Path
+) -> dict[str, Any]:
+    log_dir = workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    items = bench_instances(instance_count)
+    with infra(workdir) as servers:
+        asyncio.run(seed_instances(servers.database_url, items))
+        simulator, sim_url = start_simulator(
+            log_dir, [(i.instance_id, i.token, i.phone) for i in items]
+        )
+        try:
+            sender = start_sender(servers, log_dir, wapi_base_url=sim_url + "/v1")
+            try:
+                results = asyncio.run(
+                    measure(
+                        servers.nats_url,
+                        sim_url + "/v1",
+                        items,
+                        sends=sends,
+                        rounds=rounds,
+                        in_flight=in_flight,
+                    )
+                )
+            finally:
+                sender.stop()
+        finally:
+            simulator.stop()
+    sender_summary, bare_summary = summarise(results["sender"]), summarise(results["bare"])
+    return {
+        "sends_per_round": sends,
+        "rounds": rounds,
+        "instances": instance_count,
+        "in_flight": in_flight,
+        "min_send_gap": "0 s (throughput run)",
+        "sender": sender_summary,
+        "bare": bare_summary,
+        "ratio": ratio(sender_summary["rps"], bare_summary["rps"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sends", type=int, default=2000, help="sends per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--instances", type=int, default=50)
+    parser.add_argument("--in-flight", type=int, default=200, help="commands awaiting outcome")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="zg-sender-bench-") as tmp:
+        figures = bench(args.sends, args.rounds, args.instances, args.in_flight, Path(tmp))
+    sys.stdout.write(
+        f"median sender {figures['sender']['rps']:.0f}/s p99 {figures['sender']['p99_ms']:.1f} ms;"
+        f" bare httpx {figures['bare']['rps']:.0f}/s p99 {figures['bare']['p99_ms']:.1f} ms;"
+        f" ratio {figures['ratio']:.2f}\n"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
