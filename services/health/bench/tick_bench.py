@@ -5,7 +5,9 @@
 Starts an embedded PostgreSQL (or uses $ZAPGATE_TEST_DATABASE_URL) and the simulator, registers
 N complete sessions, runs a first tick (status-instance + fetch-instance each) and a second
 (status-instance only, phones fresh), and prints seconds per tick and provider calls per second.
-Events go to a publisher that only counts them: this measures checks, not NATS.
+Events go to a publisher that only counts them: this measures checks, not NATS. Then, as the
+baseline, a bare loop makes one status-instance call per instance with one httpx client at the
+same concurrency. `--json PATH` writes the figures for `bench/run.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 # ruff: noqa: INP001 - a script, run by path, not an importable module
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -45,7 +48,29 @@ class CountingPublisher:
         self.count += 1
 
 
-async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) -> None:
+async def bare_status_loop(
+    sim: SimulatorServer, ids: list[str], concurrency: int
+) -> dict[str, float]:
+    """One status-instance call per instance straight to the simulator, `concurrency` at once."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    pending = iter(ids)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
+        async def worker() -> None:
+            for instance_id in pending:
+                await client.get(
+                    f"{sim.base_url}/instance/status-instance",
+                    params={"instanceId": instance_id},
+                    headers={"Authorization": "Bearer t"},
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "calls": len(ids), "calls_per_s": len(ids) / elapsed}
+
+
+async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) -> dict[str, object]:
     engine = create_engine(url, pool_size=10)
     clock = ManualClock()
     now = clock.now()
@@ -77,6 +102,7 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
             clock=clock,
             settings=settings,
         )
+        ticks: list[dict[str, object]] = []
         for label in ("first tick (status + fetch-instance)", "second tick (status only)"):
             calls_before = len(sim.simulator.calls())
             started = time.perf_counter()
@@ -88,14 +114,36 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
                 f"{calls} provider calls, {calls / elapsed:.0f} calls/s, "
                 f"{report.transitions} transitions, {publisher.count} events published\n"
             )
+            ticks.append(
+                {
+                    "label": label,
+                    "checked": report.checked,
+                    "seconds": elapsed,
+                    "calls": calls,
+                    "calls_per_s": calls / elapsed,
+                }
+            )
             clock.advance(timedelta(minutes=5))
     await engine.dispose()
+    bare = await bare_status_loop(sim, ids, concurrency)
+    sys.stdout.write(
+        f"bare httpx loop (status only): {bare['calls']:.0f} calls in {bare['seconds']:.2f} s, "
+        f"{bare['calls_per_s']:.0f} calls/s\n"
+    )
+    return {
+        "instances": count,
+        "concurrency": concurrency,
+        "tick_interval_s": settings.tick_interval.total_seconds(),
+        "ticks": ticks,
+        "bare": bare,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     configure_logging(json=False, level="WARNING")  # per-call debug lines would dominate
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,7 +154,9 @@ def main() -> None:
             url = postgres.url(name)
             migrate(url, SPEC)
             with SimulatorServer() as sim:
-                asyncio.run(bench(url, sim, args.instances, args.concurrency))
+                figures = asyncio.run(bench(url, sim, args.instances, args.concurrency))
+            if args.json:
+                args.json.write_text(json.dumps(figures, indent=2))
         finally:
             postgres.drop_database(name)
             postgres.close()
