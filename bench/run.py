@@ -9,6 +9,7 @@ describes the machine. Nothing here asserts: the report is the result.
 
 from __future__ import annotations
 
+# ruff: noqa: E501 - the report prose reads better as whole sentences than as wrapped fragments
 import argparse
 import json
 import shlex
