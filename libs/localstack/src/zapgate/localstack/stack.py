@@ -39,7 +39,7 @@ DATABASE_NAME = "zapgate"
 SIM_INSTANCE_ID = "demo"
 SIM_INSTANCE_TOKEN = "demo-token"  # noqa: S105 - the simulator's own made-up token
 SIM_INSTANCE_PHONE = "5511900000001"
-_LOCALHOST = "127.0.0.1"
+LOCALHOST = "127.0.0.1"
 
 
 class StackConfig(BaseSettings):
@@ -199,7 +199,7 @@ class Stack:
         )
         secret = self._webhook_secret()
         ingest_port = config.ingest_port or _free_port()
-        webhook_url = f"http://{_LOCALHOST}:{ingest_port}/webhooks/{secret}"
+        webhook_url = f"http://{LOCALHOST}:{ingest_port}/webhooks/{secret}"
         sim_url: str | None = None
         if self.real.configured:
             wapi_base_url = self.real.wapi_base_url or DEFAULT_BASE_URL
@@ -207,7 +207,7 @@ class Stack:
             token = self.real.wapi_token or SecretStr("")
         else:
             sim_port = config.sim_port or _free_port()
-            sim_url = f"http://{_LOCALHOST}:{sim_port}"
+            sim_url = f"http://{LOCALHOST}:{sim_port}"
             wapi_base_url = f"{sim_url}/v1"
             instance_id, token = SIM_INSTANCE_ID, SecretStr(SIM_INSTANCE_TOKEN)
             self._start(
@@ -215,7 +215,7 @@ class Stack:
                 (
                     "zapgate-wapi-sim",
                     "--host",
-                    _LOCALHOST,
+                    LOCALHOST,
                     "--port",
                     str(sim_port),
                     "--instance",
@@ -258,13 +258,7 @@ class Stack:
         return self.postgres.url(DATABASE_NAME)
 
     def _webhook_secret(self) -> str:
-        if self.config.webhook_secret is not None:
-            return self.config.webhook_secret.get_secret_value()
-        path = self.data_dir / "webhook-secret"
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(24))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return read_webhook_secret(self.config, create=True)
 
     def _start_services(
         self, database_url: str, wapi_base_url: str, ingest_port: int, secret: str
@@ -282,7 +276,7 @@ class Stack:
             return {
                 f"{prefix}NATS_URL": self.nats.url,
                 f"{prefix}DATABASE_URL": database_url,
-                f"{prefix}PROBE_HOST": _LOCALHOST,
+                f"{prefix}PROBE_HOST": LOCALHOST,
                 f"{prefix}PROBE_PORT": str(ports[service]),
                 f"{prefix}LOG_LEVEL": config.log_level,
                 f"{prefix}LOG_JSON": "true",
@@ -292,7 +286,7 @@ class Stack:
             "ingest": common("ZAPGATE_INGEST_", "ingest")
             | {
                 "ZAPGATE_INGEST_WEBHOOK_SECRETS": secret,
-                "ZAPGATE_INGEST_HTTP_HOST": "0.0.0.0" if self.real.public_url else _LOCALHOST,  # noqa: S104 - reached through the public URL
+                "ZAPGATE_INGEST_HTTP_HOST": "0.0.0.0" if self.real.public_url else LOCALHOST,  # noqa: S104 - reached through the public URL
                 "ZAPGATE_INGEST_HTTP_PORT": str(ingest_port),
                 "ZAPGATE_INGEST_SPOOL_DIR": str(self.data_dir / "ingest-spool"),
                 "ZAPGATE_INGEST_ACCESS_LOG": "false",
@@ -319,7 +313,7 @@ class Stack:
         with ThreadPoolExecutor(max_workers=len(started)) as pool:
             for future in [pool.submit(proc.wait_ready) for proc in started]:
                 future.result()
-        probes = {f"{name} probes": f"http://{_LOCALHOST}:{port}" for name, port in ports.items()}
+        probes = {f"{name} probes": f"http://{LOCALHOST}:{port}" for name, port in ports.items()}
         for name in ports:
             self._say(f"{name} ready (pid {self.processes[name].pid})")
         return probes
@@ -335,7 +329,7 @@ class Stack:
     ) -> ServiceProcess:
         if ready_url is None:
             port = next(value for key, value in env.items() if key.endswith("_PROBE_PORT"))
-            ready_url = f"http://{_LOCALHOST}:{port}/readyz"
+            ready_url = f"http://{LOCALHOST}:{port}/readyz"
         process = ServiceProcess(
             ProcessSpec(
                 name=name,
@@ -395,10 +389,24 @@ class Stack:
             self._out.flush()
 
 
+def read_webhook_secret(config: StackConfig, *, create: bool = False) -> str:
+    """Ingest's path secret: from the config, else the one made once in the data dir."""
+    if config.webhook_secret is not None:
+        return config.webhook_secret.get_secret_value()
+    path = config.data_dir.resolve() / "webhook-secret"
+    if not path.exists():
+        if not create:
+            raise StackError(f"no {path}: is the stack running (`./taskw up`)?")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def _iso(duration: timedelta) -> str:
     """ISO 8601 (`PT2.5S`): how pydantic reads a timedelta from an environment variable."""
     return f"PT{duration.total_seconds():g}S"
 
 
 def _free_port() -> int:
-    return free_port(_LOCALHOST)
+    return free_port(LOCALHOST)
