@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from zapgate.devservers.postgres import free_port
 from zapgate.localstack.cli import DEMO_PACE, report
 from zapgate.localstack.demo import SCENARIOS, DemoTarget, run_demo
+from zapgate.localstack.processes import ProcessNotReadyError, ProcessSpec, ServiceProcess
 from zapgate.localstack.stack import RealWapiConfig, Stack, StackConfig
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -27,8 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ingest_probe_port=0,
         health_probe_port=0,
         sender_probe_port=0,
-        **DEMO_PACE,
-    )
+    ).model_copy(update=DEMO_PACE)
     with Stack(config, RealWapiConfig(wapi_instance_id=None, wapi_token=None)) as running:
         yield running
 
@@ -71,9 +74,64 @@ async def test_the_demo_shows_every_scenario_passing_on_a_real_stack(stack: Stac
     assert f"{len(SCENARIOS)} of {len(SCENARIOS)} scenarios passed" in text
 
 
-def test_stack_down_stops_every_process(tmp_path: Path) -> None:
-    """A stack that could not start cleans up what it started (here: nothing is left)."""
-    config = StackConfig(data_dir=tmp_path, nats_port=0, postgres_port=0, ready_timeout=1)
-    stack = Stack(config, RealWapiConfig(wapi_instance_id=None, wapi_token=None))
-    stack.down()
+def test_a_stack_that_cannot_start_stops_what_it_already_started(tmp_path: Path) -> None:
+    """When the simulator cannot bind its port, up() raises and NATS and PostgreSQL are stopped."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = StackConfig(
+            data_dir=tmp_path,
+            nats_port=0,
+            postgres_port=0,
+            sim_port=taken.getsockname()[1],
+            ready_timeout=30,
+        )
+        stack = Stack(config, RealWapiConfig(wapi_instance_id=None, wapi_token=None))
+        with pytest.raises(ProcessNotReadyError, match="wapi-sim exited"):
+            stack.up()
     assert stack.processes == {}
+    assert stack.nats is None
+    assert stack.postgres is None
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+def test_zapgate_up_runs_until_sigint_then_stops_everything_in_reverse_order(
+    tmp_path: Path,
+) -> None:
+    """`zapgate-up` prints where each part listens, and one SIGINT stops it all cleanly."""
+    ports = {name: str(free_port()) for name in _PORT_NAMES}
+    env = {f"ZAPGATE_UP_{name.upper()}": port for name, port in ports.items()}
+    up = ServiceProcess(
+        ProcessSpec(
+            name="zapgate-up",
+            argv=("zapgate-up",),
+            env=env | {"ZAPGATE_UP_DATA_DIR": str(tmp_path / "data")},
+            ready_url=f"http://127.0.0.1:{ports['sender_probe_port']}/readyz",
+            log_path=tmp_path / "up.log",
+        ),
+        ready_timeout=90,
+    )
+    up.start()
+    try:
+        up.signal(signal.SIGINT)
+        code = up.stop(grace=60)
+    finally:
+        up.kill()
+    printed = up.log_tail(20_000)
+    assert code == 0, printed
+    assert f"nats://127.0.0.1:{ports['nats_port']}" in printed
+    assert f"http://127.0.0.1:{ports['ingest_port']}/webhooks/***" in printed
+    assert "SIGINT, stopping everything" in printed
+    stops = [line.split("stopped ", 1)[1] for line in printed.splitlines() if ": stopped " in line]
+    assert stops == ["sender", "health", "ingest", "wapi-sim", "nats-server", "PostgreSQL"]
+
+
+_PORT_NAMES = (
+    "nats_port",
+    "postgres_port",
+    "sim_port",
+    "ingest_port",
+    "ingest_probe_port",
+    "health_probe_port",
+    "sender_probe_port",
+)
