@@ -3,27 +3,50 @@
 from __future__ import annotations
 
 import io
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from zapgate.devservers.postgres import free_port
 from zapgate.localstack.cli import DEMO_PACE, report
 from zapgate.localstack.demo import SCENARIOS, DemoTarget, run_demo
-from zapgate.localstack.processes import ProcessNotReadyError, ProcessSpec, ServiceProcess
+from zapgate.localstack.processes import (
+    ProcessNotReadyError,
+    ProcessSpec,
+    ServiceProcess,
+    resolve_executable,
+)
 from zapgate.localstack.stack import RealWapiConfig, Stack, StackConfig
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
+def _stack_dir() -> Path:
+    # Not under pytest's basetemp: PostgreSQL runs as another OS user and must traverse the
+    # path, and any other pytest session that starts meanwhile tightens pytest-of-<user> to 0700.
+    return Path(tempfile.mkdtemp(prefix="zapgate-stack-"))
+
+
+@pytest.fixture
+def stack_dir() -> Iterator[Path]:
+    path = _stack_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
+    data_dir = _stack_dir()
     config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("stack"),
+        data_dir=data_dir,
         nats_port=0,
         postgres_port=0,
         sim_port=0,
@@ -34,6 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ).model_copy(update=DEMO_PACE)
     with Stack(config, RealWapiConfig(wapi_instance_id=None, wapi_token=None)) as running:
         yield running
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_stack_starts_every_part_and_points_the_demo_instance_webhooks_at_ingest(
@@ -74,13 +98,13 @@ async def test_the_demo_shows_every_scenario_passing_on_a_real_stack(stack: Stac
     assert f"{len(SCENARIOS)} of {len(SCENARIOS)} scenarios passed" in text
 
 
-def test_a_stack_that_cannot_start_stops_what_it_already_started(tmp_path: Path) -> None:
+def test_a_stack_that_cannot_start_stops_what_it_already_started(stack_dir: Path) -> None:
     """When the simulator cannot bind its port, up() raises and NATS and PostgreSQL are stopped."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         config = StackConfig(
-            data_dir=tmp_path,
+            data_dir=stack_dir,
             nats_port=0,
             postgres_port=0,
             sim_port=taken.getsockname()[1],
@@ -92,11 +116,11 @@ def test_a_stack_that_cannot_start_stops_what_it_already_started(tmp_path: Path)
     assert stack.processes == {}
     assert stack.nats is None
     assert stack.postgres is None
-    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+    assert not (stack_dir / "postgres" / "postmaster.pid").exists()
 
 
 def test_zapgate_up_runs_until_sigint_then_stops_everything_in_reverse_order(
-    tmp_path: Path,
+    tmp_path: Path, stack_dir: Path
 ) -> None:
     """`zapgate-up` prints where each part listens, and one SIGINT stops it all cleanly."""
     ports = {name: str(free_port()) for name in _PORT_NAMES}
@@ -105,7 +129,7 @@ def test_zapgate_up_runs_until_sigint_then_stops_everything_in_reverse_order(
         ProcessSpec(
             name="zapgate-up",
             argv=("zapgate-up",),
-            env=env | {"ZAPGATE_UP_DATA_DIR": str(tmp_path / "data")},
+            env=env | {"ZAPGATE_UP_DATA_DIR": str(stack_dir)},
             ready_url=f"http://127.0.0.1:{ports['sender_probe_port']}/readyz",
             log_path=tmp_path / "up.log",
         ),
@@ -135,3 +159,59 @@ _PORT_NAMES = (
     "health_probe_port",
     "sender_probe_port",
 )
+
+
+def test_with_real_credentials_the_stack_registers_that_instance_and_points_its_slots(
+    tmp_path: Path, stack_dir: Path
+) -> None:
+    """With ZAPGATE_WAPI_* and a public URL, no simulator is started by the stack: the given
+    instance is registered in health and its six slots point at `<public url>/webhooks/...`
+    (a simulator started apart stands in for W-API)."""
+    sim_port = free_port()
+    provider = ServiceProcess(
+        ProcessSpec(
+            name="provider",
+            argv=("zapgate-wapi-sim", "--port", str(sim_port), "--instance", "real-1:tok:5511977"),
+            ready_url=f"http://127.0.0.1:{sim_port}/_sim/calls",
+            log_path=tmp_path / "provider.log",
+        ),
+        ready_timeout=30,
+    )
+    provider.start()
+    try:
+        real = RealWapiConfig(
+            wapi_base_url=f"http://127.0.0.1:{sim_port}/v1",
+            wapi_instance_id="real-1",
+            wapi_token=SecretStr("tok"),
+            public_url="https://tunnel.example/",
+        )
+        config = StackConfig(data_dir=stack_dir).model_copy(update=dict.fromkeys(_PORT_NAMES, 0))
+        with Stack(config, real) as stack:
+            assert stack.endpoints is not None
+            assert "wapi-sim" not in stack.processes
+            assert stack.endpoints.sim_url is None
+            public = stack.endpoints.public_webhook_url
+            calls = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/calls").json()
+            status = subprocess.run(  # noqa: S603 - the health CLI, a fixed argv
+                [
+                    resolve_executable("zapgate-health"),
+                    "--nats-url",
+                    stack.endpoints.nats_url,
+                    "status",
+                    "real-1",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+    finally:
+        provider.stop()
+    assert public is not None
+    assert public.startswith("https://tunnel.example/webhooks/")
+    slots = [c for c in calls if c["operation"].startswith("update-webhook-")]
+    assert len(slots) == 6
+    assert {c["instance_id"] for c in slots} == {"real-1"}
+    assert all(c["body"] == {"value": public} for c in slots)
+    assert status.returncode == 0, status.stdout
+    assert status.stdout.startswith("real-1\t")
