@@ -194,11 +194,6 @@ def test_the_example_webhook_secret_is_refused_outside_dev() -> None:
     assert IngestSettings.model_validate({**values, "environment": "dev"}).webhook_secrets
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime settings check the whole database URL for a placeholder, not its password "
-    "(libs/runtime/src/zapgate/runtime/settings.py, ServiceSettings._database_url_is_real)",
-)
 @pytest.mark.parametrize("svc", sorted(SETTINGS))
 def test_the_example_database_password_is_refused_outside_dev(svc: str) -> None:
     """The example database URL carries a placeholder password, so prod must refuse it."""

@@ -285,13 +285,6 @@ async def test_a_message_stuck_in_sent_alerts_exactly_once(
     assert await none_within(alerts, MessageStuck, 3) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="health/domain.py apply_observation ignores any observation older than "
-    "state_observed_at as LATE, so a stall signal is dropped when a tick (same-second schedule) "
-    "or a webhook landed between its detection and its processing; the gate never closes "
-    "(reported). Not strict: the race is lost only most of the time.",
-)
 async def test_a_delivery_stall_gates_the_next_send(
     flow_stack: Stack, nc: Client, wapi_simulator: Simulator
 ) -> None:

@@ -19,7 +19,6 @@ import pytest
 from faststream import TestApp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from zapgate.contracts import subjects
@@ -217,12 +216,6 @@ async def test_every_well_formed_sender_api_request_gets_a_reply(nc: Client) -> 
     await asyncio.to_thread(ask)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NatsTimeoutError,
-    reason="sender/app.py on_get_send_outcome/on_retry_send validate through FastStream's "
-    "annotation: a malformed request raises inside FastStream and gets no reply (reported)",
-)
 @pytest.mark.usefixtures("services")
 async def test_malformed_sender_api_requests_get_a_coded_refusal(nc: Client) -> None:
     """Not JSON, not an object, a bad command id: `ok=false` with INVALID_COMMAND, not silence."""

@@ -94,3 +94,13 @@ def test_stream_spec_api_body_uses_nanoseconds() -> None:
     assert body["max_age"] == 3_600_000_000_000
     assert body["duplicate_window"] == 120_000_000_000
     assert "allow_msg_schedules" not in body
+
+
+def test_a_placeholder_database_password_is_refused_outside_dev() -> None:
+    """`postgresql://u:changeme@db/x` is a placeholder even though the URL as a whole is not."""
+    url = "postgresql+psycopg://zapgate:changeme-postgres-password@db:5432/zapgate"
+    with pytest.raises(ValidationError, match="database_url password"):
+        ServiceSettings.model_validate({"environment": "prod", "database_url": url})
+    assert ServiceSettings.model_validate({"environment": "dev", "database_url": url})
+    real = "postgresql+psycopg://zapgate:Xq8-real-password@db:5432/zapgate"
+    assert ServiceSettings.model_validate({"environment": "prod", "database_url": real})

@@ -254,3 +254,20 @@ def test_a_kept_phone_does_not_look_fresh() -> None:
     )
     decision = apply_observation(status(C, phone_observed_at=old), observation)
     assert decision.status.phone_observed_at == old
+
+
+def test_a_stall_detected_before_the_last_tick_still_gates_the_instance() -> None:
+    """A tick that landed between the stall's detection and its handling does not void it."""
+    after_tick = status(C, state_observed_at=T0 + timedelta(minutes=10))
+    decision = apply_observation(
+        after_tick, seen(Seen.DELIVERY_STALLED, at=T0 + timedelta(minutes=9))
+    )
+    assert decision.ignored is None
+    assert (decision.status.state, decision.status.reason) == (D, STALLED)
+
+
+def test_a_resume_detected_before_the_last_tick_still_clears_the_stall() -> None:
+    """Deliveries resuming is not made stale by a later provider check."""
+    stalled = status(D, STALLED, state_observed_at=T0 + timedelta(minutes=10))
+    decision = apply_observation(stalled, seen(Seen.DELIVERY_RESUMED, at=T0 + timedelta(minutes=9)))
+    assert decision.status.state is C

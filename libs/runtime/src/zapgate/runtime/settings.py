@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 Environment = Literal["dev", "test", "prod"]
 
@@ -57,10 +59,24 @@ class ServiceSettings(BaseSettings):
     )
     probe_host: str = "0.0.0.0"  # noqa: S104 - probes must answer the orchestrator from outside
     probe_port: int = Field(default=8080, ge=0, le=65535)
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="JetStream replicas per stream (3 on a cluster)"
+    )
 
     @field_validator("database_url")
     @classmethod
     def _database_url_is_real(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         environment = str(info.data.get("environment", "dev"))
         checked = refuse_placeholder_secret(value, environment, "database_url")
+        password = _url_password(value.get_secret_value())
+        if password is not None:
+            # The URL is never a placeholder as a whole; its password may well be.
+            refuse_placeholder_secret(SecretStr(password), environment, "database_url password")
         return checked if checked is not None else value
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None

@@ -6,6 +6,7 @@ call is idempotent, so the order in which services start does not matter.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Final
 
@@ -47,3 +48,8 @@ SEND: Final = StreamSpec(
 )
 
 ALL_STREAMS: Final = (WEBHOOKS, HEALTH, TICKS, SEND)
+
+
+def all_streams(replicas: int = 1) -> tuple[StreamSpec, ...]:
+    """The topology with `replicas` copies of every stream (3 on a three-node cluster)."""
+    return tuple(replace(spec, replicas=replicas) for spec in ALL_STREAMS)

@@ -56,7 +56,7 @@ from zapgate.runtime.probes import (
     serve_probes,
 )
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
-from zapgate.runtime.topology import ALL_STREAMS
+from zapgate.runtime.topology import all_streams
 from zapgate.wapi.client import WapiClient
 
 _log = structlog.get_logger("zapgate.health.app")
@@ -318,7 +318,7 @@ def create_app(  # noqa: C901, PLR0913, PLR0915 - the composition root wires eve
     async def provision() -> None:
         nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=3)
         try:
-            await ensure_streams(nc, ALL_STREAMS)
+            await ensure_streams(nc, all_streams(settings.stream_replicas))
             if settings.install_schedule:
                 installed = await ensure_schedule(
                     nc,

@@ -127,7 +127,11 @@ class Decision:
 def apply_observation(current: Status, observation: Observation) -> Decision:
     """Decide the next status of one instance from one observation (pure)."""
     last = current.state_observed_at
-    if last is not None and observation.observed_at < last:
+    if (
+        last is not None
+        and observation.observed_at < last
+        and observation.seen not in _DELIVERY_SIGNALS
+    ):
         return Decision(status=current, ignored=Ignored.LATE)
     target = _target(current, observation)
     if isinstance(target, Decision):
@@ -137,6 +141,11 @@ def apply_observation(current: Status, observation: Observation) -> Decision:
 
 
 _Target = tuple[InstanceState, str | None, str | None]
+
+# A delivery signal sums up a window of sends, not the session at one instant: a tick that
+# saw the provider "connected" after the window closed does not make the stall stale, so
+# these are never dropped as late.
+_DELIVERY_SIGNALS = frozenset({Seen.DELIVERY_STALLED, Seen.DELIVERY_RESUMED})
 
 
 _DEGRADING: dict[Seen, DegradedReason] = {

@@ -42,7 +42,7 @@ from zapgate.runtime.probes import (
     serve_probes,
 )
 from zapgate.runtime.streams import ensure_streams
-from zapgate.runtime.topology import ALL_STREAMS
+from zapgate.runtime.topology import all_streams
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -121,7 +121,7 @@ async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
     drain_now = asyncio.Event()
 
     async def declare_streams(client: Client) -> None:
-        await ensure_streams(client, ALL_STREAMS)
+        await ensure_streams(client, all_streams(settings.stream_replicas))
         drain_now.set()
 
     runtime.connection.on_connect(declare_streams)

@@ -7,11 +7,12 @@ the consumers and the probe server are built once it is up, and released on shut
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from faststream import FastStream
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsMessage
+from pydantic import ValidationError
 
 from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
@@ -42,8 +43,21 @@ if TYPE_CHECKING:
     from zapgate.wapi.port import WapiPort
 
 _log = structlog.get_logger("zapgate.sender")
+_Request = TypeVar("_Request", GetSendOutcome, RetrySend)
 _NOT_READY = Problem.of(ErrorCode.INTERNAL, "sender is starting")
 API_QUEUE = "sender"
+
+
+def _decode(model: type[_Request], msg: NatsMessage) -> _Request | Problem:
+    # Validating by hand (not through the handler's annotation) lets a malformed request get
+    # a coded refusal instead of silence: FastStream would raise and never reply.
+    try:
+        return model.model_validate_json(msg.body)
+    except ValidationError as exc:
+        _log.warning("api_request_refused", code=ErrorCode.INVALID_COMMAND.value)
+        return Problem.of(
+            ErrorCode.INVALID_COMMAND, detail=str(exc.errors(include_url=False))[:500]
+        )
 
 
 @dataclass
@@ -68,13 +82,19 @@ def create_app(  # noqa: C901 - the lifecycle hooks read best together, each is 
     running: list[_Running] = []
 
     @broker.subscriber(subjects.API_SENDER_OUTCOME, queue=API_QUEUE)
-    async def on_get_send_outcome(request: GetSendOutcome) -> SendOutcomeReply:
+    async def on_get_send_outcome(msg: NatsMessage) -> SendOutcomeReply:
+        request = _decode(GetSendOutcome, msg)
+        if isinstance(request, Problem):
+            return SendOutcomeReply(ok=False, error=request)
         if not running:
             return SendOutcomeReply(ok=False, error=_NOT_READY)
         return await get_outcome(request.command_id, running[0].service.deps.store)
 
     @broker.subscriber(subjects.API_SENDER_RETRY, queue=API_QUEUE)
-    async def on_retry_send(request: RetrySend) -> SendOutcomeReply:
+    async def on_retry_send(msg: NatsMessage) -> SendOutcomeReply:
+        request = _decode(RetrySend, msg)
+        if isinstance(request, Problem):
+            return SendOutcomeReply(ok=False, error=request)
         if not running:
             return SendOutcomeReply(ok=False, error=_NOT_READY)
         service = running[0].service
@@ -138,6 +158,7 @@ def build_service(
         status_match_attempts=settings.status_match_attempts,
         status_retry_delay=settings.status_retry_delay,
         sweep_every=settings.sweep_every,
+        stream_replicas=settings.stream_replicas,
         stuck=StuckPolicy(
             window=settings.stuck_window,
             stall_threshold=settings.stall_threshold,

@@ -25,7 +25,7 @@ from zapgate.contracts.health import InstanceStateChanged
 from zapgate.contracts.sending import SendMessage
 from zapgate.contracts.webhooks import MessageStatusReported, WebhookKind
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
-from zapgate.runtime.topology import ALL_STREAMS
+from zapgate.runtime.topology import all_streams
 from zapgate.sender.lanes import Lanes
 from zapgate.sender.sending import handle_send_command, release_held
 from zapgate.sender.tracking import (
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
 
     from zapgate.sender.sending import SenderDeps
 
@@ -62,6 +63,7 @@ class ServiceOptions:
     status_match_attempts: int = 5
     status_retry_delay: timedelta = timedelta(seconds=1)
     sweep_every: timedelta | None = timedelta(seconds=30)
+    stream_replicas: int = 1
     stuck: StuckPolicy = field(default_factory=StuckPolicy)
 
 
@@ -75,11 +77,12 @@ class SenderService:
         self.options = options
         self.lanes = Lanes()
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: list[JetStreamContext.PullSubscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
 
     async def start(self) -> None:
-        await ensure_streams(self._nc, ALL_STREAMS)
+        await ensure_streams(self._nc, all_streams(self.options.stream_replicas))
         if self.options.sweep_every is not None:
             await ensure_schedule(
                 self._nc,
@@ -131,6 +134,7 @@ class SenderService:
                     max_ack_pending=self.options.max_in_flight * 2,
                 ),
             )
+            self._subscriptions.append(subscription)
             self._tasks.append(
                 asyncio.create_task(self._pull(subscription, handler), name=f"pull-{durable}")
             )
@@ -141,6 +145,12 @@ class SenderService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        # A pull subscription left open makes the broker's connection drain wait for its
+        # drain timeout (30 s) on shutdown; the durable consumers stay on the server.
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
         # Work in progress finishes (its outcome is stored and acked) or is redelivered.
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=10)
