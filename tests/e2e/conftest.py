@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,10 +26,11 @@ from zapgate.devservers.pytest_plugin import delete_all_streams
 from zapgate.localstack.processes import ProcessSpec, ServiceProcess
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
     from pathlib import Path
 
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
     from zapgate.devservers.nats import NatsServer
     from zapgate.devservers.postgres_for_tests import TestPostgres
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 
 SECRET = "e2e-webhook-secret-5d1c9a"
 HOST = "127.0.0.1"
+# Interval of the bounded polls (database rows, stream counts) that have no event to wait on.
+POLL_S = 0.1
 # Short windows so every flow finishes in seconds; the cooldown is long enough that several
 # ticks fall inside it.
 FLOW_ENV: dict[str, dict[str, str]] = {
@@ -201,3 +205,32 @@ async def check_now(nc: Client, instance_id: str) -> CheckNowReply:
 
 def unique(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+async def wait_until(probe: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
+    """Poll `probe` until it holds: a bounded poll where no event exists (rows, counts)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await probe():
+        if loop.time() >= deadline:
+            raise TimeoutError(f"after {timeout}s still not: {what}")
+        await asyncio.sleep(POLL_S)
+
+
+async def read_stream(nc: Client, stream: str, subject: str) -> list[Msg]:
+    """Every message `stream` holds now on `subject`, read with an ordered consumer."""
+    subscription = await nc.jetstream().subscribe(subject, stream=stream, ordered_consumer=True)
+    messages: list[Msg] = []
+    try:
+        while True:
+            pending = (await subscription.consumer_info()).num_pending
+            if pending == 0 and subscription.pending_msgs == 0:
+                return messages
+            messages.append(await subscription.next_msg(timeout=5))
+    finally:
+        await subscription.unsubscribe()
+
+
+def repeated(values: list[str]) -> dict[str, int]:
+    """The values seen more than once, with their counts (empty: nothing twice)."""
+    return {value: count for value, count in Counter(values).items() if count > 1}

@@ -3,24 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import httpx
+import nats
 import pytest
 
-from tests.e2e.conftest import make_stack, register, unique
+from tests.e2e.conftest import (
+    check_now,
+    make_stack,
+    read_stream,
+    register,
+    repeated,
+    unique,
+    wait_until,
+)
 from zapgate.contracts import subjects
 from zapgate.contracts.client import SenderClient
+from zapgate.contracts.errors import ErrorCode
+from zapgate.contracts.health import (
+    InstanceNotification,
+    InstanceState,
+    InstanceStateChanged,
+    NotificationKind,
+)
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
+from zapgate.ingest import samples
+from zapgate.ingest.testing import query
+from zapgate.wapi.simulator.models import FaultKind
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
     from tests.e2e.conftest import Stack
+    from zapgate.devservers.nats import NatsServer
     from zapgate.wapi.simulator.handle import Simulator
     from zapgate.wapi.simulator.server import SimulatorServer
 
@@ -122,3 +145,205 @@ async def test_a_sender_killed_mid_batch_sends_nothing_twice_and_answers_every_c
     assert statuses[SendStatus.UNCERTAIN] <= 1, statuses
     assert statuses[SendStatus.SENT] + statuses[SendStatus.UNCERTAIN] == BATCH, statuses
     assert statuses[SendStatus.SENT] <= len(texts) <= BATCH
+
+
+# --- NATS stopped and restarted during a burst of webhooks ----------------------------------
+
+BURST = 30
+
+
+def webhook_bodies(prefix: str, count: int) -> list[dict[str, Any]]:
+    return [samples.received_text(f"{prefix}{n:04d}") for n in range(count)]
+
+
+async def post_burst(url: str, bodies: list[dict[str, Any]]) -> dict[str, str]:
+    """POST every body at once; the message ids answered 2xx, with ingest's disposition."""
+    async with httpx.AsyncClient(timeout=20) as http:
+        responses = await asyncio.gather(*(http.post(url, json=body) for body in bodies))
+    return {
+        str(body["messageId"]): str(response.json()["disposition"])
+        for body, response in zip(bodies, responses, strict=True)
+        if response.is_success
+    }
+
+
+async def stored_message_ids(database_url: str) -> list[str]:
+    rows = await query(database_url, "SELECT raw->>'messageId' AS id FROM webhook_payloads")
+    return [str(row.id) for row in rows]
+
+
+async def test_nats_stopped_and_restarted_mid_burst_keeps_every_accepted_webhook_once(
+    fault_nats_server: Callable[..., NatsServer],
+    database_url: str,
+    wapi_simulator_server: SimulatorServer,
+    tmp_path: Path,
+) -> None:
+    """90 webhooks while NATS stops and restarts: each 2xx one is streamed once and stored once."""
+    server = fault_nats_server()
+    stack = make_stack(server.url, database_url, wapi_simulator_server.base_url, tmp_path / "logs")
+    try:
+        await asyncio.to_thread(stack.start, "ingest")
+        before, during, after = (webhook_bodies(p, BURST) for p in ("NSTOP", "NDOWN", "NBACK"))
+        # The stop and the restart each land in the middle of a burst.
+        accepted, _ = await asyncio.gather(
+            post_burst(stack.webhook_url, before), asyncio.to_thread(server.stop)
+        )
+        while_down = await post_burst(stack.webhook_url, during)
+        accepted |= while_down
+        back, _ = await asyncio.gather(
+            post_burst(stack.webhook_url, after), asyncio.to_thread(server.start)
+        )
+        accepted |= back
+        # Ingest keeps answering while NATS is away: what it cannot publish it spools.
+        assert set(while_down.values()) == {"spooled"}, Counter(while_down.values())
+        assert len(while_down) == BURST
+
+        nc = await nats.connect(server.url, connect_timeout=5)
+        try:
+
+            async def all_streamed() -> bool:
+                info = await nc.jetstream().stream_info(subjects.STREAM_WEBHOOKS)
+                return int(info.state.messages) >= len(accepted)
+
+            async def all_stored() -> bool:
+                return len(await stored_message_ids(database_url)) >= len(accepted)
+
+            await wait_until(all_streamed, timeout=60, what="every accepted webhook streamed")
+            await wait_until(all_stored, timeout=60, what="every accepted webhook stored")
+            messages = await read_stream(nc, subjects.STREAM_WEBHOOKS, subjects.WEBHOOKS_ALL)
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+    streamed = [str(json.loads(message.data)["raw"]["messageId"]) for message in messages]
+    stored = await stored_message_ids(database_url)
+    assert repeated(streamed) == {}
+    assert repeated(stored) == {}
+    assert set(streamed) == set(accepted), sorted(set(accepted) ^ set(streamed))[:5]
+    assert set(stored) == set(accepted), sorted(set(accepted) ^ set(stored))[:5]
+
+
+# --- the provider answering 5xx and gateway timeouts for a while ----------------------------
+
+FLAKY_PHONE = "5511900000031"
+CUSTOMER = "5511977776666"
+
+
+@pytest.fixture
+def provider_stack(
+    nats_url: str, database_url: str, wapi_simulator_server: SimulatorServer, tmp_path: Path
+) -> Iterator[Stack]:
+    stack = make_stack(
+        nats_url,
+        database_url,
+        wapi_simulator_server.base_url,
+        tmp_path / "logs",
+        health={
+            "ZAPGATE_HEALTH_TICK_INTERVAL": "PT1S",
+            "ZAPGATE_HEALTH_RESTART_COOLDOWN": "PT120S",
+        },
+        sender={
+            "ZAPGATE_SENDER_MIN_SEND_GAP": "PT0S",
+            "ZAPGATE_SENDER_PROVIDER_BACKOFF": "PT0.05S",
+            "ZAPGATE_SENDER_PROVIDER_BACKOFF_CAP": "PT0.2S",
+        },
+    )
+    try:
+        stack.start("health", "sender")
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def next_change(
+    subscription: Subscription, to_state: InstanceState, timeout: float
+) -> InstanceStateChanged:
+    """The next state change of the subscription's instance into `to_state`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await subscription.next_msg(timeout=None)
+            change = InstanceStateChanged.model_validate_json(message.data)
+            if change.to_state is to_state:
+                return change
+
+
+def texts(commands: list[SendMessage]) -> list[str]:
+    return [command.body.message for command in commands if isinstance(command.body, TextContent)]
+
+
+def send_text_counts(wapi_simulator: Simulator, instance_id: str) -> Counter[str]:
+    calls = wapi_simulator.calls(operation="send-text", instance_id=instance_id)
+    return Counter(str(call.body["message"]) for call in calls if isinstance(call.body, dict))
+
+
+async def test_provider_5xx_and_timeouts_fail_or_stay_uncertain_and_health_degrades_then_recovers(
+    provider_stack: Stack, client: Client, wapi_simulator: Simulator
+) -> None:
+    """5xx sends fail after bounded retries, 504s are uncertain after one call; one outage."""
+    del provider_stack
+    instance_id = unique("flaky")
+    wapi_simulator.add_instance(instance_id, TOKEN, phone=FLAKY_PHONE)
+    await register(client, instance_id, TOKEN)
+    assert (await check_now(client, instance_id)).checked[0].state is InstanceState.CONNECTED
+    changes = await client.subscribe(subjects.state_changed_subject(instance_id))
+    sender = SenderClient(client)
+
+    def commands(label: str, count: int) -> list[SendMessage]:
+        return [
+            SendMessage(
+                command_id=f"{instance_id}-{label}-{n}",
+                instance_id=instance_id,
+                phone=CUSTOMER,
+                body=TextContent(message=f"{label} {n}"),
+            )
+            for n in range(count)
+        ]
+
+    # 503 on every send: the provider certainly did not take it, so the sender retries, bounded.
+    unavailable = commands("indisponivel", 3)
+    wapi_simulator.fail(instance_id, FaultKind.SERVICE_UNAVAILABLE, operations={"send-text"})
+    failed = await asyncio.gather(*(sender.send(c, timeout=30) for c in unavailable))
+    # 504 three times: the provider may have acted, so each command is uncertain after one call.
+    timed_out = commands("sem-resposta", 3)
+    wapi_simulator.fail(instance_id, FaultKind.GATEWAY_TIMEOUT, operations={"send-text"}, times=3)
+    uncertain = [await sender.send(c, timeout=30) for c in timed_out]
+
+    # Every operation failing: a tick degrades the instance; cleared, a tick brings it back.
+    wapi_simulator.fail(instance_id, FaultKind.BAD_GATEWAY)
+    degraded = await next_change(changes, InstanceState.DEGRADED, timeout=20)
+    wapi_simulator.set_fault(instance_id, None)
+    connected = await next_change(changes, InstanceState.CONNECTED, timeout=20)
+    status_calls = len(wapi_simulator.calls(operation="status-instance", instance_id=instance_id))
+    # Two more ticks after the recovery, so a repeated notification would have shown up.
+    await wapi_simulator.wait_for_calls(
+        operation="status-instance", instance_id=instance_id, count=status_calls + 2, timeout=20
+    )
+    recovered = await sender.send(commands("de-volta", 1)[0], timeout=30)
+    await changes.unsubscribe()
+
+    calls = send_text_counts(wapi_simulator, instance_id)
+    for outcome in failed:
+        assert outcome.status is SendStatus.FAILED, outcome
+        assert outcome.error is not None
+        assert outcome.error.code == ErrorCode.PROVIDER_UNAVAILABLE, outcome.error
+    assert [calls[text] for text in texts(unavailable)] == [o.attempts for o in failed]
+    assert all(1 < outcome.attempts <= 3 for outcome in failed), [o.attempts for o in failed]
+    assert [outcome.status for outcome in uncertain] == [SendStatus.UNCERTAIN] * 3, uncertain
+    assert [calls[text] for text in texts(timed_out)] == [1, 1, 1]
+    assert recovered.status is SendStatus.SENT, recovered
+    assert (degraded.reason, connected.from_state) == (
+        ErrorCode.TIMEOUT_OR_GATEWAY,
+        InstanceState.DEGRADED,
+    )
+    notifications = [
+        InstanceNotification.model_validate_json(message.data)
+        for message in await read_stream(
+            client, subjects.STREAM_HEALTH, subjects.notification_subject(instance_id)
+        )
+    ]
+    assert [n.kind for n in notifications] == [
+        NotificationKind.OUTAGE,
+        NotificationKind.RECOVERED,
+    ], notifications
+    assert notifications[0].reason == ErrorCode.TIMEOUT_OR_GATEWAY, notifications[0]
