@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,7 +33,7 @@ from zapgate.contracts.health import (
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
 from zapgate.ingest import samples
 from zapgate.ingest.testing import query
-from zapgate.wapi.simulator.models import FaultKind
+from zapgate.wapi.simulator.models import CallRecord, FaultKind, RestartMode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -347,3 +348,134 @@ async def test_provider_5xx_and_timeouts_fail_or_stay_uncertain_and_health_degra
         NotificationKind.RECOVERED,
     ], notifications
     assert notifications[0].reason == ErrorCode.TIMEOUT_OR_GATEWAY, notifications[0]
+
+
+# --- three health replicas, one killed in the middle of a tick ------------------------------
+
+FLEET = 200
+
+
+@pytest.fixture
+def replica_stack(
+    nats_url: str, database_url: str, wapi_simulator_server: SimulatorServer, tmp_path: Path
+) -> Iterator[Stack]:
+    stack = make_stack(
+        nats_url,
+        database_url,
+        wapi_simulator_server.base_url,
+        tmp_path / "logs",
+        health={
+            # Longer than one tick over the fleet, so ticks do not overlap; the cooldown spans
+            # every tick of the test.
+            "ZAPGATE_HEALTH_TICK_INTERVAL": "PT5S",
+            "ZAPGATE_HEALTH_RESTART_COOLDOWN": "PT300S",
+            "ZAPGATE_HEALTH_PROVIDER_CONCURRENCY": "16",
+        },
+    )
+    try:
+        stack.start("health1", "health2", "health3")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def ticking_replica(stack: Stack) -> str | None:
+    """The replica whose log shows work done inside a tick (lines bound to a tick sequence)."""
+    for name in ("health1", "health2", "health3"):
+        log = stack.logs / f"{name}.log"
+        if log.exists() and '"tick_sequence"' in log.read_text(errors="replace"):
+            return name
+    return None
+
+
+async def fleet_calls(
+    wapi_simulator: Simulator, operation: str, fleet: set[str], at_least: int
+) -> list[CallRecord]:
+    """The fleet's calls of `operation`, once there are `at_least` (woken by each new call)."""
+    while True:
+        every = wapi_simulator.calls(operation=operation)
+        mine = [call for call in every if call.instance_id in fleet]
+        if len(mine) >= at_least:
+            return mine
+        await wapi_simulator.wait_for_calls(operation=operation, count=len(every) + 1, timeout=30)
+
+
+async def test_a_health_replica_killed_mid_tick_leaves_no_instance_unchecked_or_restarted_twice(
+    replica_stack: Stack, client: Client, wapi_simulator: Simulator
+) -> None:
+    """SIGKILL the replica running a 200-instance tick: all get checked, none restarted twice."""
+    prefix = unique("fleet")
+    ids = [f"{prefix}-{n:03d}" for n in range(FLEET)]
+    fleet = set(ids)
+    down = set(ids[::2])  # half stay disconnected: each check of them wants a restart
+    for instance_id in ids:
+        wapi_simulator.add_instance(
+            instance_id,
+            TOKEN,
+            phone=None if instance_id in down else "5511900000077",
+            connected=instance_id not in down,
+            restart_mode=RestartMode.NEVER,
+            latency_s=0.1,
+        )
+    await asyncio.gather(*(register(client, instance_id, TOKEN) for instance_id in ids))
+
+    # A tick over the fleet is under way once the provider has seen a tenth of its checks.
+    await fleet_calls(wapi_simulator, "status-instance", fleet, FLEET // 10)
+    victim: str | None = None
+
+    async def one_replica_ticking() -> bool:
+        nonlocal victim
+        victim = ticking_replica(replica_stack)
+        return victim is not None
+
+    await wait_until(one_replica_ticking, timeout=20, what="a replica logs work of a tick")
+    assert victim is not None
+    replica_stack.processes[victim].kill()
+    killed_at = datetime.now(UTC)
+    checked_before_kill = {
+        call.instance_id for call in wapi_simulator.calls(operation="status-instance")
+    } & fleet
+    assert len(checked_before_kill) < FLEET, "the tick ended before the kill: nothing was tested"
+
+    async def fleet_checked_after_kill() -> bool:
+        rows = await query(
+            replica_stack.database_url,
+            "SELECT count(*) AS n FROM instances WHERE instance_id = ANY(:ids) "
+            "AND last_check_at > :at AND state <> 'unknown'",
+            ids=ids,
+            at=killed_at,
+        )
+        return int(rows[0].n) == FLEET
+
+    async def every_down_one_claimed_a_restart() -> bool:
+        rows = await query(
+            replica_stack.database_url,
+            "SELECT count(*) AS n FROM instances WHERE instance_id = ANY(:ids) "
+            "AND last_restart_attempt_at IS NOT NULL",
+            ids=ids,
+        )
+        return int(rows[0].n) == len(down)
+
+    await wait_until(fleet_checked_after_kill, timeout=60, what="every instance checked again")
+    await wait_until(every_down_one_claimed_a_restart, timeout=60, what="a restart claim for each")
+    # Restarts follow their claims; only the victim's claim in flight at the kill has no call.
+    await fleet_calls(wapi_simulator, "restart", fleet, len(down) - 1)
+    # A whole further round of checks: a second restart inside the cooldown would show now.
+    seen = len(await fleet_calls(wapi_simulator, "status-instance", fleet, 0))
+    await fleet_calls(wapi_simulator, "status-instance", fleet, seen + FLEET)
+
+    restarts = Counter(
+        str(call.instance_id) for call in await fleet_calls(wapi_simulator, "restart", fleet, 0)
+    )
+    assert repeated(list(restarts.elements())) == {}, restarts.most_common(3)
+    assert set(restarts) <= down, sorted(set(restarts) - down)[:3]
+    assert len(restarts) >= len(down) - 1, (len(restarts), len(down))
+    states = await query(
+        replica_stack.database_url,
+        "SELECT state, count(*) AS n FROM instances WHERE instance_id = ANY(:ids) GROUP BY state",
+        ids=ids,
+    )
+    assert {row.state: int(row.n) for row in states} == {
+        "connected": FLEET - len(down),
+        "disconnected": len(down),
+    }

@@ -16,9 +16,11 @@ from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.health import EvidenceSource, InstanceState, InstanceStateChanged
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
+from zapgate.runtime.clock import ManualClock
 from zapgate.sender.app import create_app
 from zapgate.sender.service import SENDER_TICK
 from zapgate.sender.settings import SenderSettings
+from zapgate.sender.tables import RowStatus
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from faststream import FastStream
     from nats.aio.client import Client
 
-    from zapgate.runtime.clock import ManualClock
+    from zapgate.sender.sending import SenderDeps
     from zapgate.wapi.client import WapiClient
     from zapgate.wapi.simulator.handle import Simulator
 
@@ -229,3 +231,44 @@ async def test_receipt_and_tick_flow_through_the_running_service(
     assert b'"to_status":"read"' in moved.data
     assert stuck_one.command_id.encode() in alert.data
     assert read_me.command_id.encode() not in alert.data
+
+
+async def test_a_command_a_crashed_delivery_left_sending_is_reconciled_after_the_lease(
+    make_app: Callable[..., FastStream],
+    nc: Client,
+    deps: SenderDeps,
+    health: Any,
+    wapi_simulator: Simulator,
+) -> None:
+    """Redelivered inside the lease it is not acked; after the lease it becomes `uncertain`."""
+    wapi_simulator.add_instance("inst-1", "tok-sender-test", phone=PHONE)
+    await health.put("inst-1", InstanceState.CONNECTED)
+    crashed = command("cmd-crash")
+    # What a process killed inside the provider call leaves behind: a row moved to `sending`.
+    clock = deps.clock
+    assert isinstance(clock, ManualClock)
+    await deps.store.claim(crashed, clock.now())
+    await deps.store.move(
+        "cmd-crash", from_statuses={RowStatus.CLAIMED}, to=RowStatus.SENDING, now=clock.now()
+    )
+    outcomes = await nc.subscribe(subjects.send_outcome_subject("cmd-crash"))
+    naks = await nc.subscribe(
+        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{subjects.STREAM_SEND}.sender-commands"
+    )
+
+    async with started(make_app(sending_lease=timedelta(seconds=1))):
+        await nc.jetstream().publish(
+            subjects.send_command_subject("inst-1"),
+            crashed.model_dump_json().encode(),
+            stream=subjects.STREAM_SEND,
+        )
+        # Inside the lease (the clock stands still) the delivery is handed back, not acked.
+        await naks.next_msg(timeout=10)
+        clock.advance(timedelta(seconds=2))
+        message = await outcomes.next_msg(timeout=10)
+
+    outcome = SendOutcome.model_validate_json(message.data)
+    assert outcome.status is SendStatus.UNCERTAIN
+    assert outcome.error is not None
+    assert outcome.error.code == ErrorCode.PROVIDER_UNCERTAIN.value
+    assert wapi_simulator.calls(operation="send-text") == []

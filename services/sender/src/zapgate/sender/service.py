@@ -217,7 +217,7 @@ class SenderService:
         self, message: Msg, command: SendMessage, future: asyncio.Future[Any]
     ) -> None:
         try:
-            await future
+            outcome = await future
         except Exception as exc:  # noqa: BLE001 - the command must come back, never be lost
             _log.error(
                 "command_failed",
@@ -227,6 +227,18 @@ class SenderService:
             )
             with contextlib.suppress(Exception):
                 await message.nak(delay=_NAK_DELAY)
+            return
+        if outcome is None:
+            # Another delivery holds the decision (maybe one a crash cut off inside the provider
+            # call): come back once its lease is over, then replay or reconcile it.
+            retry_in = self.deps.policy.sending_lease.total_seconds()
+            _log.info(
+                "command_pending",
+                command_id=command.command_id,
+                instance_id=command.instance_id,
+                retry_in_s=retry_in,
+            )
+            await message.nak(delay=retry_in)
             return
         await message.ack()
 
