@@ -33,6 +33,7 @@ from zapgate.contracts.health import (
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
 from zapgate.ingest import samples
 from zapgate.ingest.testing import query
+from zapgate.runtime.db import migrate_all
 from zapgate.wapi.simulator.models import CallRecord, FaultKind, RestartMode
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from tests.e2e.conftest import Stack
     from zapgate.devservers.nats import NatsServer
+    from zapgate.devservers.postgres import EmbeddedPostgres
     from zapgate.wapi.simulator.handle import Simulator
     from zapgate.wapi.simulator.server import SimulatorServer
 
@@ -52,6 +54,41 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 TOKEN = "e2e-fault-token"
 BATCH = 20
+
+
+class FinalOutcomes:
+    """The first final decision published for each of `commands` (SEND_OUTCOMES_ALL)."""
+
+    def __init__(self, commands: list[SendMessage]) -> None:
+        self.expected = {command.command_id for command in commands}
+        self.decided: dict[str, SendOutcome] = {}
+        self._all = asyncio.Event()
+
+    async def listen(self, client: Client) -> None:
+        await client.subscribe(subjects.SEND_OUTCOMES_ALL, cb=self._on_outcome)
+
+    async def _on_outcome(self, message: Msg) -> None:
+        outcome = SendOutcome.model_validate_json(message.data)
+        if outcome.status.is_final_decision and outcome.command_id in self.expected:
+            self.decided.setdefault(outcome.command_id, outcome)
+            if len(self.decided) == len(self.expected):
+                self._all.set()
+
+    async def wait(self, client: Client, timeout: float) -> dict[str, SendOutcome]:
+        """Every decision, or what is known at the timeout (asking for the stored ones)."""
+        try:
+            await asyncio.wait_for(self._all.wait(), timeout=timeout)
+        except TimeoutError:
+            # Outcomes published while nobody listened are still stored: ask for them.
+            sender = SenderClient(client)
+            for command_id in self.expected - set(self.decided):
+                stored = await sender.outcome(command_id)
+                if stored is not None and stored.status.is_final_decision:
+                    self.decided[command_id] = stored
+        return self.decided
+
+    def missing(self) -> list[str]:
+        return sorted(self.expected - set(self.decided))
 
 
 @pytest.fixture
@@ -92,8 +129,6 @@ async def test_a_sender_killed_mid_batch_sends_nothing_twice_and_answers_every_c
         f'{{"instance_id": "{instance_id}"}}'.encode(),
         timeout=20,
     )
-    outcomes: dict[str, SendOutcome] = {}
-    all_decided = asyncio.Event()
     commands = [
         SendMessage(
             command_id=f"{instance_id}-{n}",
@@ -104,43 +139,21 @@ async def test_a_sender_killed_mid_batch_sends_nothing_twice_and_answers_every_c
         for n in range(BATCH)
     ]
 
-    async def on_outcome(message: Msg) -> None:
-        outcome = SendOutcome.model_validate_json(message.data)
-        if outcome.status.is_final_decision and outcome.command_id not in outcomes:
-            outcomes[outcome.command_id] = outcome
-            if len(outcomes) == BATCH:
-                all_decided.set()
-
-    await client.subscribe(subjects.SEND_OUTCOMES_ALL, cb=on_outcome)
-    js = client.jetstream()
-    for command in commands:
-        await js.publish(
-            subjects.send_command_subject(instance_id),
-            command.model_dump_json().encode(),
-            stream=subjects.STREAM_SEND,
-            headers={subjects.MSG_ID_HEADER: command.command_id},
-        )
+    collector = FinalOutcomes(commands)
+    await collector.listen(client)
+    await publish_sends(client, commands)
     await wapi_simulator.wait_for_calls(
         operation="send-text", instance_id=instance_id, count=5, timeout=30
     )
     stack.processes["sender"].kill()
     await asyncio.to_thread(stack.processes["sender"].start)
 
-    try:
-        await asyncio.wait_for(all_decided.wait(), timeout=60)
-    except TimeoutError:
-        # Outcomes published while nobody listened are still stored: ask for them.
-        sender = SenderClient(client)
-        for command in commands:
-            if command.command_id not in outcomes:
-                stored = await sender.outcome(command.command_id)
-                if stored is not None and stored.status.is_final_decision:
-                    outcomes[command.command_id] = stored
+    outcomes = await collector.wait(client, timeout=60)
 
     calls = wapi_simulator.calls(operation="send-text", instance_id=instance_id)
     texts = Counter(str(call.body["message"]) for call in calls if isinstance(call.body, dict))
     assert all(count == 1 for count in texts.values()), texts.most_common(3)
-    assert len(outcomes) == BATCH, sorted({c.command_id for c in commands} - set(outcomes))
+    assert len(outcomes) == BATCH, collector.missing()
     statuses = Counter(outcome.status for outcome in outcomes.values())
     # Sent means W-API took it; at most the one in flight at the kill is honestly uncertain.
     assert statuses[SendStatus.UNCERTAIN] <= 1, statuses
@@ -479,3 +492,107 @@ async def test_a_health_replica_killed_mid_tick_leaves_no_instance_unchecked_or_
         "connected": FLEET - len(down),
         "disconnected": len(down),
     }
+
+
+# --- the database restarted under load ------------------------------------------------------
+
+LOAD_SENDS = 10
+
+
+async def publish_sends(client: Client, commands: list[SendMessage]) -> None:
+    js = client.jetstream()
+    for command in commands:
+        await js.publish(
+            subjects.send_command_subject(command.instance_id),
+            command.model_dump_json().encode(),
+            stream=subjects.STREAM_SEND,
+            headers={subjects.MSG_ID_HEADER: command.command_id},
+        )
+
+
+async def test_the_database_restarted_under_load_loses_nothing_and_sends_nothing_twice(
+    isolated_postgres: Callable[..., EmbeddedPostgres],
+    nats_url: str,
+    wapi_simulator_server: SimulatorServer,
+    client: Client,
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL SIGKILLed mid-load, down a while, back: 90 webhooks stored once, 30 sends once."""
+    postgres = await asyncio.to_thread(isolated_postgres)
+    await asyncio.to_thread(postgres.create_database, "zg_db_fault")
+    database_url = postgres.url("zg_db_fault")
+    await asyncio.to_thread(migrate_all, database_url)
+    wapi_simulator = wapi_simulator_server.simulator
+    stack = make_stack(
+        nats_url,
+        database_url,
+        wapi_simulator_server.base_url,
+        tmp_path / "logs",
+        sender={
+            "ZAPGATE_SENDER_MIN_SEND_GAP": "PT0S",
+            "ZAPGATE_SENDER_SENDING_LEASE": "PT3S",
+            "ZAPGATE_SENDER_COMMAND_ACK_WAIT": "PT5S",
+        },
+        health={"ZAPGATE_HEALTH_TICK_INTERVAL": "PT1H"},
+    )
+    instance_id = unique("dbload")
+    wapi_simulator.add_instance(instance_id, TOKEN, phone="5511900000044", latency_s=0.05)
+    batches = [
+        [
+            SendMessage(
+                command_id=f"{instance_id}-{phase}-{n}",
+                instance_id=instance_id,
+                phone=CUSTOMER,
+                body=TextContent(message=f"{phase} {n}"),
+            )
+            for n in range(LOAD_SENDS)
+        ]
+        for phase in ("up", "down", "back")
+    ]
+    commands = [command for batch in batches for command in batch]
+
+    collector = FinalOutcomes(commands)
+    await collector.listen(client)
+    try:
+        await asyncio.to_thread(stack.start, "ingest", "health", "sender")
+        await register(client, instance_id, TOKEN)
+        assert (await check_now(client, instance_id)).checked[0].state is InstanceState.CONNECTED
+        before, during, after = (webhook_bodies(p, BURST) for p in ("DBUP", "DBDOWN", "DBBACK"))
+        # The kill lands in the middle of the first burst and batch, the restart in the last.
+        accepted, _, _ = await asyncio.gather(
+            post_burst(stack.webhook_url, before),
+            publish_sends(client, batches[0]),
+            asyncio.to_thread(postgres.kill),
+        )
+        while_down, _ = await asyncio.gather(
+            post_burst(stack.webhook_url, during), publish_sends(client, batches[1])
+        )
+        accepted |= while_down
+        back, _, _ = await asyncio.gather(
+            post_burst(stack.webhook_url, after),
+            publish_sends(client, batches[2]),
+            asyncio.to_thread(postgres.start),
+        )
+        accepted |= back
+        # Webhooks do not wait for the database: every one is answered while it is away.
+        assert len(accepted) == 3 * BURST, 3 * BURST - len(accepted)
+
+        outcomes = await collector.wait(client, timeout=90)
+
+        async def all_stored() -> bool:
+            return len(await stored_message_ids(database_url)) >= len(accepted)
+
+        await wait_until(all_stored, timeout=60, what="every accepted webhook stored")
+        stored = await stored_message_ids(database_url)
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+    assert repeated(stored) == {}
+    assert set(stored) == set(accepted), sorted(set(accepted) ^ set(stored))[:5]
+    sent_texts = send_text_counts(wapi_simulator, instance_id)
+    assert repeated(list(sent_texts.elements())) == {}, sent_texts.most_common(3)
+    assert len(outcomes) == len(commands), collector.missing()
+    statuses = Counter(outcome.status for outcome in outcomes.values())
+    # Sent once W-API took it; uncertain only where the database died between call and record.
+    assert statuses[SendStatus.SENT] + statuses[SendStatus.UNCERTAIN] == len(commands), statuses
+    assert statuses[SendStatus.SENT] <= len(sent_texts) <= len(commands)
