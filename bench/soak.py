@@ -16,9 +16,11 @@ import argparse
 import asyncio
 import json
 import random
+import shlex
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,9 @@ def render(figures: dict[str, Any]) -> str:
         "",
         f"## Soak ({figures['minutes']} min, {figures.get('note', 'bench/soak.py')})",
         "",
+        f"- date: {figures.get('date', 'unknown')}",
+        f"- command: `{figures.get('command', 'python -m bench.soak')}`",
+        "",
         (
             f"Steady {figures['webhook_rate']:.0f} webhooks/s and {figures['send_rate']:.0f} sends/s "
             "over the real ingest and sender processes (simulator in its own process)."
@@ -202,11 +207,25 @@ def render(figures: dict[str, Any]) -> str:
             f"{figures['send_p50_ms']:.1f} ms, p99 {figures['send_p99_ms']:.1f} ms"
         ),
         "",
+        memory_growth(rss),
+        "",
         "| t (s) | ingest RSS MiB | sender RSS MiB |",
         "| ---: | ---: | ---: |",
     ]
     lines += [f"| {s['t_s']:.0f} | {s['ingest']:.1f} | {s['sender']:.1f} |" for s in rss]
     return "\n".join(lines) + "\n"
+
+
+def memory_growth(rss: list[dict[str, float]]) -> str:
+    """RSS change from the first window (warm) to the last one, per service."""
+    if len(rss) < 2:  # noqa: PLR2004 - a change needs two samples
+        return "- memory: too short a run to compare windows"
+    first, last = rss[0], rss[-1]
+    parts = [
+        f"{name} {last[name] - first[name]:+.1f} MiB ({first[name]:.1f} to {last[name]:.1f})"
+        for name in ("ingest", "sender")
+    ]
+    return f"- RSS from the first window to the last: {', '.join(parts)}"
 
 
 def main() -> None:
@@ -220,6 +239,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zg-soak-") as tmp:
         figures = soak(args, Path(tmp))
     figures["note"] = args.note
+    figures["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    figures["command"] = shlex.join(["./taskw", "soak", "--", *sys.argv[1:]])
     section = render(figures)
     text = args.out.read_text() if args.out.exists() else ""
     if SOAK_MARKER in text:
