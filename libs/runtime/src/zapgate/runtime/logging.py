@@ -12,7 +12,18 @@ import structlog
 REDACTED = "***"
 _SENSITIVE_PARTS = ("token", "secret", "password", "passwd", "authorization", "api_key", "apikey")
 # Chatty libraries: their INFO lines cost throughput on hot paths and add nothing per message.
-_QUIET_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "faststream", "nats", "asyncio")
+# httpx logs each request at INFO; our own lines (send_attempt, checks) already record every
+# provider call with its outcome and latency.
+_QUIET_LOGGERS = (
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+    "faststream",
+    "nats",
+    "asyncio",
+    "httpx",
+    "httpcore",
+)
 
 
 def is_sensitive_key(key: str) -> bool:

@@ -149,7 +149,18 @@ def _error_values(problem: Problem) -> dict[str, Any]:
 
 async def handle_send_command(command: SendMessage, deps: SenderDeps) -> SendOutcome | None:
     """Decide one delivered command. None: another delivery is deciding it right now."""
-    claim = await deps.store.claim(command, deps.clock.now())
+    now = deps.clock.now()
+    instance = await deps.directory.get(command.instance_id)
+    first = preflight(instance, can_hold=command.hold_for > timedelta(0))
+    if first.verdict is Verdict.SEND and instance is not None:
+        # The common case in one write: claimed straight into `sending`, then the provider.
+        claim = await deps.store.claim(
+            command, now, sending=True, session_health=first.session_health
+        )
+        if claim.new:
+            return await _call_and_record(claim.row, instance, deps)
+        return await _on_repeat(claim.row, deps)
+    claim = await deps.store.claim(command, now)
     if claim.new:
         return await _decide(claim.row, deps, announce_hold=True)
     return await _on_repeat(claim.row, deps)
@@ -343,6 +354,13 @@ async def _send(
     )
     if sending is None:
         return None  # another delivery won the claim to call the provider
+    return await _call_and_record(sending, instance, deps)
+
+
+async def _call_and_record(
+    sending: SendCommandRow, instance: InstanceView, deps: SenderDeps
+) -> SendOutcome | None:
+    """Call the provider for a row this delivery moved to `sending`; store and publish."""
     await deps.pacer.wait_turn(instance.instance_id)
     body = _BODY.validate_python(sending.body)
     credentials = _credentials(instance)

@@ -6,6 +6,7 @@ deliveries of one command, or two replicas, can never both move it: exactly one 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,7 +57,16 @@ class InstanceStuck:
 class CommandStore(Protocol):
     """Where commands and their decisions live."""
 
-    async def claim(self, command: SendMessage, now: datetime) -> Claim: ...
+    async def claim(
+        self,
+        command: SendMessage,
+        now: datetime,
+        *,
+        sending: bool = False,
+        session_health: str | None = None,
+    ) -> Claim:
+        """Insert the command once: `claimed`, or `sending` when the preflight already passed."""
+        ...
 
     async def get(self, command_id: str) -> SendCommandRow | None: ...
 
@@ -93,6 +103,33 @@ class InstanceDirectory(Protocol):
     async def get(self, instance_id: str) -> InstanceView | None: ...
 
 
+# The hot statements are built once and reused: values travel as bound parameters, so SQLAlchemy
+# neither rebuilds them nor recomputes their cache key on every send.
+@functools.cache
+def _claim_statement(columns: tuple[str, ...]) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: a row back only for the first delivery."""
+    return (
+        insert(_COMMANDS)
+        .values({column: sa.bindparam(column) for column in columns})
+        .on_conflict_do_nothing(index_elements=["command_id"])
+        .returning(*_COMMANDS.c)
+    )
+
+
+@functools.cache
+def _move_statement(from_statuses: frozenset[str], columns: tuple[str, ...]) -> sa.Update:
+    """The compare-and-set UPDATE for one shape of move (statuses it leaves, columns it sets)."""
+    return (
+        sa.update(_COMMANDS)
+        .where(
+            _COMMANDS.c.command_id == sa.bindparam("match_command_id"),
+            _COMMANDS.c.status.in_(sorted(from_statuses)),
+        )
+        .values({column: sa.bindparam(f"set_{column}") for column in columns})
+        .returning(*_COMMANDS.c)
+    )
+
+
 def _row(mapping: Any) -> SendCommandRow:  # noqa: ANN401 - a SQLAlchemy RowMapping
     return SendCommandRow(**dict(mapping))
 
@@ -103,7 +140,14 @@ class PostgresCommandStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def claim(self, command: SendMessage, now: datetime) -> Claim:
+    async def claim(
+        self,
+        command: SendMessage,
+        now: datetime,
+        *,
+        sending: bool = False,
+        session_health: str | None = None,
+    ) -> Claim:
         values = {
             "command_id": command.command_id,
             "instance_id": command.instance_id,
@@ -120,14 +164,15 @@ class PostgresCommandStore:
             "created_at": now,
             "updated_at": now,
         }
-        statement = (
-            insert(_COMMANDS)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["command_id"])
-            .returning(*_COMMANDS.c)
-        )
+        if sending:
+            values |= {
+                "status": RowStatus.SENDING.value,
+                "sending_at": now,
+                "session_health": session_health,
+            }
         async with self._engine.begin() as conn:
-            inserted = (await conn.execute(statement)).mappings().first()
+            statement = _claim_statement(tuple(values))
+            inserted = (await conn.execute(statement, values)).mappings().first()
             if inserted is not None:
                 return Claim(new=True, row=_row(inserted))
             existing = (
@@ -167,17 +212,16 @@ class PostgresCommandStore:
         time_column = _STATUS_TIME_COLUMN.get(to)
         if time_column is not None and time_column not in changes:
             changes[time_column] = now
-        statement = (
-            sa.update(_COMMANDS)
-            .where(
-                _COMMANDS.c.command_id == command_id,
-                _COMMANDS.c.status.in_([status.value for status in from_statuses]),
-            )
-            .values(**changes)
-            .returning(*_COMMANDS.c)
+        statement = _move_statement(
+            frozenset(status.value for status in from_statuses), tuple(sorted(changes))
         )
+        parameters = {f"set_{column}": value for column, value in changes.items()}
         async with self._engine.begin() as conn:
-            moved = (await conn.execute(statement)).mappings().first()
+            moved = (
+                (await conn.execute(statement, {"match_command_id": command_id, **parameters}))
+                .mappings()
+                .first()
+            )
         return _row(moved) if moved is not None else None
 
     async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None:
@@ -284,6 +328,17 @@ class PostgresCommandStore:
         return list(closed[0]) if closed is not None else None
 
 
+_INSTANCE_VIEW = sa.select(
+    instances.c.instance_id,
+    instances.c.token,
+    instances.c.paused,
+    instances.c.state,
+    instances.c.reason,
+    instances.c.phone,
+    instances.c.last_check_at,
+).where(instances.c.instance_id == sa.bindparam("match_instance_id"))
+
+
 class PostgresInstanceDirectory:
     """Reads health's `instances` table; never writes it."""
 
@@ -291,12 +346,12 @@ class PostgresInstanceDirectory:
         self._engine = engine
 
     async def get(self, instance_id: str) -> InstanceView | None:
-        c = instances.c
-        statement = sa.select(
-            c.instance_id, c.token, c.paused, c.state, c.reason, c.phone, c.last_check_at
-        ).where(c.instance_id == instance_id)
         async with self._engine.connect() as conn:
-            found = (await conn.execute(statement)).mappings().first()
+            found = (
+                (await conn.execute(_INSTANCE_VIEW, {"match_instance_id": instance_id}))
+                .mappings()
+                .first()
+            )
         if found is None:
             return None
         return InstanceView(
