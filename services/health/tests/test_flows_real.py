@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -113,6 +115,24 @@ async def test_a_disconnected_instance_is_restarted_once_then_not_until_the_cool
     harness.clock.advance(timedelta(minutes=5))  # 30 minutes since the attempt
     await service.tick()
     assert len(harness.simulator.calls(operation="restart")) == 2
+
+
+async def test_restarts_within_a_tick_run_side_by_side(harness: Harness) -> None:
+    """Four disconnected instances whose restart hangs: all four restarts are under way at once."""
+    service = await harness.start()
+    ids = [f"R{n}" for n in range(4)]
+    await harness.register(service, *ids, phone=PHONE, connected=False)
+    for instance_id in ids:
+        harness.simulator.fail(instance_id, FaultKind.HANG, operations={"restart"})
+    tick = asyncio.create_task(service.tick())
+    try:
+        # One after the other, the first hanging call would keep the other three from starting.
+        calls = await harness.simulator.wait_for_calls(operation="restart", count=4, timeout=10)
+    finally:
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+    assert sorted(str(call.instance_id) for call in calls) == ids
 
 
 async def test_one_outage_is_notified_once_across_many_ticks_and_recovery_once(

@@ -72,6 +72,7 @@ class HealthService:
         self._settings = settings
         self._operator = operator
         self._on_tick = on_tick
+        self._restart_slots = asyncio.Semaphore(settings.provider_concurrency)
 
     # --- rounds of checks --------------------------------------------------------------------
 
@@ -213,6 +214,7 @@ class HealthService:
         report.checked += len(batch)
         report.applied.extend(applied)
         verify: list[Applied] = []
+        restart: list[Applied] = []
         for item in applied:
             decision = item.decision
             if decision.transition is not None:
@@ -227,10 +229,14 @@ class HealthService:
                     why=decision.ignored.value,
                     observed_at=item.observation.observed_at.isoformat(),
                 )
-            if decision.restart_wanted and await self._restart(item):
-                report.restarts += 1
+            if decision.restart_wanted:
+                restart.append(item)
             if decision.verify_wanted:
                 verify.append(item)
+        # Side by side, bounded like the checks: a mass outage must not make a tick take
+        # one provider round trip per disconnected instance.
+        restarted = await asyncio.gather(*(self._restart(item) for item in restart))
+        report.restarts += sum(restarted)
         for item in verify:
             await self._verify(item)
 
@@ -270,7 +276,8 @@ class HealthService:
                 cooldown_s=self._settings.restart_cooldown.total_seconds(),
             )
             return False
-        result = await self._provider.restart(target.credentials())
+        async with self._restart_slots:
+            result = await self._provider.restart(target.credentials())
         if isinstance(result, Acknowledged):
             _log.info("restart requested", instance_id=item.instance_id, outcome="accepted")
         else:
