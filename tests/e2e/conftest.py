@@ -133,6 +133,25 @@ def make_stack(
     return Stack(nats_url, database_url, wapi_base_url, logs, env=env)
 
 
+@pytest.fixture
+def start_stack(
+    nats_url: str, database_url: str, wapi_simulator_server: SimulatorServer, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    """Start services as processes on the test's servers and database; all stopped afterwards."""
+    stacks: list[Stack] = []
+
+    def start(*names: str, **env: dict[str, str]) -> Stack:
+        logs = tmp_path / f"logs{len(stacks) or ''}"
+        stack = make_stack(nats_url, database_url, wapi_simulator_server.base_url, logs, **env)
+        stacks.append(stack)
+        stack.start(*names)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+
+
 @pytest.fixture(scope="module")
 def module_database(
     postgres_server: TestPostgres, migrated_template_database: str

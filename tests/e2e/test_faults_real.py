@@ -37,7 +37,7 @@ from zapgate.runtime.db import migrate_all
 from zapgate.wapi.simulator.models import CallRecord, FaultKind, RestartMode
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from nats.aio.client import Client
@@ -92,14 +92,10 @@ class FinalOutcomes:
 
 
 @pytest.fixture
-def stack(
-    nats_url: str, database_url: str, wapi_simulator_server: SimulatorServer, tmp_path: Path
-) -> Iterator[Stack]:
-    stack = make_stack(
-        nats_url,
-        database_url,
-        wapi_simulator_server.base_url,
-        tmp_path / "logs",
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    return start_stack(
+        "health",
+        "sender",
         sender={
             "ZAPGATE_SENDER_MIN_SEND_GAP": "PT0S",
             # A crash leaves one command `sending`: reconciled after the lease, redelivered
@@ -110,11 +106,6 @@ def stack(
         },
         health={"ZAPGATE_HEALTH_TICK_INTERVAL": "PT1H"},
     )
-    try:
-        stack.start("health", "sender")
-        yield stack
-    finally:
-        stack.stop()
 
 
 async def test_a_sender_killed_mid_batch_sends_nothing_twice_and_answers_every_command(
@@ -245,14 +236,10 @@ CUSTOMER = "5511977776666"
 
 
 @pytest.fixture
-def provider_stack(
-    nats_url: str, database_url: str, wapi_simulator_server: SimulatorServer, tmp_path: Path
-) -> Iterator[Stack]:
-    stack = make_stack(
-        nats_url,
-        database_url,
-        wapi_simulator_server.base_url,
-        tmp_path / "logs",
+def provider_stack(start_stack: Callable[..., Stack]) -> Stack:
+    return start_stack(
+        "health",
+        "sender",
         health={
             "ZAPGATE_HEALTH_TICK_INTERVAL": "PT1S",
             "ZAPGATE_HEALTH_RESTART_COOLDOWN": "PT120S",
@@ -263,11 +250,6 @@ def provider_stack(
             "ZAPGATE_SENDER_PROVIDER_BACKOFF_CAP": "PT0.2S",
         },
     )
-    try:
-        stack.start("health", "sender")
-        yield stack
-    finally:
-        stack.stop()
 
 
 async def next_change(
@@ -369,14 +351,11 @@ FLEET = 200
 
 
 @pytest.fixture
-def replica_stack(
-    nats_url: str, database_url: str, wapi_simulator_server: SimulatorServer, tmp_path: Path
-) -> Iterator[Stack]:
-    stack = make_stack(
-        nats_url,
-        database_url,
-        wapi_simulator_server.base_url,
-        tmp_path / "logs",
+def replica_stack(start_stack: Callable[..., Stack]) -> Stack:
+    return start_stack(
+        "health1",
+        "health2",
+        "health3",
         health={
             # Longer than one tick over the fleet, so ticks do not overlap; the cooldown spans
             # every tick of the test.
@@ -385,11 +364,6 @@ def replica_stack(
             "ZAPGATE_HEALTH_PROVIDER_CONCURRENCY": "16",
         },
     )
-    try:
-        stack.start("health1", "health2", "health3")
-        yield stack
-    finally:
-        stack.stop()
 
 
 def ticking_replica(stack: Stack) -> str | None:

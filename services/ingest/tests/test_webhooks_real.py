@@ -204,6 +204,21 @@ async def test_payload_without_instance_id_is_kept_as_unrouted(
     assert rows[0].event["keys"] == ["event", "messageId", "moment"]
 
 
+async def test_nul_characters_in_ids_and_values_are_stored_spelled_out(
+    ingest: RunningServer, http: httpx.AsyncClient, database_url: str
+) -> None:
+    """PostgreSQL text and JSONB refuse NUL: the row keeps it as `\\u0000`, the batch goes in."""
+    body = samples.received_text("NUL\u0000ID") | {"instanceId": "inst\u0000x"}
+    body["msgContent"] = {"conversation": "oi\u0000"}
+    response = await post_json(http, body)
+    assert response.status_code == 200, response.text
+    assert ingest.runtime.archiver is not None
+    await ingest.runtime.archiver.wait_archived(1, timeout=10)
+    rows = await query(database_url, "SELECT instance_id, raw FROM webhook_payloads")
+    assert [row.instance_id for row in rows] == ["inst\\u0000x"]
+    assert rows[0].raw["messageId"] == "NUL\\u0000ID"
+
+
 async def test_metrics_count_per_instance_and_kind(
     ingest: RunningServer, http: httpx.AsyncClient
 ) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects.postgresql import insert
 
 from zapgate.ingest.tables import payloads_table, quarantine_table
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 _payloads = payloads_table()
 _quarantine = quarantine_table()
 _NUL_ESCAPE = "\\u0000"
+# Quarantine code of a payload PostgreSQL refused to store as JSON (its bytes are kept).
+ARCHIVE_REJECTED: Final = "ARCHIVE_REJECTED"
+log = structlog.get_logger("zapgate.ingest.archive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,34 @@ class PostgresArchive:
     async def store(
         self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
     ) -> int:
-        """Insert both batches in one commit; returns how many payload rows were new."""
+        """Insert both batches in one commit; returns how many payload rows were new.
+
+        When PostgreSQL refuses the data itself (not the connection), the rows go in one by one
+        and a row it still refuses is kept as bytes in the quarantine: one odd payload never
+        blocks the batches behind it, and nothing is dropped.
+        """
+        try:
+            return await self._insert(payloads, quarantined)
+        except sa.exc.DataError as error:
+            log.warning("archive_batch_refused", size=len(payloads), reason=repr(error)[:300])
+        inserted = 0
+        for row in payloads:
+            try:
+                inserted += await self._insert([row], [])
+            except sa.exc.DataError as error:
+                log.error(  # noqa: TRY400 - the reason is enough, no traceback
+                    "archive_row_quarantined",
+                    dedupe_key=_storable_text(row.dedupe_key),
+                    code=ARCHIVE_REJECTED,
+                    reason=repr(error)[:300],
+                )
+                await self._insert([], [_rejected(row)])
+        await self._insert([], quarantined)
+        return inserted
+
+    async def _insert(
+        self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
+    ) -> int:
         inserted = 0
         async with self._engine.begin() as conn:
             if payloads:
@@ -143,22 +174,37 @@ class PostgresArchive:
 def _payload_values(row: PayloadRow) -> dict[str, Any]:
     return {
         "received_at": row.received_at,
-        "instance_id": row.instance_id,
+        "instance_id": _storable_text(row.instance_id),
         "kind": row.kind,
-        "dedupe_key": row.dedupe_key,
+        "dedupe_key": _storable_text(row.dedupe_key),
         "raw": _storable(row.raw),
         "event": _storable(row.event),
     }
+
+
+def _rejected(row: PayloadRow) -> QuarantineRow:
+    return QuarantineRow(
+        received_at=row.received_at,
+        code=ARCHIVE_REJECTED,
+        dedupe_key=row.dedupe_key,
+        body=json.dumps(row.raw, ensure_ascii=False).encode(),
+        content_type="application/json",
+    )
 
 
 def _quarantine_values(row: QuarantineRow) -> dict[str, Any]:
     return {
         "received_at": row.received_at,
         "code": row.code,
-        "dedupe_key": row.dedupe_key,
+        "dedupe_key": _storable_text(row.dedupe_key),
         "body": row.body,
         "content_type": row.content_type,
     }
+
+
+def _storable_text(value: str | None) -> str | None:
+    """Text columns refuse NUL too (an instance id or message id taken from the body)."""
+    return value.replace("\x00", "\\u0000") if value is not None else None
 
 
 def _storable(value: dict[str, Any]) -> dict[str, Any]:
