@@ -240,7 +240,9 @@ def main() -> None:
         figures = soak(args, Path(tmp))
     figures["note"] = args.note
     figures["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    figures["command"] = shlex.join(["./taskw", "soak", "--", *sys.argv[1:]])
+    figures["command"] = shlex.join(
+        ["./taskw", "soak", *(["--", *sys.argv[1:]] if sys.argv[1:] else [])]
+    )
     section = render(figures)
     text = args.out.read_text() if args.out.exists() else ""
     if SOAK_MARKER in text:

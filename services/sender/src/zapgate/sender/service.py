@@ -52,8 +52,6 @@ SENDER_TICK: Final = subjects.SENDER_TICK
 SENDER_TICK_SCHEDULE: Final = subjects.SENDER_TICK_SCHEDULE
 _FETCH_MAX = 256
 _FETCH_WAIT = 1.0
-# How long a pull that already has a message waits for more to fill its batch.
-_TOP_UP_WAIT = 0.01
 _NAK_DELAY = 2.0
 
 
@@ -181,11 +179,7 @@ class SenderService:
                 await self._room.wait()
                 continue
             try:
-                # A pull of N waits until N arrive or it expires: long-poll for one message
-                # only, then take what else is there with a short wait (latency, not batches).
-                messages: list[Msg] = await fetch(1, timeout=_FETCH_WAIT)
-                if batch > 1:
-                    messages += await _top_up(fetch, batch - 1)
+                messages: list[Msg] = await fetch(batch, timeout=_FETCH_WAIT)
             except (NatsTimeoutError, TimeoutError):
                 continue
             except asyncio.CancelledError:
@@ -296,14 +290,6 @@ class SenderService:
             _log.error("sweep_failed", reason=repr(exc))
         for message in messages:
             await message.ack()
-
-
-async def _top_up(fetch: Callable[..., Awaitable[list[Msg]]], batch: int) -> list[Msg]:
-    """Up to `batch` more messages, waiting at most `_TOP_UP_WAIT` for them."""
-    try:
-        return await fetch(batch, timeout=_TOP_UP_WAIT)
-    except (NatsTimeoutError, TimeoutError):
-        return []
 
 
 def _log_release_failure(command_id: str) -> Callable[[asyncio.Future[Any]], None]:
