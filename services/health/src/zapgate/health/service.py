@@ -264,6 +264,12 @@ class HealthService:
                 why="paused" if item.paused else "not managed",
             )
             return False
+        # Claim and call under one slot: a crash leaves at most `provider_concurrency` claims
+        # without their call (those instances wait for the cooldown).
+        async with self._restart_slots:
+            return await self._claim_and_restart(item)
+
+    async def _claim_and_restart(self, item: Applied) -> bool:
         now = self._clock.now()
         target = await self.repository.try_claim_restart(
             item.instance_id, now=now, cooldown=self._settings.restart_cooldown
@@ -276,8 +282,7 @@ class HealthService:
                 cooldown_s=self._settings.restart_cooldown.total_seconds(),
             )
             return False
-        async with self._restart_slots:
-            result = await self._provider.restart(target.credentials())
+        result = await self._provider.restart(target.credentials())
         if isinstance(result, Acknowledged):
             _log.info("restart requested", instance_id=item.instance_id, outcome="accepted")
         else:
