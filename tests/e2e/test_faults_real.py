@@ -53,7 +53,21 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 TOKEN = "e2e-fault-token"
+CUSTOMER = "5511977776666"
 BATCH = 20
+
+
+def text_commands(instance_id: str, label: str, count: int) -> list[SendMessage]:
+    """`count` text commands for one instance, ids and texts numbered under `label`."""
+    return [
+        SendMessage(
+            command_id=f"{instance_id}-{label}-{n}",
+            instance_id=instance_id,
+            phone=CUSTOMER,
+            body=TextContent(message=f"{label} {n}"),
+        )
+        for n in range(count)
+    ]
 
 
 class FinalOutcomes:
@@ -120,15 +134,7 @@ async def test_a_sender_killed_mid_batch_sends_nothing_twice_and_answers_every_c
         f'{{"instance_id": "{instance_id}"}}'.encode(),
         timeout=20,
     )
-    commands = [
-        SendMessage(
-            command_id=f"{instance_id}-{n}",
-            instance_id=instance_id,
-            phone="5511988887777",
-            body=TextContent(message=f"mensagem {n}"),
-        )
-        for n in range(BATCH)
-    ]
+    commands = text_commands(instance_id, "mensagem", BATCH)
 
     collector = FinalOutcomes(commands)
     await collector.listen(client)
@@ -232,7 +238,6 @@ async def test_nats_stopped_and_restarted_mid_burst_keeps_every_accepted_webhook
 # --- the provider answering 5xx and gateway timeouts for a while ----------------------------
 
 FLAKY_PHONE = "5511900000031"
-CUSTOMER = "5511977776666"
 
 
 @pytest.fixture
@@ -285,23 +290,12 @@ async def test_provider_5xx_and_timeouts_fail_or_stay_uncertain_and_health_degra
     changes = await client.subscribe(subjects.state_changed_subject(instance_id))
     sender = SenderClient(client)
 
-    def commands(label: str, count: int) -> list[SendMessage]:
-        return [
-            SendMessage(
-                command_id=f"{instance_id}-{label}-{n}",
-                instance_id=instance_id,
-                phone=CUSTOMER,
-                body=TextContent(message=f"{label} {n}"),
-            )
-            for n in range(count)
-        ]
-
     # 503 on every send: the provider certainly did not take it, so the sender retries, bounded.
-    unavailable = commands("indisponivel", 3)
+    unavailable = text_commands(instance_id, "indisponivel", 3)
     wapi_simulator.fail(instance_id, FaultKind.SERVICE_UNAVAILABLE, operations={"send-text"})
     failed = await asyncio.gather(*(sender.send(c, timeout=30) for c in unavailable))
     # 504 three times: the provider may have acted, so each command is uncertain after one call.
-    timed_out = commands("sem-resposta", 3)
+    timed_out = text_commands(instance_id, "sem-resposta", 3)
     wapi_simulator.fail(instance_id, FaultKind.GATEWAY_TIMEOUT, operations={"send-text"}, times=3)
     uncertain = [await sender.send(c, timeout=30) for c in timed_out]
 
@@ -315,7 +309,7 @@ async def test_provider_5xx_and_timeouts_fail_or_stay_uncertain_and_health_degra
     await wapi_simulator.wait_for_calls(
         operation="status-instance", instance_id=instance_id, count=status_calls + 2, timeout=20
     )
-    recovered = await sender.send(commands("de-volta", 1)[0], timeout=30)
+    recovered = await sender.send(text_commands(instance_id, "de-volta", 1)[0], timeout=30)
     await changes.unsubscribe()
 
     calls = send_text_counts(wapi_simulator, instance_id)
@@ -513,18 +507,7 @@ async def test_the_database_restarted_under_load_loses_nothing_and_sends_nothing
     )
     instance_id = unique("dbload")
     wapi_simulator.add_instance(instance_id, TOKEN, phone="5511900000044", latency_s=0.05)
-    batches = [
-        [
-            SendMessage(
-                command_id=f"{instance_id}-{phase}-{n}",
-                instance_id=instance_id,
-                phone=CUSTOMER,
-                body=TextContent(message=f"{phase} {n}"),
-            )
-            for n in range(LOAD_SENDS)
-        ]
-        for phase in ("up", "down", "back")
-    ]
+    batches = [text_commands(instance_id, phase, LOAD_SENDS) for phase in ("up", "down", "back")]
     commands = [command for batch in batches for command in batch]
 
     collector = FinalOutcomes(commands)

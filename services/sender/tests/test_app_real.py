@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -272,3 +273,36 @@ async def test_a_command_a_crashed_delivery_left_sending_is_reconciled_after_the
     assert outcome.error is not None
     assert outcome.error.code == ErrorCode.PROVIDER_UNCERTAIN.value
     assert wapi_simulator.calls(operation="send-text") == []
+
+
+async def test_delivery_and_read_queued_together_move_the_message_through_both(
+    make_app: Callable[..., FastStream], nc: Client, health: Any, wapi_simulator: Simulator
+) -> None:
+    """Receipts waiting in one batch are applied in stream order: `delivered`, then `read`."""
+    wapi_simulator.add_instance("inst-1", "tok-sender-test", phone=PHONE)
+    await health.put("inst-1", InstanceState.CONNECTED)
+    async with started(make_app()):
+        sent = await SenderClient(nc).send(command("cmd-order"), timeout=10)
+    assert sent.provider_message_id is not None
+    js = nc.jetstream()
+    for step, status in enumerate((DeliveryStatus.DELIVERED, DeliveryStatus.READ)):
+        receipt = MessageStatusReported(
+            instance_id="inst-1",
+            received_at=sent.occurred_at,
+            dedupe_key=f"order-{step}",
+            raw={},
+            message_id=sent.provider_message_id,
+            status=status,
+            status_raw=status.value.upper(),
+        )
+        await js.publish(
+            subjects.webhook_subject("message_status"),
+            receipt.model_dump_json().encode(),
+            stream=subjects.STREAM_WEBHOOKS,
+        )
+    changes = await nc.subscribe(subjects.message_status_subject("inst-1"))
+
+    async with started(make_app()):
+        moves = [await changes.next_msg(timeout=10) for _ in range(2)]
+
+    assert [json.loads(move.data)["to_status"] for move in moves] == ["delivered", "read"]

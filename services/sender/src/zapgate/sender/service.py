@@ -243,15 +243,24 @@ class SenderService:
         await message.ack()
 
     async def _on_receipts(self, messages: list[Msg]) -> None:
-        await asyncio.gather(*(self._receipt(message) for message in messages))
+        # The receipts of one message in stream order (DELIVERY before READ, or READ would win
+        # and the move to `delivered` be lost); different messages side by side.
+        by_message: dict[str, list[tuple[Msg, MessageStatusReported]]] = {}
+        for message in messages:
+            try:
+                event = MessageStatusReported.model_validate_json(message.data)
+            except ValidationError as exc:
+                _log.error("receipt_invalid", reason=str(exc.errors()[:3]))
+                await message.term()
+                continue
+            by_message.setdefault(event.message_id or "", []).append((message, event))
+        await asyncio.gather(*(self._receipts_in_order(group) for group in by_message.values()))
 
-    async def _receipt(self, message: Msg) -> None:
-        try:
-            event = MessageStatusReported.model_validate_json(message.data)
-        except ValidationError as exc:
-            _log.error("receipt_invalid", reason=str(exc.errors()[:3]))
-            await message.term()
-            return
+    async def _receipts_in_order(self, group: list[tuple[Msg, MessageStatusReported]]) -> None:
+        for message, event in group:
+            await self._receipt(message, event)
+
+    async def _receipt(self, message: Msg, event: MessageStatusReported) -> None:
         try:
             receipt = await apply_message_status(event, self.deps)
         except Exception as exc:  # noqa: BLE001 - redelivered later
