@@ -96,7 +96,8 @@ class PostgresArchive:
                     reason=repr(error)[:300],
                 )
                 await self._insert([], [_rejected(row)])
-        await self._insert([], quarantined)
+        if quarantined:
+            await self._insert([], quarantined)
         return inserted
 
     async def _insert(
