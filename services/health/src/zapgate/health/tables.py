@@ -1,7 +1,8 @@
 """Health's tables: the instance registry and state, its transition history, its notifications.
 
-Health is the only writer. The sender reads `instances` in its preflight (read-only), so the
-column names of `instances` are a contract: add columns, never rename or drop them.
+Health is the only writer and the only reader of these tables. What the sender may know of an
+instance is the view `instance_gate_view` (migration 0002, snapshot in tests/test_migrations.py):
+its columns are the contract, `instances` itself is private to health.
 """
 
 from __future__ import annotations
