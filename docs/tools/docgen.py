@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings
 from zapgate.contracts import health, sending, subjects, webhooks
 from zapgate.health import cli as health_cli
 from zapgate.health.settings import HealthSettings
-from zapgate.ingest import http as ingest_http
+from zapgate.ingest import handlers as ingest_http
 from zapgate.ingest.settings import IngestSettings
 from zapgate.runtime import migrate_cli
 from zapgate.sender import cli as sender_cli

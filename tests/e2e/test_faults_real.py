@@ -31,9 +31,9 @@ from zapgate.contracts.health import (
     NotificationKind,
 )
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
-from zapgate.ingest import samples
-from zapgate.ingest.testing import query
 from zapgate.runtime.db import migrate_all
+from zapgate.testkit import webhooks as samples
+from zapgate.testkit.ingest import query
 from zapgate.wapi.simulator.models import CallRecord, FaultKind, RestartMode
 
 if TYPE_CHECKING:

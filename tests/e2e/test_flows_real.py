@@ -36,8 +36,8 @@ from zapgate.contracts.sending import (
     TextContent,
 )
 from zapgate.contracts.webhooks import AnyWebhookEvent, WebhookKind
-from zapgate.ingest import samples
-from zapgate.ingest.testing import query
+from zapgate.testkit import webhooks as samples
+from zapgate.testkit.ingest import query
 from zapgate.wapi.simulator import payloads
 from zapgate.wapi.simulator.models import DeliveryMode, RestartMode
 from zapgate.wapi.webhook_slots import WebhookSlot

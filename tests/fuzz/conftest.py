@@ -14,7 +14,7 @@ import httpx
 import nats
 import pytest
 
-from zapgate.ingest.testing import make_settings, start_ingest
+from zapgate.testkit.ingest import make_settings, start_ingest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from zapgate.ingest.server import RunningServer
+    from zapgate.ingest.adapters.http_server import RunningServer
 
 # Small enough that oversized bodies are cheap to generate; the settings' floor is 1 KiB.
 FUZZ_MAX_BODY = 4096

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zapgate.contracts.webhooks import QUARANTINE_KIND, WebhookErrorCode
-from zapgate.ingest import samples
-from zapgate.ingest.routing import body_dedupe_key
-from zapgate.ingest.testing import OLD_SECRET, SECRET, query, stream_count, stream_messages
+from zapgate.ingest.domain.routing import body_dedupe_key
+from zapgate.testkit import webhooks as samples
+from zapgate.testkit.ingest import OLD_SECRET, SECRET, query, stream_count, stream_messages
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import httpx
     from nats.aio.client import Client
 
-    from zapgate.ingest.server import RunningServer
+    from zapgate.ingest.adapters.http_server import RunningServer
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import httpx
 import nats
 import pytest
 
-from zapgate.ingest.testing import make_settings, start_ingest
+from zapgate.testkit.ingest import make_settings, start_ingest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from zapgate.ingest.server import RunningServer
+    from zapgate.ingest.adapters.http_server import RunningServer
     from zapgate.ingest.settings import IngestSettings
 
 

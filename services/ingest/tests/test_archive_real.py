@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from zapgate.ingest.archive import ARCHIVE_REJECTED, PayloadRow, PostgresArchive
-from zapgate.ingest.testing import query
+from zapgate.ingest.adapters.db import ARCHIVE_REJECTED, PostgresArchive
+from zapgate.ingest.ports import PayloadRow
 from zapgate.runtime.db import create_engine
+from zapgate.testkit.ingest import query
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

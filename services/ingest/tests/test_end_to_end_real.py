@@ -19,9 +19,9 @@ from zapgate.contracts.health import (
     InstanceStateChanged,
     SessionProofOfLife,
 )
-from zapgate.ingest import samples
 from zapgate.ingest.cli import replay
-from zapgate.ingest.testing import SECRET, query, stream_count
+from zapgate.testkit import webhooks as samples
+from zapgate.testkit.ingest import SECRET, query, stream_count
 from zapgate.wapi.simulator import payloads
 from zapgate.wapi.webhook_slots import WebhookSlot
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import httpx
     from nats.aio.client import Client
 
-    from zapgate.ingest.server import RunningServer
+    from zapgate.ingest.adapters.http_server import RunningServer
     from zapgate.wapi.simulator.handle import Simulator
 
 pytestmark = pytest.mark.real

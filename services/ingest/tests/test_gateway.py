@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from zapgate.contracts import subjects
 from zapgate.contracts.health import EvidenceSource, InstanceState, InstanceStateChanged
 from zapgate.contracts.webhooks import WebhookErrorCode
-from zapgate.ingest import samples
-from zapgate.ingest.gateway import Disposition, Gateway
-from zapgate.ingest.spool import Spool
-from zapgate.ingest.states import KnownStates
+from zapgate.ingest.adapters.spool import FileSpool as Spool
+from zapgate.ingest.domain.states import KnownStates
+from zapgate.ingest.service import Disposition, Gateway
+from zapgate.testkit import webhooks as samples
+
+from .fakes import FakePublisher
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,30 +23,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2025, 10, 9, 12, 0, tzinfo=UTC)
-
-
-class FakePublisher:
-    """Records publishes; raises `error` when set; answers duplicate for a repeated id."""
-
-    def __init__(self, max_payload: int = 1024 * 1024) -> None:
-        self.published: list[tuple[str, bytes, str]] = []
-        self.error: Exception | None = None
-        self._max_payload = max_payload
-
-    @property
-    def max_payload(self) -> int:
-        return self._max_payload
-
-    async def publish(
-        self, subject: str, data: bytes, msg_id: str, *, stream: str = subjects.STREAM_WEBHOOKS
-    ) -> bool:
-        del stream
-        if self.error is not None:
-            raise self.error
-        duplicate = any(existing == msg_id for _, _, existing in self.published)
-        if not duplicate:
-            self.published.append((subject, data, msg_id))
-        return duplicate
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ import nats
 import pytest
 
 from zapgate.contracts import subjects
-from zapgate.ingest import samples
-from zapgate.ingest.testing import (
+from zapgate.runtime.db import migrate_all
+from zapgate.testkit import webhooks as samples
+from zapgate.testkit.ingest import (
     SECRET,
     make_settings,
     query,
@@ -28,7 +29,6 @@ from zapgate.ingest.testing import (
     stream_count,
     stream_messages,
 )
-from zapgate.runtime.db import migrate_all
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -23,8 +23,8 @@ from zapgate.contracts.webhooks import (
     WebhookKind,
     WebhookUnrouted,
 )
-from zapgate.ingest import samples
-from zapgate.ingest.routing import route
+from zapgate.ingest.domain.routing import route
+from zapgate.testkit import webhooks as samples
 
 pytestmark = pytest.mark.unit
 

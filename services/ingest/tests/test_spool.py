@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from zapgate.ingest.spool import Spool, SpoolError, SpoolLockedError, SpoolRecord, read_segment
+from zapgate.ingest.adapters.spool import FileSpool as Spool
+from zapgate.ingest.adapters.spool import (
+    SpoolLockedError,
+    decode_record,
+    encode_record,
+    read_segment,
+)
+from zapgate.ingest.ports import SpoolError, SpoolRecord
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,7 +30,7 @@ def segments(directory: Path) -> list[Path]:
 
 
 def append_torn_record(segment: Path) -> None:
-    segment.write_bytes(segment.read_bytes() + record(3).encode()[:-3])
+    segment.write_bytes(segment.read_bytes() + encode_record(record(3))[:-3])
 
 
 class Sink:
@@ -42,8 +49,8 @@ class Sink:
 def test_record_round_trips_through_its_frame() -> None:
     """Subject, id and body (any bytes) come back as written."""
     original = SpoolRecord(subject="zg.webhook.a", msg_id="k:1", body=b"\x00\xffbody")
-    frame = original.encode()
-    assert SpoolRecord.decode(frame[10:]) == original
+    frame = encode_record(original)
+    assert decode_record(frame[10:]) == original
 
 
 async def test_appended_records_drain_in_order_and_leave_nothing(tmp_path: Path) -> None:

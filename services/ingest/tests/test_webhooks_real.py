@@ -11,16 +11,16 @@ import pytest
 from structlog.testing import capture_logs
 
 from zapgate.contracts.webhooks import WebhookKind
-from zapgate.ingest import samples
-from zapgate.ingest.routing import route
-from zapgate.ingest.testing import OLD_SECRET, SECRET, query, stream_count, stream_messages
+from zapgate.ingest.domain.routing import route
 from zapgate.runtime.clock import SystemClock
+from zapgate.testkit import webhooks as samples
+from zapgate.testkit.ingest import OLD_SECRET, SECRET, query, stream_count, stream_messages
 
 if TYPE_CHECKING:
     import httpx
     from nats.aio.client import Client
 
-    from zapgate.ingest.server import RunningServer
+    from zapgate.ingest.adapters.http_server import RunningServer
 
 pytestmark = pytest.mark.real
 

@@ -19,19 +19,17 @@ from nats.errors import MaxPayloadError
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from zapgate.ingest.archive import PostgresArchive
-from zapgate.ingest.archiver import Archiver, follow_instance_states
-from zapgate.ingest.bus import JetStreamPublisher, NatsConnection
-from zapgate.ingest.gateway import Gateway
-from zapgate.ingest.http import (
-    IngestMetrics,
-    SecretCheck,
-    install_secret_masking,
-    webhook_routes,
-)
+from zapgate.ingest.adapters.bus import JetStreamPublisher, NatsConnection
+from zapgate.ingest.adapters.consumers import Archiver, follow_instance_states
+from zapgate.ingest.adapters.db import PostgresArchive
+from zapgate.ingest.adapters.http_server import install_secret_masking
+from zapgate.ingest.adapters.metrics import IngestMetrics
+from zapgate.ingest.adapters.spool import FileSpool
+from zapgate.ingest.domain.states import KnownStates
+from zapgate.ingest.handlers import SecretCheck, webhook_routes
+from zapgate.ingest.ports import SpoolRecord
+from zapgate.ingest.service import Gateway
 from zapgate.ingest.settings import IngestSettings
-from zapgate.ingest.spool import Spool, SpoolRecord
-from zapgate.ingest.states import KnownStates
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.probes import (
@@ -60,7 +58,7 @@ class IngestRuntime:
     settings: IngestSettings
     connection: NatsConnection
     gateway: Gateway
-    spool: Spool
+    spool: FileSpool
     states: KnownStates
     metrics: IngestMetrics
     registry: CollectorRegistry
@@ -89,7 +87,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     metrics = IngestMetrics(registry)
     connection = NatsConnection(settings.nats_url)
     publisher = JetStreamPublisher(connection, timeout=settings.publish_timeout)
-    spool = Spool(settings.spool_dir)
+    spool = FileSpool(settings.spool_dir)
     gateway = Gateway(publisher, spool)
     states = KnownStates()
     metrics.spool_pending.set_function(lambda: spool.pending)

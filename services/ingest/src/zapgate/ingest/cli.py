@@ -25,8 +25,8 @@ from pydantic import TypeAdapter
 
 from zapgate.contracts import subjects
 from zapgate.contracts.webhooks import AnyWebhookEvent
-from zapgate.ingest.archive import PostgresArchive
-from zapgate.ingest.routing import route
+from zapgate.ingest.adapters.db import PostgresArchive
+from zapgate.ingest.domain.routing import route
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.logging import configure_logging
 
@@ -104,9 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run() -> int:
+    from zapgate.ingest.adapters.http_server import (  # noqa: PLC0415
+        install_secret_masking,
+        uvicorn_config,
+    )
     from zapgate.ingest.app import create_app  # noqa: PLC0415 - only `run` needs the app
-    from zapgate.ingest.http import install_secret_masking  # noqa: PLC0415
-    from zapgate.ingest.server import uvicorn_config  # noqa: PLC0415
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
 
     settings = IngestSettings()

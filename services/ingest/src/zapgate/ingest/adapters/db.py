@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert
 
+from zapgate.ingest.ports import InstanceKindCount, PayloadRow, QuarantineRow
 from zapgate.ingest.tables import payloads_table, quarantine_table
 from zapgate.runtime.db import ping
 
@@ -25,41 +25,6 @@ _NUL_ESCAPE = "\\u0000"
 # Quarantine code of a payload PostgreSQL refused to store as JSON (its bytes are kept).
 ARCHIVE_REJECTED: Final = "ARCHIVE_REJECTED"
 log = structlog.get_logger("zapgate.ingest.archive")
-
-
-@dataclass(frozen=True, slots=True)
-class PayloadRow:
-    received_at: datetime
-    instance_id: str | None
-    kind: str
-    dedupe_key: str
-    raw: dict[str, Any]
-    event: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineRow:
-    received_at: datetime
-    code: str
-    dedupe_key: str
-    body: bytes
-    content_type: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceKindCount:
-    instance_id: str | None
-    kind: str
-    count: int
-    last_received_at: datetime
-
-
-class Archive(Protocol):
-    """Where the archiver stores batches; `store` commits or raises (then nothing is acked)."""
-
-    async def store(
-        self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
-    ) -> int: ...
 
 
 class PostgresArchive:

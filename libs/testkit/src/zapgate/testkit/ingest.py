@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from zapgate.contracts import subjects
+from zapgate.ingest.adapters.http_server import RunningServer, serve_in_loop
 from zapgate.ingest.app import create_app
-from zapgate.ingest.server import RunningServer, serve_in_loop
 from zapgate.ingest.settings import IngestSettings
 from zapgate.runtime.db import create_engine
 

@@ -22,8 +22,9 @@ import os
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final
+
+from zapgate.ingest.ports import SpoolError, SpoolRecord
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -37,40 +38,30 @@ _LOCK_NAME: Final = "spool.lock"
 DEFAULT_SEGMENT_BYTES: Final = 16 * 1024 * 1024
 
 
-class SpoolError(RuntimeError):
-    """The spool cannot make a record durable (disk full, permissions, not open)."""
-
-
 class SpoolLockedError(SpoolError):
     """Another process owns this spool directory."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    """One message that must reach JetStream: where it goes, its dedupe id, and its body."""
+def encode_record(record: SpoolRecord) -> bytes:
+    """One frame: header, then subject, msg id and body."""
+    subject = record.subject.encode()
+    msg_id = record.msg_id.encode()
+    payload = b"".join(
+        (_FIELD.pack(len(subject)), subject, _FIELD.pack(len(msg_id)), msg_id, record.body)
+    )
+    return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
-    subject: str
-    msg_id: str
-    body: bytes
 
-    def encode(self) -> bytes:
-        subject = self.subject.encode()
-        msg_id = self.msg_id.encode()
-        payload = b"".join(
-            (_FIELD.pack(len(subject)), subject, _FIELD.pack(len(msg_id)), msg_id, self.body)
-        )
-        return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-    @classmethod
-    def decode(cls, payload: bytes) -> SpoolRecord:
-        (subject_len,) = _FIELD.unpack_from(payload, 0)
-        start = _FIELD.size
-        subject = payload[start : start + subject_len].decode()
-        start += subject_len
-        (msg_id_len,) = _FIELD.unpack_from(payload, start)
-        start += _FIELD.size
-        msg_id = payload[start : start + msg_id_len].decode()
-        return cls(subject=subject, msg_id=msg_id, body=payload[start + msg_id_len :])
+def decode_record(payload: bytes) -> SpoolRecord:
+    """The record in one frame's payload (after the header)."""
+    (subject_len,) = _FIELD.unpack_from(payload, 0)
+    start = _FIELD.size
+    subject = payload[start : start + subject_len].decode()
+    start += subject_len
+    (msg_id_len,) = _FIELD.unpack_from(payload, start)
+    start += _FIELD.size
+    msg_id = payload[start : start + msg_id_len].decode()
+    return SpoolRecord(subject=subject, msg_id=msg_id, body=payload[start + msg_id_len :])
 
 
 def read_segment(path: Path) -> Iterator[tuple[int, SpoolRecord]]:
@@ -84,10 +75,10 @@ def read_segment(path: Path) -> Iterator[tuple[int, SpoolRecord]]:
         if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
             return
         offset = start + length
-        yield offset, SpoolRecord.decode(payload)
+        yield offset, decode_record(payload)
 
 
-class Spool:
+class FileSpool:
     """Append-and-fsync records; drain them in order. `append` is blocking (use a thread)."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
@@ -108,7 +99,7 @@ class Spool:
         """Records appended and not yet drained (counted since open, plus what was found)."""
         return self._pending
 
-    def open(self) -> Spool:
+    def open(self) -> FileSpool:
         self.directory.mkdir(parents=True, exist_ok=True)
         lock_file = (self.directory / _LOCK_NAME).open("ab")
         try:
@@ -135,7 +126,7 @@ class Spool:
 
     def append(self, record: SpoolRecord) -> None:
         """Write `record` and fsync it: when this returns, the record survives a crash."""
-        frame = record.encode()
+        frame = encode_record(record)
         with self._lock:
             if self._lock_file is None:
                 raise SpoolError("spool is not open")

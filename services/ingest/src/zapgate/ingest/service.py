@@ -1,8 +1,9 @@
-"""Accepting one webhook body: parse, route, make it durable, say what happened.
+"""The ingest use cases: accept one webhook body (request path) and archive a batch (off it).
 
-Durable means: JetStream acknowledged it, or (NATS down, publish failed or timed out) it is
-fsynced in the local spool, from which it is drained later under the same `Nats-Msg-Id`. When
-neither works the answer is `NOT_DURABLE` and the caller (W-API) should retry.
+Accepting: parse, sanitise, route, make it durable, say what happened. Durable means:
+JetStream acknowledged it, or (NATS down, publish failed or timed out) it is fsynced in the
+local spool, from which it is drained later under the same `Nats-Msg-Id`. When neither works
+the answer is `NOT_DURABLE` and the caller (W-API) should retry.
 """
 
 from __future__ import annotations
@@ -15,19 +16,29 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
+from pydantic import TypeAdapter, ValidationError
 
 from zapgate.contracts import subjects
-from zapgate.contracts.webhooks import QUARANTINE_KIND, WebhookErrorCode, WebhookQuarantined
-from zapgate.ingest.routing import body_dedupe_key, route
-from zapgate.ingest.spool import Spool, SpoolError, SpoolRecord
+from zapgate.contracts.health import SessionProofOfLife
+from zapgate.contracts.webhooks import (
+    QUARANTINE_KIND,
+    AnyWebhookEvent,
+    WebhookErrorCode,
+    WebhookEvent,
+    WebhookQuarantined,
+)
+from zapgate.ingest.domain.routing import body_dedupe_key, route
+from zapgate.ingest.ports import PayloadRow, QuarantineRow, SpoolError, SpoolRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
-    from zapgate.contracts.webhooks import WebhookEvent
-    from zapgate.ingest.bus import Publisher
+    from zapgate.ingest.domain.states import KnownStates
+    from zapgate.ingest.ports import Archive, Publisher, Spool
 
-log = structlog.get_logger("zapgate.ingest.gateway")
+log = structlog.get_logger("zapgate.ingest.service")
+_EVENTS: TypeAdapter[Any] = TypeAdapter(AnyWebhookEvent)
 QUARANTINE_SUBJECT = subjects.webhook_subject(QUARANTINE_KIND)
 
 
@@ -155,6 +166,91 @@ class Gateway:
         await self._publisher.publish(record.subject, record.body, record.msg_id)
 
 
-def describe(event: WebhookEvent) -> dict[str, Any]:
-    """The fields of the canonical log line for one webhook."""
-    return {"kind": event.kind, "instance_id": event.instance_id, "dedupe_key": event.dedupe_key}
+# --- archiving: off the request path --------------------------------------------------------
+
+
+def proof_of_life_msg_id(dedupe_key: str) -> str:
+    return f"pol:{dedupe_key}"
+
+
+async def archive_batch(
+    messages: Sequence[tuple[str, bytes]],
+    archive: Archive,
+    publisher: Publisher,
+    states: KnownStates,
+) -> int:
+    """Store one batch and publish its proofs of life. Raises when it must be retried.
+
+    `messages` are (subject, data). Returns how many payload rows were new.
+    """
+    payloads: list[PayloadRow] = []
+    quarantined: list[QuarantineRow] = []
+    events: list[WebhookEvent] = []
+    for subject, data in messages:
+        try:
+            if subject == QUARANTINE_SUBJECT:
+                quarantined.append(_quarantine_row(WebhookQuarantined.model_validate_json(data)))
+                continue
+            event: WebhookEvent = _EVENTS.validate_json(data)
+        except ValidationError as error:
+            # Not written by ingest (nothing else may publish here): say so, keep going.
+            log.error("archive_unreadable_message", subject=subject, reason=str(error)[:500])  # noqa: TRY400 - reason is enough
+            continue
+        events.append(event)
+        payloads.append(_payload_row(event))
+    inserted = await archive.store(payloads, quarantined)
+    for event in events:
+        await _prove_life(event, publisher, states)
+    return inserted
+
+
+async def _prove_life(event: WebhookEvent, publisher: Publisher, states: KnownStates) -> None:
+    if event.instance_id is None or event.connected_phone is None:
+        return
+    proof = SessionProofOfLife(
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        correlation_id=event.dedupe_key,
+        instance_id=event.instance_id,
+        phone=event.connected_phone,
+        source_kind=event.kind,
+        observed_at=event.moment or event.received_at,
+    )
+    await publisher.publish(
+        subjects.proof_of_life_subject(event.instance_id),
+        proof.model_dump_json().encode(),
+        proof_of_life_msg_id(event.dedupe_key),
+        stream=subjects.STREAM_HEALTH,
+    )
+    stale = states.contradicted_by_proof_of_life(event.instance_id)
+    if stale is not None:
+        log.warning(
+            "proof_of_life_contradicts_state",
+            instance_id=event.instance_id,
+            stale_state=stale.to_state.value,
+            stale_reason=stale.reason,
+            stale_since=stale.observed_at.isoformat(),
+            source_kind=event.kind,
+            reason="a webhook carrying connectedPhone proves the session alive and complete",
+        )
+
+
+def _payload_row(event: WebhookEvent) -> PayloadRow:
+    return PayloadRow(
+        received_at=event.received_at,
+        instance_id=event.instance_id,
+        kind=event.kind.value,
+        dedupe_key=event.dedupe_key,
+        raw=event.raw,
+        event=event.model_dump(mode="json", exclude={"raw"}),
+    )
+
+
+def _quarantine_row(item: WebhookQuarantined) -> QuarantineRow:
+    return QuarantineRow(
+        received_at=item.received_at,
+        code=item.code.value,
+        dedupe_key=item.dedupe_key,
+        body=base64.b64decode(item.body_base64),
+        content_type=item.content_type,
+    )

@@ -1,129 +1,35 @@
-"""Off the request path: store every webhook from the stream in PostgreSQL, then tell health.
+"""The two bus loops of ingest: the archiver's durable pull consumer and the state follower.
 
-A durable pull consumer fetches batches; one transaction stores a batch (`ON CONFLICT DO
-NOTHING`, so redeliveries are harmless); only after the commit are proofs of life published
-and the messages acked. While the database is down nothing is acked: the webhooks wait in
+The archiver fetches batches and hands each to `service.archive_batch`; only after it returns
+are the messages acked. While the database is down nothing is acked: the webhooks wait in
 JetStream and are archived when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from zapgate.contracts import subjects
-from zapgate.contracts.health import InstanceStateChanged, SessionProofOfLife
-from zapgate.contracts.webhooks import AnyWebhookEvent, WebhookEvent, WebhookQuarantined
-from zapgate.ingest.archive import PayloadRow, QuarantineRow
-from zapgate.ingest.gateway import QUARANTINE_SUBJECT
+from zapgate.contracts.health import InstanceStateChanged
+from zapgate.ingest.service import archive_batch
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from nats.aio.msg import Msg
 
-    from zapgate.ingest.archive import Archive
-    from zapgate.ingest.bus import NatsConnection, Publisher
-    from zapgate.ingest.states import KnownStates
+    from zapgate.ingest.adapters.bus import NatsConnection
+    from zapgate.ingest.domain.states import KnownStates
+    from zapgate.ingest.ports import Archive, Publisher
 
 log = structlog.get_logger("zapgate.ingest.archiver")
-_EVENTS: TypeAdapter[Any] = TypeAdapter(AnyWebhookEvent)
 _FETCH_WAIT = 1.0
-
-
-def proof_of_life_msg_id(dedupe_key: str) -> str:
-    return f"pol:{dedupe_key}"
-
-
-async def archive_batch(
-    messages: Sequence[tuple[str, bytes]],
-    archive: Archive,
-    publisher: Publisher,
-    states: KnownStates,
-) -> int:
-    """Store one batch and publish its proofs of life. Raises when it must be retried.
-
-    `messages` are (subject, data). Returns how many payload rows were new.
-    """
-    payloads: list[PayloadRow] = []
-    quarantined: list[QuarantineRow] = []
-    events: list[WebhookEvent] = []
-    for subject, data in messages:
-        try:
-            if subject == QUARANTINE_SUBJECT:
-                quarantined.append(_quarantine_row(WebhookQuarantined.model_validate_json(data)))
-                continue
-            event: WebhookEvent = _EVENTS.validate_json(data)
-        except ValidationError as error:
-            # Not written by ingest (nothing else may publish here): say so, keep going.
-            log.error("archive_unreadable_message", subject=subject, reason=str(error)[:500])  # noqa: TRY400 - reason is enough
-            continue
-        events.append(event)
-        payloads.append(_payload_row(event))
-    inserted = await archive.store(payloads, quarantined)
-    for event in events:
-        await _prove_life(event, publisher, states)
-    return inserted
-
-
-async def _prove_life(event: WebhookEvent, publisher: Publisher, states: KnownStates) -> None:
-    if event.instance_id is None or event.connected_phone is None:
-        return
-    proof = SessionProofOfLife(
-        event_id=event.event_id,
-        occurred_at=event.occurred_at,
-        correlation_id=event.dedupe_key,
-        instance_id=event.instance_id,
-        phone=event.connected_phone,
-        source_kind=event.kind,
-        observed_at=event.moment or event.received_at,
-    )
-    await publisher.publish(
-        subjects.proof_of_life_subject(event.instance_id),
-        proof.model_dump_json().encode(),
-        proof_of_life_msg_id(event.dedupe_key),
-        stream=subjects.STREAM_HEALTH,
-    )
-    stale = states.contradicted_by_proof_of_life(event.instance_id)
-    if stale is not None:
-        log.warning(
-            "proof_of_life_contradicts_state",
-            instance_id=event.instance_id,
-            stale_state=stale.to_state.value,
-            stale_reason=stale.reason,
-            stale_since=stale.observed_at.isoformat(),
-            source_kind=event.kind,
-            reason="a webhook carrying connectedPhone proves the session alive and complete",
-        )
-
-
-def _payload_row(event: WebhookEvent) -> PayloadRow:
-    return PayloadRow(
-        received_at=event.received_at,
-        instance_id=event.instance_id,
-        kind=event.kind.value,
-        dedupe_key=event.dedupe_key,
-        raw=event.raw,
-        event=event.model_dump(mode="json", exclude={"raw"}),
-    )
-
-
-def _quarantine_row(item: WebhookQuarantined) -> QuarantineRow:
-    return QuarantineRow(
-        received_at=item.received_at,
-        code=item.code.value,
-        dedupe_key=item.dedupe_key,
-        body=base64.b64decode(item.body_base64),
-        content_type=item.content_type,
-    )
 
 
 class Archiver:

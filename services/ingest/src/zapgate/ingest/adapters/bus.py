@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import nats
 import structlog
@@ -27,19 +27,6 @@ log = structlog.get_logger("zapgate.ingest.bus")
 
 class NotConnectedError(ConnectionError):
     """NATS is not connected right now."""
-
-
-class Publisher(Protocol):
-    """Publish one message to JetStream and wait for its PubAck; raise when not stored."""
-
-    async def publish(
-        self, subject: str, data: bytes, msg_id: str, *, stream: str = subjects.STREAM_WEBHOOKS
-    ) -> bool:
-        """True when JetStream said duplicate (already stored under this msg id)."""
-        ...
-
-    @property
-    def max_payload(self) -> int: ...
 
 
 class NatsConnection:
@@ -135,7 +122,7 @@ class NatsConnection:
 
 
 class JetStreamPublisher:
-    """`Publisher` over the shared connection: publish with `stream=` and `Nats-Msg-Id`."""
+    """`ports.Publisher` over the shared connection: publish with `stream=` and `Nats-Msg-Id`."""
 
     def __init__(self, connection: NatsConnection, *, timeout: float) -> None:
         self._connection = connection

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import uvicorn
 
@@ -13,6 +15,35 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from zapgate.ingest.app import IngestRuntime
+
+_SECRET_IN_PATH: Final = re.compile(r"(/webhooks/)[^/?\s\"]+")
+MASK: Final = "***"
+
+
+def mask_secret(text: str) -> str:
+    """`/webhooks/<secret>` becomes `/webhooks/***`, wherever it appears in `text`."""
+    return _SECRET_IN_PATH.sub(rf"\g<1>{MASK}", text)
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Masks the path secret in every record (uvicorn's access log prints the path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = mask_secret(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                mask_secret(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def install_secret_masking() -> None:
+    """Attach the filter to uvicorn's loggers (idempotent)."""
+    for name in ("uvicorn.access", "uvicorn.error", "uvicorn"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, SecretMaskingFilter) for existing in logger.filters):
+            logger.addFilter(SecretMaskingFilter())
 
 
 def uvicorn_config(app: Starlette, host: str, port: int, *, access_log: bool) -> uvicorn.Config:

@@ -1,4 +1,4 @@
-"""The webhook endpoint: `POST /webhooks/{secret}` on plain Starlette (the hot path).
+"""Entry points: the webhook endpoint `POST /webhooks/{secret}` on plain Starlette (the hot path).
 
 Per request: a constant-time secret check, a bounded body read, parse, route, one JetStream
 publish awaited for its ack (or the spool). No database, no provider call, no consumer wait.
@@ -7,18 +7,15 @@ publish awaited for its ack (or the spool). No database, no provider call, no co
 from __future__ import annotations
 
 import hmac
-import logging
-import re
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zapgate.contracts.errors import Problem
 from zapgate.contracts.webhooks import WEBHOOK_MESSAGES_PT_BR, WebhookErrorCode
-from zapgate.ingest.gateway import Accepted, Disposition
+from zapgate.ingest.service import Accepted, Disposition
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,40 +23,12 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
     from starlette.requests import Request
 
-    from zapgate.ingest.gateway import Gateway
+    from zapgate.ingest.adapters.metrics import IngestMetrics
+    from zapgate.ingest.service import Gateway
     from zapgate.runtime.clock import Clock
 
 log = structlog.get_logger("zapgate.ingest.http")
 WEBHOOK_PATH: Final = "/webhooks/{secret}"
-_SECRET_IN_PATH: Final = re.compile(r"(/webhooks/)[^/?\s\"]+")
-MASK: Final = "***"
-
-
-def mask_secret(text: str) -> str:
-    """`/webhooks/<secret>` becomes `/webhooks/***`, wherever it appears in `text`."""
-    return _SECRET_IN_PATH.sub(rf"\g<1>{MASK}", text)
-
-
-class SecretMaskingFilter(logging.Filter):
-    """Masks the path secret in every record (uvicorn's access log prints the path)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = mask_secret(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                mask_secret(arg) if isinstance(arg, str) else arg for arg in record.args
-            )
-        return True
-
-
-def install_secret_masking() -> SecretMaskingFilter:
-    """Attach the filter to uvicorn's loggers (idempotent)."""
-    for name in ("uvicorn.access", "uvicorn.error", "uvicorn"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, SecretMaskingFilter) for existing in logger.filters):
-            logger.addFilter(SecretMaskingFilter())
-    return SecretMaskingFilter()
 
 
 class SecretCheck:
@@ -75,33 +44,6 @@ class SecretCheck:
             # No early exit: the time taken does not tell which secret (or whether any) matched.
             found |= hmac.compare_digest(candidate, secret)
         return found
-
-
-class IngestMetrics:
-    """Per-instance counts per kind, last webhook time, outcomes and the spool depth."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.webhooks = Counter(
-            "zapgate_ingest_webhooks",
-            "Webhooks accepted, by instance and routed kind",
-            ["instance_id", "kind"],
-            registry=registry,
-        )
-        self.last_webhook = Gauge(
-            "zapgate_ingest_last_webhook_timestamp_seconds",
-            "Unix time of the last accepted webhook, by instance",
-            ["instance_id"],
-            registry=registry,
-        )
-        self.outcomes = Counter(
-            "zapgate_ingest_requests",
-            "Webhook requests by outcome (published, duplicate, spooled, quarantined, refusals)",
-            ["outcome"],
-            registry=registry,
-        )
-        self.spool_pending = Gauge(
-            "zapgate_ingest_spool_pending", "Webhooks in the local spool", registry=registry
-        )
 
 
 def problem_response(code: WebhookErrorCode, status: int) -> JSONResponse:

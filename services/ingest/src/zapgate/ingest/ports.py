@@ -1,0 +1,97 @@
+"""Every port the ingest use cases need, and the plain values that cross them.
+
+Real implementations live in `adapters/`; in-memory ones that record calls in `tests/fakes.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from zapgate.contracts import subjects
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+class SpoolError(RuntimeError):
+    """The spool cannot make a record durable (disk full, permissions, not open)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    """One message that must reach JetStream: where it goes, its dedupe id, and its body."""
+
+    subject: str
+    msg_id: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRow:
+    """One archived webhook: routing, dedupe key, the sanitised JSON, the exact body."""
+
+    received_at: datetime
+    instance_id: str | None
+    kind: str
+    dedupe_key: str
+    raw: dict[str, Any]
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """One quarantined body (or, above the size cap, the part of it that was read)."""
+
+    received_at: datetime
+    code: str
+    dedupe_key: str
+    body: bytes
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceKindCount:
+    instance_id: str | None
+    kind: str
+    count: int
+    last_received_at: datetime
+
+
+class Publisher(Protocol):
+    """Publish one message to JetStream and wait for its PubAck; raise when not stored."""
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, *, stream: str = subjects.STREAM_WEBHOOKS
+    ) -> bool:
+        """True when JetStream said duplicate (already stored under this msg id)."""
+        ...
+
+    @property
+    def max_payload(self) -> int:
+        """Largest message the server takes, in bytes."""
+        ...
+
+
+class Spool(Protocol):
+    """The local fsynced spool: what JetStream could not take right now."""
+
+    @property
+    def pending(self) -> int:
+        """Records appended and not yet drained."""
+        ...
+
+    def append(self, record: SpoolRecord) -> None:
+        """Make `record` durable (blocking; run in a thread); raises `SpoolError`."""
+        ...
+
+
+class Archive(Protocol):
+    """Where the archiver stores batches; `store` commits or raises (then nothing is acked)."""
+
+    async def store(
+        self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
+    ) -> int:
+        """Insert both batches idempotently (by dedupe key) in one commit; new payload rows."""
+        ...
