@@ -84,9 +84,37 @@ def test_send_accepts_phone_group_and_lid_recipients(phone: str) -> None:
     assert command.phone == phone
 
 
-@pytest.mark.parametrize("phone", ["+5511999998888", "abc", "", "55 11 99999 8888"])
+@pytest.mark.parametrize(
+    ("phone", "stored"),
+    [
+        ("+55 (84) 98888-7777", "+5584988887777"),
+        ("+5511999998888", "+5511999998888"),
+        ("55 11 99999 8888", "5511999998888"),
+        ("55.11.99999-8888", "5511999998888"),
+        ("(55) 11\u00a099999\u20118888", "5511999998888"),
+        ("5584988887777@s.whatsapp.net", "+5584988887777"),
+        ("5584988887777@C.US", "+5584988887777"),
+        (
+            "\uff15\uff15\uff18\uff14\uff19\uff18\uff18\uff18\uff18\uff17\uff17\uff17\uff17",
+            "5584988887777",
+        ),
+        ("120363025555555555@G.US", "120363025555555555@g.us"),
+        (" 1234567890@lid ", "1234567890@lid"),
+    ],
+)
+def test_send_normalises_how_people_and_systems_write_phones(phone: str, stored: str) -> None:
+    """Formatting, `+`, WhatsApp ids and non-ASCII digits become one canonical form."""
+    command = SendMessage(
+        command_id="c", instance_id="I", phone=phone, body=TextContent(message="x")
+    )
+    assert command.phone == stored
+
+
+@pytest.mark.parametrize(
+    "phone", ["abc", "", "+", "55119999x8888", "5511@s.whatsapp.net", "++5511999998888"]
+)
 def test_send_rejects_malformed_phone(phone: str) -> None:
-    """A '+' sign, letters or spaces are refused before anything is sent."""
+    """Letters, too few digits or a doubled `+` are refused before anything is sent."""
     with pytest.raises(ValidationError):
         SendMessage(command_id="c", instance_id="I", phone=phone, body=TextContent(message="x"))
 

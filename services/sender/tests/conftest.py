@@ -15,11 +15,11 @@ from zapgate.runtime.clock import ManualClock
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.streams import ensure_streams
 from zapgate.runtime.topology import ALL_STREAMS
+from zapgate.sender.adapters.bus import JetStreamPublisher
+from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
+from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.lanes import Pacer
-from zapgate.sender.publisher import JetStreamPublisher
-from zapgate.sender.sending import SenderDeps, SendPolicy
-from zapgate.sender.store import PostgresCommandStore, PostgresInstanceDirectory
-from zapgate.sender.tables import instances
+from zapgate.sender.service import SenderDeps, SendPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -56,7 +56,7 @@ def clock() -> ManualClock:
 
 @dataclass
 class HealthRows:
-    """Plays health: writes the `instances` rows the sender reads."""
+    """Plays health: writes `instances` rows, which the sender reads through health's view."""
 
     engine: AsyncEngine
     clock: ManualClock
@@ -90,7 +90,9 @@ class HealthRows:
             "updated_at": now,
         }
         async with self.engine.begin() as conn:
-            await conn.execute(sa.delete(instances).where(instances.c.instance_id == instance_id))
+            await conn.execute(
+                sa.text("DELETE FROM instances WHERE instance_id = :id"), {"id": instance_id}
+            )
             await conn.execute(sa.text(_insert_sql(values)), values)
 
 
@@ -119,7 +121,7 @@ def make_deps(engine: AsyncEngine, nc: Client, wapi: WapiClient, clock: ManualCl
     return SenderDeps(
         store=PostgresCommandStore(engine),
         directory=PostgresInstanceDirectory(engine),
-        wapi=wapi,
+        provider=WapiProvider(wapi, live_check_timeout=timedelta(seconds=2)),
         publisher=JetStreamPublisher(nc),
         clock=clock,
         pacer=Pacer(clock, 0.0),

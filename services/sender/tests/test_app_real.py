@@ -19,7 +19,6 @@ from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, Text
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
 from zapgate.runtime.clock import ManualClock
 from zapgate.sender.app import create_app
-from zapgate.sender.service import SENDER_TICK
 from zapgate.sender.settings import SenderSettings
 from zapgate.sender.tables import RowStatus
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from faststream import FastStream
     from nats.aio.client import Client
 
-    from zapgate.sender.sending import SenderDeps
+    from zapgate.sender.service import SenderDeps
     from zapgate.wapi.client import WapiClient
     from zapgate.wapi.simulator.handle import Simulator
 
@@ -226,7 +225,7 @@ async def test_receipt_and_tick_flow_through_the_running_service(
     )
     moved = await statuses.next_msg(timeout=10)
     clock.advance(timedelta(minutes=11))
-    await js.publish(SENDER_TICK, b"", stream=subjects.STREAM_TICKS)
+    await js.publish(subjects.SENDER_TICK, b"", stream=subjects.STREAM_TICKS)
     alert = await alerts.next_msg(timeout=10)
 
     assert b'"to_status":"read"' in moved.data

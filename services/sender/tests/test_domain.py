@@ -183,13 +183,18 @@ async def test_lanes_run_one_key_in_order_and_keys_in_parallel() -> None:
         return name
 
     lanes = Lanes()
-    a1 = lanes.submit("a", lambda: job("a1", wait=True))
-    a2 = lanes.submit("a", lambda: job("a2"))
-    b1 = lanes.submit("b", lambda: job("b1"))
+
+    async def in_lane(key: str, name: str, *, wait: bool = False) -> str:
+        async with lanes.turn(key):
+            return await job(name, wait=wait)
+
+    a1 = asyncio.create_task(in_lane("a", "a1", wait=True))
+    a2 = asyncio.create_task(in_lane("a", "a2"))
+    b1 = asyncio.create_task(in_lane("b", "b1"))
     assert await asyncio.wait_for(b1, 1) == "b1"
     gate.set()
     assert list(await asyncio.wait_for(asyncio.gather(a1, a2), 1)) == ["a1", "a2"]
 
     assert order.index("end a1") < order.index("start a2")
     assert order.index("end b1") < order.index("end a1")
-    assert lanes.active == 0
+    assert lanes.busy == 0

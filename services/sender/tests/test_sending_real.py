@@ -24,14 +24,13 @@ from zapgate.contracts.sending import (
     SendStatus,
     TextContent,
 )
-from zapgate.sender.sending import handle_send_command, retry_send
+from zapgate.sender.lanes import Lanes
+from zapgate.sender.service import retry_send, send_message
 from zapgate.sender.tables import RowStatus
 from zapgate.wapi.simulator.models import FaultKind
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from zapgate.sender.sending import SenderDeps
+    from zapgate.sender.service import SenderDeps
     from zapgate.wapi.simulator.handle import Simulator
 
 pytestmark = [pytest.mark.real]
@@ -62,7 +61,7 @@ async def test_connected_instance_sends_once_and_stores_a_sent_row(
     sim_add(wapi_simulator)
     await health.put("inst-1", InstanceState.CONNECTED)
 
-    outcome = await handle_send_command(command("c-1"), deps)
+    outcome = await send_message(command("c-1"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.SENT
@@ -93,7 +92,7 @@ async def test_document_send_carries_the_required_extension(
         body=DocumentContent(document="https://example.com/a.pdf", extension="pdf"),
     )
 
-    outcome = await handle_send_command(doc, deps)
+    outcome = await send_message(doc, deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.SENT
@@ -112,7 +111,7 @@ async def test_degraded_session_is_blocked_with_no_provider_call_and_a_failed_ro
     sim_add(wapi_simulator, phone=None)
     await health.put("inst-1", InstanceState.DEGRADED, reason=reason.value, phone=None)
 
-    outcome = await handle_send_command(command("c-deg"), deps)
+    outcome = await send_message(command("c-deg"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.FAILED
@@ -135,7 +134,7 @@ async def test_disconnected_instance_that_is_actually_connected_is_sent_and_obse
     sim_add(wapi_simulator)
     await health.put("inst-1", InstanceState.DISCONNECTED, phone=None)
 
-    outcome = await handle_send_command(command("c-live"), deps)
+    outcome = await send_message(command("c-live"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.SENT
@@ -162,7 +161,7 @@ async def test_truly_disconnected_instance_fails_with_the_message_and_asks_for_r
     sim_add(wapi_simulator, connected=False)
     await health.put("inst-1", InstanceState.DISCONNECTED, phone=None)
 
-    outcome = await handle_send_command(command("c-down"), deps)
+    outcome = await send_message(command("c-down"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.FAILED
@@ -203,7 +202,7 @@ async def test_paused_unchecked_and_unknown_instances_fail_with_their_own_codes(
         state = put.pop("state")
         await health.put("inst-1", state, **put)
 
-    outcome = await handle_send_command(command("c-x"), deps)
+    outcome = await send_message(command("c-x"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.FAILED
@@ -219,10 +218,8 @@ async def test_redelivered_and_concurrent_copies_of_a_command_call_the_provider_
     sim_add(wapi_simulator)
     await health.put("inst-1", InstanceState.CONNECTED)
 
-    results = await asyncio.gather(
-        *(handle_send_command(command("c-dup"), deps) for _ in range(10))
-    )
-    later = await handle_send_command(command("c-dup"), deps)
+    results = await asyncio.gather(*(send_message(command("c-dup"), deps) for _ in range(10)))
+    later = await send_message(command("c-dup"), deps)
 
     assert len(wapi_simulator.calls(operation="send-text")) == 1
     decided = [result for result in results if result is not None]
@@ -243,7 +240,7 @@ async def test_provider_unavailable_is_retried_and_then_sent(
     await health.put("inst-1", InstanceState.CONNECTED)
     wapi_simulator.fail("inst-1", FaultKind.SERVICE_UNAVAILABLE, times=2)
 
-    outcome = await handle_send_command(command("c-503"), deps)
+    outcome = await send_message(command("c-503"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.SENT
@@ -259,7 +256,7 @@ async def test_provider_unavailable_every_time_fails_as_unavailable(
     await health.put("inst-1", InstanceState.CONNECTED)
     wapi_simulator.fail("inst-1", FaultKind.BAD_GATEWAY)
 
-    outcome = await handle_send_command(command("c-502"), deps)
+    outcome = await send_message(command("c-502"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.FAILED
@@ -278,7 +275,7 @@ async def test_timeout_after_sending_or_a_reply_without_message_id_is_uncertain(
     await health.put("inst-1", InstanceState.CONNECTED)
     wapi_simulator.fail("inst-1", fault)
 
-    outcome = await handle_send_command(command("c-unc"), deps)
+    outcome = await send_message(command("c-unc"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.UNCERTAIN
@@ -295,7 +292,7 @@ async def test_provider_rejection_fails_with_the_providers_message(
     await health.put("inst-1", InstanceState.CONNECTED)
     wapi_simulator.fail("inst-1", FaultKind.REJECT, status_code=400, message="Número inválido.")
 
-    outcome = await handle_send_command(command("c-400"), deps)
+    outcome = await send_message(command("c-400"), deps)
 
     assert outcome is not None
     assert outcome.status is SendStatus.FAILED
@@ -311,14 +308,13 @@ async def test_failed_send_is_retried_explicitly_as_a_new_linked_attempt(
     """A failed send retried by the caller goes through the preflight again and is sent."""
     sim_add(wapi_simulator)
     await health.put("inst-1", InstanceState.DEGRADED, reason="TIMEOUT_OR_GATEWAY")
-    first = await handle_send_command(command("c-orig"), deps)
+    first = await send_message(command("c-orig"), deps)
     assert first is not None
     assert first.status is SendStatus.FAILED
     await health.put("inst-1", InstanceState.CONNECTED)
 
-    async def direct(_key: str, job: Callable[[], Awaitable[SendOutcome | None]]) -> Any:
-        return await job()
-
+    lanes = Lanes()
+    direct = lanes.turn
     reply = await retry_send(RetrySend(command_id="c-orig", new_command_id="c-new"), deps, direct)
     again = await retry_send(RetrySend(command_id="c-orig", new_command_id="c-new"), deps, direct)
     refused = await retry_send(RetrySend(command_id="c-new", new_command_id="c-3"), deps, direct)
@@ -338,11 +334,11 @@ async def test_held_command_is_sent_when_the_instance_recovers(
     deps: SenderDeps, health: Any, wapi_simulator: Simulator, stored: Any
 ) -> None:
     """With hold_for, a degraded instance holds the command; recovery sends it."""
-    from zapgate.sender.sending import release_held  # noqa: PLC0415
+    from zapgate.sender.service import release_held  # noqa: PLC0415
 
     sim_add(wapi_simulator)
     await health.put("inst-1", InstanceState.DEGRADED, reason="TIMEOUT_OR_GATEWAY")
-    held = await handle_send_command(command("c-hold", hold_for=timedelta(minutes=5)), deps)
+    held = await send_message(command("c-hold", hold_for=timedelta(minutes=5)), deps)
     assert held is not None
     assert held.status is SendStatus.HELD
     assert wapi_simulator.calls() == []

@@ -19,13 +19,12 @@ from zapgate.contracts.sending import (
     TextContent,
 )
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
-from zapgate.sender.sending import handle_send_command
+from zapgate.sender.service import Receipt, StuckPolicy, apply_message_status, send_message, sweep
 from zapgate.sender.tables import RowStatus
-from zapgate.sender.tracking import Receipt, StuckPolicy, apply_message_status, sweep
 
 if TYPE_CHECKING:
     from zapgate.runtime.clock import ManualClock
-    from zapgate.sender.sending import SenderDeps
+    from zapgate.sender.service import SenderDeps
     from zapgate.wapi.simulator.handle import Simulator
 
 pytestmark = [pytest.mark.real]
@@ -55,7 +54,7 @@ async def send(deps: SenderDeps, command_id: str, **extra: Any) -> SendOutcome:
         body=TextContent(message="oi"),
         **extra,
     )
-    outcome = await handle_send_command(command, deps)
+    outcome = await send_message(command, deps)
     assert outcome is not None
     return outcome
 
@@ -88,7 +87,7 @@ async def test_receipts_move_a_message_forward_only_and_tolerate_duplicates(
         Receipt.IGNORED,
         Receipt.IGNORED,
         Receipt.IGNORED,
-        Receipt.UNMATCHED,
+        Receipt.KEPT,
     ]
     row = await deps.store.get("c-r")
     assert row is not None
@@ -125,13 +124,11 @@ async def test_stuck_message_alerts_once_and_stall_is_signalled_then_cleared(
 ) -> None:
     """Three undelivered messages past the window: one alert each, one stall, then resumed."""
     outcomes = [await send(deps, f"c-s{index}") for index in range(3)]
-    released: list[str] = []
-
     clock.advance(timedelta(minutes=5))
-    early = await sweep(deps, POLICY, lambda _i, c: released.append(c))
+    early = await sweep(deps, POLICY)
     clock.advance(timedelta(minutes=6))
-    first = await sweep(deps, POLICY, lambda _i, c: released.append(c))
-    second = await sweep(deps, POLICY, lambda _i, c: released.append(c))
+    first = await sweep(deps, POLICY)
+    second = await sweep(deps, POLICY)
 
     assert early.stuck_alerted == []
     assert sorted(first.stuck_alerted) == ["c-s0", "c-s1", "c-s2"]
@@ -158,7 +155,7 @@ async def test_stuck_message_alerts_once_and_stall_is_signalled_then_cleared(
         DeliverySignal.RESUMED,
     ]
     assert sorted(signals[0].message_ids) == ["c-s0", "c-s1", "c-s2"]
-    assert released == []
+    assert second.to_release == []
 
 
 @pytest.mark.usefixtures("sent_ready")
@@ -176,7 +173,7 @@ async def test_stuck_messages_of_an_instance_that_still_delivers_are_not_a_stall
     )
     clock.advance(timedelta(minutes=10))
 
-    report = await sweep(deps, POLICY, lambda _i, _c: None)
+    report = await sweep(deps, POLICY)
 
     assert len(report.stuck_alerted) == 3
     assert report.stalled == []
@@ -190,16 +187,14 @@ async def test_held_command_expires_at_its_deadline(
     await health.put("inst-1", InstanceState.DEGRADED, reason="SESSION_INCOMPLETE", phone=None)
     held = await send(deps, "c-exp", hold_for=timedelta(minutes=2))
     assert held.status is SendStatus.HELD
-    released: list[str] = []
-
     clock.advance(timedelta(minutes=1))
-    waiting = await sweep(deps, POLICY, lambda _i, c: released.append(c))
+    waiting = await sweep(deps, POLICY)
     clock.advance(timedelta(minutes=2))
-    report = await sweep(deps, POLICY, lambda _i, c: released.append(c))
+    report = await sweep(deps, POLICY)
 
     assert waiting.expired == []
     assert report.expired == ["c-exp"]
-    assert released == []
+    assert report.to_release == []
     assert wapi_simulator.calls() == []
     published = [
         SendOutcome.model_validate_json(data)
@@ -218,9 +213,6 @@ async def test_sweep_releases_held_commands_of_an_instance_health_reports_connec
     await health.put("inst-1", InstanceState.DEGRADED, reason="TIMEOUT_OR_GATEWAY")
     await send(deps, "c-rel", hold_for=timedelta(minutes=5))
     await health.put("inst-1", InstanceState.CONNECTED)
-    released: list[tuple[str, str]] = []
+    report = await sweep(deps, POLICY)
 
-    report = await sweep(deps, POLICY, lambda i, c: released.append((i, c)))
-
-    assert report.released == ["c-rel"]
-    assert released == [("inst-1", "c-rel")]
+    assert report.to_release == [("inst-1", "c-rel")]

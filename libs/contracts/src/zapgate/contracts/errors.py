@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     PROVIDER_UNCERTAIN = "PROVIDER_UNCERTAIN"
     EXPIRED = "EXPIRED"
     INVALID_COMMAND = "INVALID_COMMAND"
+    PHONE_COUNTRY_CODE_MISSING = "PHONE_COUNTRY_CODE_MISSING"
+    PHONE_INVALID = "PHONE_INVALID"
     NOT_FOUND = "NOT_FOUND"
     NOT_RETRYABLE = "NOT_RETRYABLE"
     INTERNAL = "INTERNAL"
@@ -62,6 +64,13 @@ MESSAGES_PT_BR: dict[ErrorCode, str] = {
     ),
     ErrorCode.EXPIRED: "O prazo de espera terminou antes de a instância se recuperar.",
     ErrorCode.INVALID_COMMAND: "Comando inválido.",
+    ErrorCode.PHONE_COUNTRY_CODE_MISSING: (
+        "O número não começa com um código de país. Envie-o com o código do país (ex.: 55 para "
+        "o Brasil). A mensagem não foi enviada."
+    ),
+    ErrorCode.PHONE_INVALID: (
+        "O número não tem um formato possível para o país indicado. A mensagem não foi enviada."
+    ),
     ErrorCode.NOT_FOUND: "Registro não encontrado.",
     ErrorCode.NOT_RETRYABLE: "Somente mensagens com falha podem ser reenviadas.",
     ErrorCode.INTERNAL: "Erro interno do zapgate.",
@@ -75,6 +84,10 @@ class Problem(Contract):
     message: str = Field(description="Human explanation in Brazilian Portuguese.")
     detail: str | None = Field(
         default=None, description="Technical detail, e.g. the provider's own message."
+    )
+    fields: dict[str, str] | None = Field(
+        default=None,
+        description="For refused input: pt-BR explanation per dotted field path, e.g. `phone`.",
     )
 
     @classmethod

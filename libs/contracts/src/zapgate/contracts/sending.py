@@ -5,11 +5,13 @@ An outcome states what happened; it never carries a success flag next to a failu
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 from zapgate.contracts.envelope import Contract, Envelope
 from zapgate.contracts.errors import Problem
@@ -17,13 +19,54 @@ from zapgate.contracts.health import InstanceId
 from zapgate.contracts.webhooks import DeliveryStatus
 
 CommandId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-:]+$")]
+# Formatting people and systems put in phone numbers: spaces (also no-break and thin ones),
+# parentheses, dots, slashes and every kind of dash.
+_PHONE_FORMATTING = re.compile(r"[\s().\-/\u2010-\u2015\u2212\u00a0\u202f]")
+_JID_SUFFIXES = ("@s.whatsapp.net", "@c.us")
+
+
+def normalise_phone(value: object) -> object:
+    """The canonical form of a phone as callers write it; anything else is left to the pattern.
+
+    `+55 (84) 98888-7777` -> `+5584988887777` (formatting stripped, `+` kept: it says the number
+    carries its country code); `5584988887777@s.whatsapp.net` (or `@c.us`) -> `+5584988887777`
+    (a WhatsApp id always carries it); digits of any script become ASCII; `...@g.us` and
+    `...@lid` ids keep their form (suffix lower-cased). Whether bare digits carry a country
+    code is the sender's decision (its default country), not the contract's.
+    """
+    if not isinstance(value, str):
+        return value
+    text = unicodedata.normalize("NFKC", value).strip()
+    lowered = text.lower()
+    for suffix in (*_JID_SUFFIXES, "@g.us", "@lid"):
+        if lowered.endswith(suffix):
+            user = text[: -len(suffix)].strip()
+            if suffix in _JID_SUFFIXES:
+                return "+" + _ascii_digits(user.removeprefix("+"))
+            return _ascii_digits(user) + suffix
+    stripped = _PHONE_FORMATTING.sub("", text)
+    if stripped.startswith("+"):
+        return "+" + _ascii_digits(stripped[1:])
+    return _ascii_digits(stripped)
+
+
+def _ascii_digits(text: str) -> str:
+    return "".join(str(unicodedata.digit(char)) if char.isdigit() else char for char in text)
+
+
 Phone = Annotated[
     str,
+    BeforeValidator(normalise_phone),
     Field(
         min_length=3,
         max_length=120,
-        pattern=r"^(\d{8,20}|[0-9\-]+@g\.us|\d+@lid)$",
-        description="Digits with country code and no '+', a group id ...@g.us, or a ...@lid id.",
+        pattern=r"^(\+?[0-9]{8,20}|[0-9\-]+@g\.us|[0-9]+@lid)$",
+        description=(
+            "Digits with country code (`+` and formatting accepted: `+55 (84) 98888-7777`), a "
+            "WhatsApp id `...@s.whatsapp.net`, a group id `...@g.us`, or a `...@lid` id. Stored "
+            "normalised; bare digits without a country code are refused unless the sender has "
+            "a default country."
+        ),
     ),
 ]
 MediaRef = Annotated[
@@ -126,7 +169,7 @@ class SendOutcome(Envelope):
     command_id: str
     instance_id: str
     phone: str
-    kind: MessageKind
+    kind: MessageKind | None = Field(description="None only for a command that could not be read.")
     status: SendStatus
     provider_message_id: str | None = None
     error: Problem | None = Field(default=None, description="Set exactly when not accepted.")

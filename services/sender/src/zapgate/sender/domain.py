@@ -5,14 +5,24 @@ No I/O here: the use cases load what these functions need, call them, and carry 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import phonenumbers
+from phonenumbers import PhoneMetadata
 
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import InstanceState
 from zapgate.contracts.sending import SendStatus
 from zapgate.contracts.webhooks import DeliveryStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pydantic_core import ErrorDetails
 
 # pt-BR text for a degraded reason health may add later and we do not know yet.
 _UNKNOWN_DEGRADED_MESSAGE = "Instância degradada ({reason}). A mensagem não foi enviada."
@@ -199,3 +209,175 @@ def backoff_delay(attempt: int, base: timedelta, cap: timedelta) -> timedelta:
     """Exponential backoff after failed attempt number `attempt` (1-based)."""
     grown: timedelta = base * (2 ** (attempt - 1))
     return min(grown, cap)
+
+
+# --- early receipts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EarlyReceipt:
+    """A receipt whose provider message id matched no send yet (its answer may still come)."""
+
+    message_id: str
+    status: DeliveryStatus
+    status_raw: str
+    instance_id: str | None
+    received_at: datetime
+
+
+def worth_keeping(status: DeliveryStatus | None) -> bool:
+    """Only receipts that can move a `sent` message are kept for a later answer."""
+    return status in (
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.READ,
+        DeliveryStatus.PLAYED,
+        DeliveryStatus.FAILED,
+    )
+
+
+# --- phone numbers ------------------------------------------------------------------------------
+
+# WhatsApp ids of Mexican mobiles keep the "1" after 52 that the numbering plan dropped in 2019
+# (5215512345678): the plan's lengths alone would refuse a number a WhatsApp account has.
+_MEXICO = 52
+_MEXICO_MOBILE_PREFIX = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneRefused:
+    """Why a phone cannot be sent to: a stable code and a pt-BR explanation."""
+
+    code: ErrorCode
+    message: str
+
+
+def _plausible_international(digits: str) -> bool:
+    """`digits` start with an assigned country code and the rest has a possible shape.
+
+    Possibility only (lengths and the region's general number pattern from `phonenumbers`),
+    never validity: validity refuses real WhatsApp numbers, e.g. Brazilian mobiles written
+    without the ninth digit (558488887777) that accounts created before 2016 still carry.
+    """
+    try:
+        number = phonenumbers.parse("+" + digits)
+    except phonenumbers.NumberParseException:
+        return False
+    national = phonenumbers.national_significant_number(number)
+    if (
+        number.country_code == _MEXICO
+        and national.startswith(_MEXICO_MOBILE_PREFIX)
+        and len(national) == 11  # noqa: PLR2004 - "1" + a 10-digit Mexican number
+    ):
+        national = national[1:]
+        number = phonenumbers.PhoneNumber(country_code=_MEXICO, national_number=int(national))
+    country_code = number.country_code
+    if country_code is None or not phonenumbers.is_possible_number(number):
+        return False
+    for region in phonenumbers.region_codes_for_country_code(country_code):
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+        general = metadata.general_desc if metadata is not None else None
+        pattern = general.national_number_pattern if general is not None else None
+        if pattern and re.fullmatch(pattern, national):
+            return True
+    return False
+
+
+def _national(digits: str, default_country: str) -> str | None:
+    """`digits` read as a national number of `default_country`, with its country code."""
+    try:
+        number = phonenumbers.parse(digits, default_country)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return f"{number.country_code}{phonenumbers.national_significant_number(number)}"
+
+
+def resolve_phone(phone: str, default_country: str | None) -> str | PhoneRefused:
+    """The id W-API gets for a command's (already normalised) `phone`, or why it is refused.
+
+    Shapes in (see `zapgate.contracts.sending.Phone`): `+<digits>` (the caller said it carries a
+    country code; JIDs arrive like this too), bare `<digits>`, `...@g.us` and `...@lid` ids
+    (passed on as they are). Out: digits with country code and no `+`.
+
+    Bare digits with a default country (ISO 3166 code, e.g. `BR`) are read as a number of that
+    country, as a phone dials them: its country code is kept when present (`5584988887777`,
+    `558488887777`) and added when not (`84988887777` -> `5584988887777`); a foreign number
+    needs `+`. Without a default, bare digits must start with a country code; a number that
+    cannot (`11988887777`: no country code starts a possible number there) is refused with
+    `PHONE_COUNTRY_CODE_MISSING` rather than sent somewhere else.
+    """
+    if phone.endswith(("@g.us", "@lid")):
+        return phone
+    explicit = phone.startswith("+")
+    digits = phone.removeprefix("+")
+    if not explicit and default_country is not None:
+        national = _national(digits, default_country)
+        if national is not None:
+            return national
+    if _plausible_international(digits):
+        return digits
+    if explicit:
+        return PhoneRefused(
+            ErrorCode.PHONE_INVALID,
+            f"O número +{digits} não tem o tamanho de um número do país indicado.",
+        )
+    return PhoneRefused(
+        ErrorCode.PHONE_COUNTRY_CODE_MISSING,
+        f"O número {digits} não começa com um código de país válido. Envie com o código do "
+        "país (ex.: 55 para o Brasil) ou configure um país padrão.",
+    )
+
+
+# --- field errors in pt-BR ---------------------------------------------------------------------
+
+_FIELD_MESSAGES: dict[str, str] = {
+    "missing": "campo obrigatório ausente",
+    "extra_forbidden": "campo não permitido",
+    "string_type": "deve ser um texto",
+    "int_type": "deve ser um número inteiro",
+    "int_parsing": "deve ser um número inteiro",
+    "bool_type": "deve ser verdadeiro ou falso",
+    "string_too_short": "texto curto demais",
+    "string_too_long": "texto longo demais",
+    "string_pattern_mismatch": "formato inválido",
+    "greater_than_equal": "valor abaixo do mínimo",
+    "less_than_equal": "valor acima do máximo",
+    "literal_error": "valor não permitido",
+    "union_tag_invalid": "tipo de mensagem desconhecido",
+    "union_tag_not_found": "informe o tipo da mensagem (`kind`)",
+    "model_type": "deve ser um objeto JSON",
+    "dict_type": "deve ser um objeto JSON",
+    "json_invalid": "JSON inválido",
+    "time_delta_type": "duração inválida (use ISO 8601, ex.: PT30S)",
+    "time_delta_parsing": "duração inválida (use ISO 8601, ex.: PT30S)",
+    "datetime_type": "data e hora inválidas",
+    "datetime_parsing": "data e hora inválidas",
+    "timezone_aware": "data e hora sem fuso horário",
+}
+_FIELD_HINTS: dict[str, str] = {
+    "phone": (
+        "use dígitos com o código do país (ex.: 5584988887777), com ou sem +, ou um id "
+        "...@s.whatsapp.net, ...@g.us ou ...@lid"
+    ),
+    "command_id": "use de 1 a 128 caracteres entre letras, dígitos, _, - e :",
+    "instance_id": "use de 1 a 100 caracteres entre letras, dígitos, _ e -",
+}
+
+
+def field_errors_pt_br(errors: Sequence[ErrorDetails]) -> dict[str, str]:
+    """Pydantic validation errors as `{"dotted.field": "explicação em pt-BR"}` (first per field).
+
+    Our own validators already speak pt-BR (custom error types keep their message).
+    """
+    fields: dict[str, str] = {}
+    for error in errors:
+        path = ".".join(str(part) for part in error["loc"]) or "(comando)"
+        if path in fields:
+            continue
+        text = _FIELD_MESSAGES.get(error["type"])
+        if text is None:
+            text = error["msg"] if error["type"].startswith("zapgate_") else "valor inválido"
+        hint = _FIELD_HINTS.get(path)
+        fields[path] = f"{text}: {hint}" if hint and error["type"] != "missing" else text
+    return fields

@@ -1,5 +1,5 @@
-"""Per-instance lanes: jobs of one instance run one at a time in submission order, with a
-minimum gap between provider sends; different instances run in parallel.
+"""Per-instance lanes: work of one instance takes turns in arrival order, with a minimum gap
+between provider sends; different instances run in parallel.
 
 Order and gap hold within one sender process. With several replicas sharing the command
 consumer, two replicas may work on one instance at once: correctness (no double send) still
@@ -10,16 +10,13 @@ instance (e.g. a partitioned consumer per replica).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import TYPE_CHECKING, Any, TypeVar
+import contextlib
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from zapgate.runtime.clock import Clock
-
-T = TypeVar("T")
-Sleep = "Callable[[float], Awaitable[None]]"
 
 
 class Pacer:
@@ -50,58 +47,29 @@ class Pacer:
 
 
 class Lanes:
-    """One FIFO queue and worker task per key; a worker ends when its queue is empty."""
+    """One FIFO lock per instance, dropped when nobody holds or waits for it.
+
+    `asyncio.Lock` wakes waiters in the order they came and lets no newcomer overtake one
+    already woken, so tasks that enter `turn(key)` in stream order run in stream order.
+    """
 
     def __init__(self) -> None:
-        self._queues: dict[
-            str, deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]]
-        ] = {}
-        self._workers: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
-    def submit(self, key: str, job: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
-        """Queue `job` behind the key's earlier jobs (synchronously, so call order is kept)."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = deque()
-            worker = asyncio.create_task(self._work(key, queue), name=f"lane-{key}")
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
-        queue.append((job, future))
-        return future
-
-    async def run(self, key: str, job: Callable[[], Awaitable[T]]) -> T:
-        return await self.submit(key, job)
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        """Hold `key`'s lane for the body of the `async with`."""
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
 
     @property
-    def active(self) -> int:
-        return len(self._queues)
-
-    async def close(self) -> None:
-        for worker in list(self._workers):
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for queue in self._queues.values():
-            for _, future in queue:
-                future.cancel()
-        self._queues.clear()
-
-    async def _work(
-        self, key: str, queue: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]]
-    ) -> None:
-        try:
-            while queue:
-                job, future = queue[0]
-                if not future.cancelled():
-                    try:
-                        result = await job()
-                    except Exception as exc:  # noqa: BLE001 - handed to the job's submitter
-                        if not future.done():
-                            future.set_exception(exc)
-                    else:
-                        if not future.done():
-                            future.set_result(result)
-                queue.popleft()
-        finally:
-            if self._queues.get(key) is queue:
-                del self._queues[key]
+    def busy(self) -> int:
+        """Instances with work running or waiting."""
+        return len(self._locks)

@@ -1,313 +1,912 @@
-"""The running sender: its JetStream consumers, per-instance lanes, and the tick schedule.
+"""The sender's use cases: claim, preflight, send through the provider, store, then publish;
+then follow the message (receipts, stuck alerts, stalls, held commands) and answer queries.
 
-The command consumer is a raw nats-py durable pull loop rather than a FastStream subscriber:
-it must keep per-instance order while different instances run in parallel and ack each message
-only after its decision is stored, and FastStream's pull consume measured at 0.30x raw
-(PERFORMANCE.md). Receipts, state changes and ticks use the same small loop for one shape.
+The promise: never `sent` unless the provider accepted and named the message, never a second
+provider call for one command, a stored decision for every command, and an answer for every
+command that can be read at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
+import stamina
 import structlog
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from zapgate.contracts import subjects
-from zapgate.contracts.health import InstanceStateChanged
-from zapgate.contracts.sending import SendMessage
-from zapgate.contracts.webhooks import MessageStatusReported, WebhookKind
-from zapgate.runtime.streams import ensure_schedule, ensure_streams
-from zapgate.runtime.topology import all_streams
-from zapgate.sender.lanes import Lanes
-from zapgate.sender.sending import handle_send_command, release_held
-from zapgate.sender.tracking import (
-    Receipt,
-    StuckPolicy,
-    apply_message_status,
-    on_instance_recovered,
-    sweep,
+from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.health import (
+    DeliverySignal,
+    DeliverySignalled,
+    InstanceState,
+    ReconnectRequested,
+    SessionObserved,
 )
+from zapgate.contracts.sending import (
+    CommandId,
+    MessageBody,
+    MessageKind,
+    MessageStatusChanged,
+    MessageStuck,
+    RetrySend,
+    SendMessage,
+    SendOutcome,
+    SendOutcomeReply,
+    SendStatus,
+)
+from zapgate.contracts.webhooks import DeliveryStatus
+from zapgate.sender.domain import (
+    EarlyReceipt,
+    InstanceView,
+    PhoneRefused,
+    Preflight,
+    Verdict,
+    after_live_check,
+    backoff_delay,
+    field_errors_pt_br,
+    is_delivery_proof,
+    is_stalled,
+    next_status,
+    preflight,
+    resolve_phone,
+    worth_keeping,
+)
+from zapgate.sender.ports import StoreUnavailableError
+from zapgate.sender.tables import RowStatus, SendCommandRow
+from zapgate.wapi.failures import (
+    ProviderBadResponse,
+    ProviderFailure,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnauthorized,
+    ProviderUnavailable,
+)
+from zapgate.wapi.results import SendAccepted
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
+    from datetime import datetime
 
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from nats.js import JetStreamContext
-
-    from zapgate.sender.sending import SenderDeps
+    from zapgate.contracts.health import InstanceStateChanged
+    from zapgate.contracts.webhooks import MessageStatusReported
+    from zapgate.runtime.clock import Clock
+    from zapgate.sender.lanes import Pacer
+    from zapgate.sender.ports import CommandStore, EventPublisher, InstanceDirectory, Provider
+    from zapgate.sender.settings import SenderSettings
 
 _log = structlog.get_logger("zapgate.sender")
+_BODY = TypeAdapter[MessageBody](MessageBody)
+_COMMAND_ID = TypeAdapter[str](CommandId)
+_PUBLIC = frozenset(status.value for status in SendStatus)
+_RACE_RETRIES = 3
+# Kept receipts are applied lowest first (DELIVERY then READ), so every step is recorded.
+_RECEIPT_ORDER: tuple[DeliveryStatus, ...] = (
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.READ,
+    DeliveryStatus.PLAYED,
+    DeliveryStatus.FAILED,
+)
+REQUESTED_BY = "sender"
 
-# The sender's own tick, produced by the NATS server from a message schedule in ZG_TICKS.
-SENDER_TICK: Final = subjects.SENDER_TICK
-SENDER_TICK_SCHEDULE: Final = subjects.SENDER_TICK_SCHEDULE
-_FETCH_MAX = 256
-_FETCH_WAIT = 1.0
-_NAK_DELAY = 2.0
+
+class Receipt(StrEnum):
+    """What a delivery receipt did: moved its message, changed nothing, or was kept early."""
+
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    KEPT = "kept"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceOptions:
-    consumer_prefix: str = "sender"
-    max_in_flight: int = 512
-    command_ack_wait: timedelta = timedelta(minutes=5)
-    status_match_attempts: int = 5
-    status_retry_delay: timedelta = timedelta(seconds=1)
-    sweep_every: timedelta | None = timedelta(seconds=30)
-    stream_replicas: int = 1
-    stuck: StuckPolicy = field(default_factory=StuckPolicy)
+class SendPolicy:
+    """How sends are tried. Durations are timedeltas; see `SenderSettings` for each meaning."""
+
+    live_check_timeout: timedelta = timedelta(seconds=3)
+    provider_attempts: int = 3
+    backoff: timedelta = timedelta(milliseconds=500)
+    backoff_cap: timedelta = timedelta(seconds=5)
+    sending_lease: timedelta = timedelta(minutes=2)
+    default_country: str | None = None
+    early_receipt_keep: timedelta = timedelta(minutes=10)
+    store_retry_cap: timedelta = timedelta(seconds=5)
+
+    @classmethod
+    def from_settings(cls, settings: SenderSettings) -> SendPolicy:
+        """The policy the service's settings describe."""
+        return cls(
+            live_check_timeout=settings.live_check_timeout,
+            provider_attempts=settings.provider_attempts,
+            backoff=settings.provider_backoff,
+            backoff_cap=settings.provider_backoff_cap,
+            sending_lease=settings.sending_lease,
+            default_country=settings.default_country,
+            early_receipt_keep=settings.early_receipt_keep,
+        )
 
 
-class SenderService:
-    """Consumers and lanes over one NATS connection; `start()` then `stop()`."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StuckPolicy:
+    """When a `sent` message is stuck, and how many stuck ones make a stalled instance."""
 
-    def __init__(self, nc: Client, deps: SenderDeps, options: ServiceOptions) -> None:
-        self._nc = nc
-        self._js = nc.jetstream()
-        self.deps = deps
-        self.options = options
-        self.lanes = Lanes()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._subscriptions: list[JetStreamContext.PullSubscription] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._room = asyncio.Event()
+    window: timedelta = timedelta(minutes=10)
+    stall_threshold: int = 3
+    stall_lookback: timedelta = timedelta(hours=1)
 
-    async def start(self) -> None:
-        await ensure_streams(self._nc, all_streams(self.options.stream_replicas))
-        if self.options.sweep_every is not None:
-            await ensure_schedule(
-                self._nc,
-                stream=subjects.STREAM_TICKS,
-                schedule_subject=SENDER_TICK_SCHEDULE,
-                target_subject=SENDER_TICK,
-                every=self.options.sweep_every,
-            )
-        prefix = self.options.consumer_prefix
-        loops: list[tuple[str, str, str, timedelta, Callable[[list[Msg]], Awaitable[None]]]] = [
-            (
-                subjects.STREAM_SEND,
-                subjects.SEND_COMMANDS_ALL,
-                f"{prefix}-commands",
-                self.options.command_ack_wait,
-                self._on_commands,
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderDeps:
+    """Everything the use cases touch (the ports), built once by the composition root."""
+
+    store: CommandStore
+    directory: InstanceDirectory
+    provider: Provider
+    publisher: EventPublisher
+    clock: Clock
+    pacer: Pacer
+    policy: SendPolicy = field(default_factory=SendPolicy)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+# --- outcomes -------------------------------------------------------------------------------------
+
+
+def to_outcome(row: SendCommandRow, *, replayed: bool = False) -> SendOutcome | None:
+    """The public outcome of a row; None while the decision is under way."""
+    if row.status not in _PUBLIC:
+        return None
+    error = None
+    if row.error_code is not None:
+        error = Problem(
+            code=row.error_code, message=row.error_message or "", detail=row.error_detail
+        )
+    return SendOutcome(
+        command_id=row.command_id,
+        instance_id=row.instance_id,
+        phone=row.phone,
+        kind=MessageKind(row.kind),
+        status=SendStatus(row.status),
+        provider_message_id=row.provider_message_id,
+        error=error,
+        attempts=row.attempts,
+        session_health=row.session_health,
+        retry_of=row.retry_of,
+        replayed=replayed,
+        correlation_id=row.correlation_id,
+    )
+
+
+async def _publish_outcome(row: SendCommandRow, deps: SenderDeps, *, replayed: bool) -> SendOutcome:
+    outcome = to_outcome(row, replayed=replayed)
+    if outcome is None:
+        raise RuntimeError(f"command {row.command_id} has no public outcome yet")
+    msg_id = f"outcome:{row.command_id}:{row.status}:{row.attempts}"
+    if replayed:
+        # A replay answers a new delivery: it must reach the subject even inside the window.
+        msg_id += f":replay:{uuid.uuid4().hex}"
+    await deps.publisher.publish(
+        subjects.send_outcome_subject(row.command_id),
+        outcome,
+        stream=subjects.STREAM_SEND,
+        msg_id=msg_id,
+    )
+    return outcome
+
+
+def _error_values(problem: Problem) -> dict[str, Any]:
+    return {
+        "error_code": problem.code,
+        "error_message": problem.message,
+        "error_detail": problem.detail,
+    }
+
+
+# --- a command that cannot be read --------------------------------------------------------------
+
+
+async def answer_invalid_command(
+    data: bytes, error: ValidationError, deps: SenderDeps
+) -> SendOutcome | None:
+    """Publish `failed/INVALID_COMMAND` with pt-BR field errors on the command's outcome subject.
+
+    None when the command's `command_id` or `instance_id` cannot be read (no subject to answer
+    on): the caller dead-letters the message. A command id that names a stored command is not
+    answered either, so a bad copy can never overwrite the outcome of the good one.
+    """
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    command_id, instance_id = raw.get("command_id"), raw.get("instance_id")
+    if not isinstance(command_id, str) or not isinstance(instance_id, str):
+        return None
+    try:
+        _COMMAND_ID.validate_python(command_id)
+    except ValidationError:
+        return None
+    if await deps.store.get(command_id) is not None:
+        return None
+    fields = field_errors_pt_br(error.errors(include_url=False))
+    kind = raw.get("body", {}).get("kind") if isinstance(raw.get("body"), dict) else None
+    outcome = SendOutcome(
+        command_id=command_id,
+        instance_id=instance_id[:100],
+        phone=str(raw.get("phone", ""))[:120],
+        kind=MessageKind(kind) if kind in {known.value for known in MessageKind} else None,
+        status=SendStatus.FAILED,
+        error=Problem.of(ErrorCode.INVALID_COMMAND, "; ".join(fields)).model_copy(
+            update={"fields": fields}
+        ),
+        attempts=0,
+        correlation_id=raw.get("correlation_id")
+        if isinstance(raw.get("correlation_id"), str)
+        else None,
+    )
+    await deps.publisher.publish(
+        subjects.send_outcome_subject(command_id),
+        outcome,
+        stream=subjects.STREAM_SEND,
+        msg_id=f"outcome:{command_id}:invalid:{uuid.uuid4().hex}",
+    )
+    _log.warning(
+        "command_refused",
+        command_id=command_id,
+        instance_id=instance_id[:100],
+        code=ErrorCode.INVALID_COMMAND.value,
+        fields=sorted(fields),
+    )
+    return outcome
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+async def send_message(command: SendMessage, deps: SenderDeps) -> SendOutcome | None:
+    """Decide one delivered command. None: another delivery is deciding it right now."""
+    now = deps.clock.now()
+    phone = resolve_phone(command.phone, deps.policy.default_country)
+    if isinstance(phone, PhoneRefused):
+        return await _refuse_phone(command, phone, deps)
+    command = command.model_copy(update={"phone": phone})
+    instance = await deps.directory.get(command.instance_id)
+    first = preflight(instance, can_hold=command.hold_for > timedelta(0))
+    if first.verdict is Verdict.SEND and instance is not None:
+        # The common case in one write: claimed straight into `sending`, then the provider.
+        claim = await deps.store.claim(
+            command, now, sending=True, session_health=first.session_health
+        )
+        if claim.new:
+            return await _call_and_record(claim.row, instance, deps)
+        return await _on_repeat(claim.row, deps)
+    claim = await deps.store.claim(command, now)
+    if claim.new:
+        return await _decide(claim.row, deps, announce_hold=True)
+    return await _on_repeat(claim.row, deps)
+
+
+async def _refuse_phone(
+    command: SendMessage, refused: PhoneRefused, deps: SenderDeps
+) -> SendOutcome | None:
+    claim = await deps.store.claim(command, deps.clock.now())
+    if not claim.new:
+        return await _on_repeat(claim.row, deps)
+    problem = Problem.of(refused.code, refused.message).model_copy(
+        update={"fields": {"phone": refused.message}}
+    )
+    failed = await deps.store.move(
+        command.command_id,
+        from_statuses={RowStatus.CLAIMED},
+        to=RowStatus.FAILED,
+        now=deps.clock.now(),
+        **_error_values(problem),
+    )
+    if failed is None:
+        return None
+    _log_attempt(failed, attempt=0, blocked_reason=refused.code.value, latency_ms=None)
+    return await _publish_outcome(failed, deps, replayed=False)
+
+
+async def _on_repeat(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | None:
+    status = RowStatus(row.status)
+    if status is RowStatus.CLAIMED:
+        # Claimed but never sent to the provider (a crash, or a delivery still in preflight):
+        # deciding again is safe, the move to `sending` lets one of them through.
+        return await _decide(row, deps, announce_hold=True)
+    if status is RowStatus.SENDING:
+        now = deps.clock.now()
+        if row.sending_at is not None and now - row.sending_at < deps.policy.sending_lease:
+            return None
+        abandoned = await deps.store.move(
+            row.command_id,
+            from_statuses={RowStatus.SENDING},
+            to=RowStatus.UNCERTAIN,
+            now=now,
+            **_error_values(
+                Problem.of(ErrorCode.PROVIDER_UNCERTAIN, "sender stopped during the provider call")
             ),
-            (
-                subjects.STREAM_WEBHOOKS,
-                subjects.webhook_subject(WebhookKind.MESSAGE_STATUS.value),
-                f"{prefix}-receipts",
-                timedelta(seconds=30),
-                self._on_receipts,
+        )
+        if abandoned is None:
+            return None
+        _log_attempt(abandoned, attempt=abandoned.attempts, blocked_reason=None, latency_ms=None)
+        return await _publish_outcome(abandoned, deps, replayed=False)
+    _log.info(
+        "send_replayed",
+        command_id=row.command_id,
+        instance_id=row.instance_id,
+        status=row.status,
+    )
+    return await _publish_outcome(row, deps, replayed=True)
+
+
+async def release_held(command_id: str, deps: SenderDeps) -> SendOutcome | None:
+    """Try a held command again (its instance may have recovered). None: still held or taken."""
+    row = await deps.store.move(
+        command_id, from_statuses={RowStatus.HELD}, to=RowStatus.CLAIMED, now=deps.clock.now()
+    )
+    if row is None:
+        return None
+    return await _decide(row, deps, announce_hold=False)
+
+
+async def expire_held(command_id: str, deps: SenderDeps) -> SendOutcome | None:
+    """Fail a held command whose deadline passed."""
+    now = deps.clock.now()
+    current = await deps.store.get(command_id)
+    detail = f"still {current.session_health}" if current and current.session_health else None
+    row = await deps.store.move(
+        command_id,
+        from_statuses={RowStatus.HELD},
+        to=RowStatus.FAILED,
+        now=now,
+        **_error_values(Problem.of(ErrorCode.EXPIRED, detail)),
+    )
+    if row is None:
+        return None
+    _log_attempt(row, attempt=row.attempts, blocked_reason=ErrorCode.EXPIRED.value, latency_ms=None)
+    return await _publish_outcome(row, deps, replayed=False)
+
+
+async def _decide(
+    row: SendCommandRow, deps: SenderDeps, *, announce_hold: bool
+) -> SendOutcome | None:
+    now = deps.clock.now()
+    instance = await deps.directory.get(row.instance_id)
+    can_hold = row.hold_until is not None and now < row.hold_until
+    decision = preflight(instance, can_hold=can_hold)
+    if decision.verdict is Verdict.LIVE_CHECK and instance is not None:
+        decision = await _live_check(row, instance, decision, deps, can_hold=can_hold)
+    if decision.verdict is Verdict.SEND and instance is not None:
+        return await _send(row, instance, decision, deps)
+    problem = decision.problem or Problem.of(ErrorCode.INTERNAL, "preflight gave no reason")
+    if decision.verdict is Verdict.HOLD:
+        held = await deps.store.move(
+            row.command_id,
+            from_statuses={RowStatus.CLAIMED},
+            to=RowStatus.HELD,
+            now=now,
+            session_health=decision.session_health,
+            **_error_values(problem),
+            **({} if announce_hold else {"held_at": row.held_at}),
+        )
+        if held is None:
+            return None
+        if announce_hold:
+            _log_attempt(held, attempt=held.attempts, blocked_reason=problem.code, latency_ms=None)
+            return await _publish_outcome(held, deps, replayed=False)
+        return None
+    if row.held_at is not None:
+        # It waited and the deadline passed while the instance stayed unhealthy.
+        problem = Problem.of(ErrorCode.EXPIRED, f"{problem.code}: {problem.detail or ''}".strip())
+    failed = await deps.store.move(
+        row.command_id,
+        from_statuses={RowStatus.CLAIMED},
+        to=RowStatus.FAILED,
+        now=now,
+        session_health=decision.session_health,
+        **_error_values(problem),
+    )
+    if failed is None:
+        return None
+    _log_attempt(failed, attempt=failed.attempts, blocked_reason=problem.code, latency_ms=None)
+    return await _publish_outcome(failed, deps, replayed=False)
+
+
+async def _live_check(
+    row: SendCommandRow,
+    instance: InstanceView,
+    decision: Preflight,
+    deps: SenderDeps,
+    *,
+    can_hold: bool,
+) -> Preflight:
+    session = await deps.provider.observe(instance)
+    now = deps.clock.now()
+    await deps.publisher.publish(
+        subjects.session_observed_subject(instance.instance_id),
+        SessionObserved(
+            instance_id=instance.instance_id,
+            reachable=session.reachable,
+            connected=session.connected,
+            phone=session.phone,
+            observed_at=now,
+            correlation_id=row.command_id,
+        ),
+        stream=subjects.STREAM_HEALTH,
+        msg_id=f"observed:{instance.instance_id}:{row.command_id}:{uuid.uuid4().hex}",
+    )
+    verdict = after_live_check(session, can_hold=can_hold, health=decision.session_health)
+    _log.info(
+        "live_check",
+        instance_id=instance.instance_id,
+        command_id=row.command_id,
+        reachable=session.reachable,
+        connected=session.connected,
+        phone_known=bool(session.phone),
+        verdict=verdict.verdict.value,
+    )
+    if verdict.request_reconnect:
+        await deps.publisher.publish(
+            subjects.reconnect_requested_subject(instance.instance_id),
+            ReconnectRequested(
+                instance_id=instance.instance_id,
+                requested_by=REQUESTED_BY,
+                reason=verdict.problem.detail if verdict.problem else None,
+                correlation_id=row.command_id,
             ),
-            (
-                subjects.STREAM_HEALTH,
-                subjects.STATE_CHANGED_ALL,
-                f"{prefix}-states",
-                timedelta(seconds=30),
-                self._on_states,
-            ),
-            (
-                subjects.STREAM_TICKS,
-                SENDER_TICK,
-                f"{prefix}-ticks",
-                timedelta(minutes=2),
-                self._on_ticks,
-            ),
-        ]
-        for stream, subject, durable, ack_wait, handler in loops:
-            subscription = await self._js.pull_subscribe(
-                subject,
-                durable=durable,
-                stream=stream,
-                config=ConsumerConfig(
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=ack_wait.total_seconds(),
-                    max_ack_pending=self.options.max_in_flight * 2,
-                ),
+            stream=subjects.STREAM_HEALTH,
+            msg_id=f"reconnect:{instance.instance_id}:{row.command_id}",
+        )
+    return verdict
+
+
+async def _send(
+    row: SendCommandRow, instance: InstanceView, decision: Preflight, deps: SenderDeps
+) -> SendOutcome | None:
+    sending = await deps.store.move(
+        row.command_id,
+        from_statuses={RowStatus.CLAIMED},
+        to=RowStatus.SENDING,
+        now=deps.clock.now(),
+        session_health=decision.session_health,
+    )
+    if sending is None:
+        return None  # another delivery won the claim to call the provider
+    return await _call_and_record(sending, instance, deps)
+
+
+async def _call_and_record(
+    sending: SendCommandRow, instance: InstanceView, deps: SenderDeps
+) -> SendOutcome | None:
+    """Call the provider for a row this delivery moved to `sending`; store and publish."""
+    await deps.pacer.wait_turn(instance.instance_id)
+    body = _BODY.validate_python(sending.body)
+    attempts = sending.attempts
+    result: SendAccepted | ProviderFailure
+    for attempt in range(1, deps.policy.provider_attempts + 1):
+        attempts += 1
+        started = deps.clock.monotonic()
+        result = await deps.provider.send(
+            instance,
+            sending.phone,
+            body,
+            quoted_message_id=sending.quoted_message_id,
+            delay_message=sending.delay_message,
+        )
+        latency_ms = round((deps.clock.monotonic() - started) * 1000, 1)
+        _log_attempt(
+            sending,
+            attempt=attempts,
+            blocked_reason=None if isinstance(result, SendAccepted) else result.code,
+            latency_ms=latency_ms,
+            provider_message_id=result.message_id if isinstance(result, SendAccepted) else None,
+        )
+        if not _worth_retrying(result) or attempt == deps.policy.provider_attempts:
+            break
+        delay = backoff_delay(attempt, deps.policy.backoff, deps.policy.backoff_cap)
+        await deps.sleep(delay.total_seconds())
+    status, values = _result_values(result)
+    stored = await _record_answer(sending, status, attempts, values, deps)
+    if stored is None:
+        return None  # declared abandoned by another delivery meanwhile: its outcome stands
+    outcome = await _publish_outcome(stored, deps, replayed=False)
+    if stored.provider_message_id is not None:
+        await _apply_early_receipts(stored, deps)
+    return outcome
+
+
+async def _record_answer(
+    sending: SendCommandRow,
+    status: RowStatus,
+    attempts: int,
+    values: dict[str, Any],
+    deps: SenderDeps,
+) -> SendCommandRow | None:
+    """Store the provider's answer; while the database is away, try again until it is back.
+
+    The answer exists nowhere else: giving up would leave the row `sending`, to become
+    `uncertain` after the lease with the provider's messageId lost (receipts could never match).
+    The delivery stays in progress meanwhile (the handler's heartbeat), so nobody else takes it.
+    """
+    now = deps.clock.now()
+    async for attempt in stamina.retry_context(
+        on=StoreUnavailableError,
+        attempts=None,
+        timeout=None,
+        wait_initial=0.05,
+        wait_max=deps.policy.store_retry_cap.total_seconds(),
+    ):
+        with attempt:
+            if attempt.num > 1:
+                _log.warning(
+                    "answer_store_retry",
+                    command_id=sending.command_id,
+                    attempt=attempt.num,
+                    provider_message_id=values.get("provider_message_id"),
+                )
+            return await deps.store.move(
+                sending.command_id,
+                from_statuses={RowStatus.SENDING},
+                to=status,
+                now=now,
+                attempts=attempts,
+                **values,
             )
-            self._subscriptions.append(subscription)
-            self._tasks.append(
-                asyncio.create_task(self._pull(subscription, handler), name=f"pull-{durable}")
-            )
-        _log.info("sender_started", consumers=[loop[2] for loop in loops])
+    return None  # pragma: no cover - the retry context above never ends without an answer
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        # A pull subscription left open makes the broker's connection drain wait for its
-        # drain timeout (30 s) on shutdown; the durable consumers stay on the server.
-        for subscription in self._subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-        self._subscriptions.clear()
-        # Work in progress finishes (its outcome is stored and acked) or is redelivered.
-        if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=10)
-        await self.lanes.close()
 
-    def release(self, instance_id: str, command_id: str) -> None:
-        """Queue a held command in its instance's lane."""
-        future = self.lanes.submit(instance_id, lambda: release_held(command_id, self.deps))
-        future.add_done_callback(_log_release_failure(command_id))
+def _worth_retrying(result: SendAccepted | ProviderFailure) -> bool:
+    # Only when the provider certainly did not act: a retry can then never duplicate a message.
+    return (
+        not isinstance(result, SendAccepted)
+        and result.retryable
+        and not result.uncertain
+        and isinstance(result, ProviderUnavailable | ProviderRejected)
+    )
 
-    async def sweep_now(self) -> None:
-        await sweep(self.deps, self.options.stuck, self.release)
 
-    # --- loops ------------------------------------------------------------------------------------
+def _result_values(result: SendAccepted | ProviderFailure) -> tuple[RowStatus, dict[str, Any]]:
+    if isinstance(result, SendAccepted):
+        return RowStatus.SENT, {"provider_message_id": result.message_id}
+    if isinstance(result, ProviderUnavailable):
+        problem = Problem.of(ErrorCode.PROVIDER_UNAVAILABLE, result.detail)
+        return RowStatus.FAILED, _error_values(problem)
+    if isinstance(result, ProviderTimeout | ProviderBadResponse):
+        problem = Problem.of(ErrorCode.PROVIDER_UNCERTAIN, f"{result.code}: {result.detail}")
+        return RowStatus.UNCERTAIN, _error_values(problem)
+    if isinstance(result, ProviderUnauthorized):
+        problem = Problem.of(ErrorCode.PROVIDER_REJECTED, f"{result.message} ({result.detail})")
+        return RowStatus.FAILED, _error_values(problem)
+    problem = Problem.of(ErrorCode.PROVIDER_REJECTED, result.message)
+    return RowStatus.FAILED, _error_values(problem)
 
-    async def _pull(
-        self,
-        subscription: object,
-        handler: Callable[[list[Msg]], Awaitable[None]],
-    ) -> None:
-        fetch = subscription.fetch  # type: ignore[attr-defined]
-        while True:
-            batch = self._batch_size() if handler == self._on_commands else _FETCH_MAX
-            if batch == 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            try:
-                messages: list[Msg] = await fetch(batch, timeout=_FETCH_WAIT)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a broken fetch must not end the loop
-                _log.warning("fetch_failed", reason=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(_NAK_DELAY)
-                continue
-            await handler(messages)
 
-    def _batch_size(self) -> int:
-        return max(0, min(_FETCH_MAX, self.options.max_in_flight - len(self._in_flight)))
+def _log_attempt(
+    row: SendCommandRow,
+    *,
+    attempt: int,
+    blocked_reason: str | None,
+    latency_ms: float | None,
+    provider_message_id: str | None = None,
+) -> None:
+    _log.info(
+        "send_attempt",
+        instance_id=row.instance_id,
+        command_id=row.command_id,
+        attempt=attempt,
+        status=row.status,
+        provider_message_id=provider_message_id or row.provider_message_id,
+        session_health=row.session_health,
+        blocked_reason=blocked_reason,
+        latency_ms=latency_ms,
+    )
 
-    async def _on_commands(self, messages: list[Msg]) -> None:
-        for message in messages:
-            try:
-                command = SendMessage.model_validate_json(message.data)
-            except ValidationError as exc:
-                # It can never become valid: drop it loudly instead of redelivering forever.
-                _log.error("command_invalid", subject=message.subject, reason=str(exc.errors()[:3]))
-                await message.term()
-                continue
-            future = self.lanes.submit(
-                command.instance_id, partial(handle_send_command, command, self.deps)
-            )
-            task = asyncio.create_task(self._settle(message, command, future))
-            self._in_flight.add(task)
-            task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._room.set()
+# --- receipts -----------------------------------------------------------------------------------
 
-    async def _settle(
-        self, message: Msg, command: SendMessage, future: asyncio.Future[Any]
-    ) -> None:
+
+async def apply_message_status(event: MessageStatusReported, deps: SenderDeps) -> Receipt:
+    """Move the matching message forward (never back) and publish each move.
+
+    A receipt can overtake the answer of its own send (some gateways answer only after the
+    server confirmed): one whose messageId matches no send yet is kept, and applied when the
+    answer lands (`_apply_early_receipts`) or forgotten after `early_receipt_keep`.
+    """
+    if event.message_id is None:
+        return Receipt.IGNORED
+    applied = await _apply_receipt(event.message_id, event.status, event.status_raw, None, deps)
+    if applied is not None:
+        return Receipt.APPLIED if applied else Receipt.IGNORED
+    if not worth_keeping(event.status) or event.status is None:
+        return Receipt.IGNORED
+    await deps.store.keep_early_receipt(
+        EarlyReceipt(
+            message_id=event.message_id,
+            status=event.status,
+            status_raw=event.status_raw,
+            instance_id=event.instance_id,
+            received_at=deps.clock.now(),
+        )
+    )
+    # The answer may have landed between the lookup above and the keep: look once more, so
+    # one of the two sides always sees the other (both may, and applying is idempotent).
+    row = await deps.store.by_provider_message_id(event.message_id)
+    if row is not None:
+        await _apply_early_receipts(row, deps)
+        return Receipt.APPLIED
+    _log.info("receipt_kept_early", message_id=event.message_id, status=event.status_raw)
+    return Receipt.KEPT
+
+
+async def _apply_early_receipts(row: SendCommandRow, deps: SenderDeps) -> None:
+    message_id = row.provider_message_id
+    if message_id is None:
+        return
+    receipts = await deps.store.early_receipts(message_id)
+    if not receipts:
+        return
+    for receipt in sorted(receipts, key=lambda kept: _RECEIPT_ORDER.index(kept.status)):
+        await _apply_receipt(
+            message_id, receipt.status, receipt.status_raw, receipt.received_at, deps
+        )
+    await deps.store.drop_early_receipts(message_id)
+    _log.info(
+        "early_receipts_applied",
+        command_id=row.command_id,
+        message_id=message_id,
+        statuses=[receipt.status.value for receipt in receipts],
+    )
+
+
+async def _apply_receipt(
+    message_id: str,
+    reported: DeliveryStatus | None,
+    status_raw: str,
+    received_at: datetime | None,
+    deps: SenderDeps,
+) -> bool | None:
+    """True: moved; False: nothing to change; None: no send has this message id (yet).
+
+    `received_at`: when a kept receipt came (its status time); None for one applied at once.
+    """
+    for _ in range(_RACE_RETRIES):
+        row = await deps.store.by_provider_message_id(message_id)
+        if row is None:
+            return None
         try:
-            outcome = await future
-        except Exception as exc:  # noqa: BLE001 - the command must come back, never be lost
-            _log.error(
-                "command_failed",
-                command_id=command.command_id,
-                instance_id=command.instance_id,
-                reason=f"{type(exc).__name__}: {exc}",
+            current = SendStatus(row.status)
+        except ValueError:
+            return False
+        target = next_status(current, reported)
+        if target is None:
+            _log.debug(
+                "receipt_ignored", command_id=row.command_id, status=row.status, reported=status_raw
             )
-            with contextlib.suppress(Exception):
-                await message.nak(delay=_NAK_DELAY)
-            return
-        if outcome is None:
-            # Another delivery holds the decision (maybe one a crash cut off inside the provider
-            # call): come back once its lease is over, then replay or reconcile it.
-            retry_in = self.deps.policy.sending_lease.total_seconds()
-            _log.info(
-                "command_pending",
-                command_id=command.command_id,
-                instance_id=command.instance_id,
-                retry_in_s=retry_in,
-            )
-            await message.nak(delay=retry_in)
-            return
-        await message.ack()
-
-    async def _on_receipts(self, messages: list[Msg]) -> None:
-        # The receipts of one message in stream order (DELIVERY before READ, or READ would win
-        # and the move to `delivered` be lost); different messages side by side.
-        by_message: dict[str, list[tuple[Msg, MessageStatusReported]]] = {}
-        for message in messages:
-            try:
-                event = MessageStatusReported.model_validate_json(message.data)
-            except ValidationError as exc:
-                _log.error("receipt_invalid", reason=str(exc.errors()[:3]))
-                await message.term()
-                continue
-            by_message.setdefault(event.message_id or "", []).append((message, event))
-        await asyncio.gather(*(self._receipts_in_order(group) for group in by_message.values()))
-
-    async def _receipts_in_order(self, group: list[tuple[Msg, MessageStatusReported]]) -> None:
-        for message, event in group:
-            await self._receipt(message, event)
-
-    async def _receipt(self, message: Msg, event: MessageStatusReported) -> None:
-        try:
-            receipt = await apply_message_status(event, self.deps)
-        except Exception as exc:  # noqa: BLE001 - redelivered later
-            _log.error("receipt_failed", message_id=event.message_id, reason=repr(exc))
-            await message.nak(delay=_NAK_DELAY)
-            return
-        delivered = message.metadata.num_delivered or 1
-        if receipt is Receipt.UNMATCHED and delivered < self.options.status_match_attempts:
-            # The receipt may have overtaken our own record of the send: look again shortly.
-            await message.nak(delay=self.options.status_retry_delay.total_seconds())
-            return
-        if receipt is Receipt.UNMATCHED:
-            _log.info("receipt_unmatched", message_id=event.message_id, status=event.status_raw)
-        await message.ack()
-
-    async def _on_states(self, messages: list[Msg]) -> None:
-        for message in messages:
-            try:
-                event = InstanceStateChanged.model_validate_json(message.data)
-            except ValidationError as exc:
-                _log.error("state_event_invalid", reason=str(exc.errors()[:3]))
-                await message.term()
-                continue
-            try:
-                await on_instance_recovered(event, self.deps, self.release)
-            except Exception as exc:  # noqa: BLE001 - redelivered later
-                _log.error("state_event_failed", instance_id=event.instance_id, reason=repr(exc))
-                await message.nak(delay=_NAK_DELAY)
-                continue
-            await message.ack()
-
-    async def _on_ticks(self, messages: list[Msg]) -> None:
-        try:
-            await self.sweep_now()
-        except Exception as exc:  # noqa: BLE001 - the next tick tries again
-            _log.error("sweep_failed", reason=repr(exc))
-        for message in messages:
-            await message.ack()
+            return False
+        now = deps.clock.now()
+        moved = await deps.store.move(
+            row.command_id,
+            from_statuses={RowStatus(current.value)},
+            to=RowStatus(target.value),
+            now=now,
+            **({f"{target.value}_at": received_at} if received_at is not None else {}),
+        )
+        if moved is None:
+            continue  # another receipt moved it meanwhile: judge again from the new status
+        await deps.publisher.publish(
+            subjects.message_status_subject(row.instance_id),
+            MessageStatusChanged(
+                command_id=row.command_id,
+                instance_id=row.instance_id,
+                provider_message_id=message_id,
+                from_status=current,
+                to_status=target,
+                provider_status=reported,
+                correlation_id=row.correlation_id,
+            ),
+            stream=subjects.STREAM_SEND,
+            msg_id=f"status:{row.command_id}:{target.value}",
+        )
+        _log.info(
+            "message_status_changed",
+            command_id=row.command_id,
+            instance_id=row.instance_id,
+            from_status=current.value,
+            to_status=target.value,
+        )
+        if is_delivery_proof(target):
+            await _resume_if_stalled(row.instance_id, deps)
+        return True
+    return False
 
 
-def _log_release_failure(command_id: str) -> Callable[[asyncio.Future[Any]], None]:
-    def check(future: asyncio.Future[Any]) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            # The row stays held: the next sweep releases it again.
-            _log.error("release_failed", command_id=command_id, reason=repr(error))
+async def _resume_if_stalled(instance_id: str, deps: SenderDeps) -> None:
+    now = deps.clock.now()
+    message_ids = await deps.store.close_stall(instance_id, now)
+    if message_ids is None:
+        return
+    await deps.publisher.publish(
+        subjects.delivery_signal_subject(instance_id),
+        DeliverySignalled(
+            instance_id=instance_id,
+            signal=DeliverySignal.RESUMED,
+            message_ids=message_ids,
+            observed_at=now,
+        ),
+        stream=subjects.STREAM_HEALTH,
+        msg_id=f"delivery:{instance_id}:resumed:{now.isoformat()}",
+    )
+    _log.info("delivery_resumed", instance_id=instance_id)
 
-    return check
+
+# --- the periodic sweep -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SweepReport:
+    """What one sweep did; `to_release` are held commands whose instance can send again."""
+
+    stuck_alerted: list[str] = field(default_factory=list)
+    stalled: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    to_release: list[tuple[str, str]] = field(default_factory=list)
+    early_receipts_expired: int = 0
+
+
+async def sweep(deps: SenderDeps, policy: StuckPolicy) -> SweepReport:
+    """One periodic pass: alert stuck messages once, signal stalls, expire held commands, find
+    held ones to release, forget early receipts no answer claimed in time."""
+    report = SweepReport()
+    now = deps.clock.now()
+    sent_before = now - policy.window
+    for row in await deps.store.unalerted_stuck(sent_before):
+        if row.sent_at is None or not await deps.store.mark_stuck_alerted(row.command_id, now):
+            continue
+        await deps.publisher.publish(
+            subjects.message_alert_subject(row.instance_id),
+            MessageStuck(
+                command_id=row.command_id,
+                instance_id=row.instance_id,
+                provider_message_id=row.provider_message_id,
+                sent_at=row.sent_at,
+                stuck_for=now - row.sent_at,
+                correlation_id=row.correlation_id,
+            ),
+            stream=subjects.STREAM_SEND,
+            msg_id=f"stuck:{row.command_id}",
+        )
+        _log.warning(
+            "message_stuck",
+            command_id=row.command_id,
+            instance_id=row.instance_id,
+            provider_message_id=row.provider_message_id,
+            stuck_for_s=(now - row.sent_at).total_seconds(),
+        )
+        report.stuck_alerted.append(row.command_id)
+    for group in await deps.store.stuck_by_instance(sent_before, now - policy.stall_lookback):
+        if not is_stalled(group.stuck, group.last_delivery_at, threshold=policy.stall_threshold):
+            continue
+        ids = [message.command_id for message in group.stuck]
+        if not await deps.store.open_stall(group.instance_id, ids, now):
+            continue
+        await deps.publisher.publish(
+            subjects.delivery_signal_subject(group.instance_id),
+            DeliverySignalled(
+                instance_id=group.instance_id,
+                signal=DeliverySignal.STALLED,
+                message_ids=ids,
+                observed_at=now,
+            ),
+            stream=subjects.STREAM_HEALTH,
+            msg_id=f"delivery:{group.instance_id}:stalled:{now.isoformat()}",
+        )
+        _log.warning(
+            "delivery_stalled", instance_id=group.instance_id, stuck=len(ids), command_ids=ids
+        )
+        report.stalled.append(group.instance_id)
+    await _sweep_held(deps, report)
+    report.early_receipts_expired = await deps.store.expire_early_receipts(
+        now - deps.policy.early_receipt_keep
+    )
+    return report
+
+
+async def _sweep_held(deps: SenderDeps, report: SweepReport) -> None:
+    now = deps.clock.now()
+    for row in await deps.store.held():
+        if row.hold_until is None or row.hold_until <= now:
+            if await expire_held(row.command_id, deps) is not None:
+                report.expired.append(row.command_id)
+            continue
+        instance = await deps.directory.get(row.instance_id)
+        # A missed state event must not strand a command: release when health says it can go.
+        if preflight(instance, can_hold=True).verdict is Verdict.SEND:
+            report.to_release.append((row.instance_id, row.command_id))
+
+
+async def held_to_release(event: InstanceStateChanged, deps: SenderDeps) -> list[str]:
+    """Health says an instance is connected again: its held commands, oldest first."""
+    if event.to_state is not InstanceState.CONNECTED:
+        return []
+    held = await deps.store.held(event.instance_id)
+    if held:
+        _log.info("held_released", instance_id=event.instance_id, count=len(held))
+    return [row.command_id for row in held]
+
+
+# --- queries and explicit retries ---------------------------------------------------------------
+
+
+async def get_outcome(command_id: str, store: CommandStore) -> SendOutcomeReply:
+    """The stored outcome of a command (`replayed=True`), or NOT_FOUND."""
+    row = await store.get(command_id)
+    if row is None:
+        return SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.NOT_FOUND, command_id))
+    return SendOutcomeReply(ok=True, outcome=to_outcome(row, replayed=True))
+
+
+def retry_command(request: RetrySend, original: SendCommandRow) -> SendMessage:
+    """The new command a retry sends: same message, new id, linked to the original."""
+    return SendMessage(
+        command_id=request.new_command_id,
+        instance_id=original.instance_id,
+        phone=original.phone,
+        body=_BODY.validate_python(original.body),
+        quoted_message_id=original.quoted_message_id,
+        delay_message=original.delay_message,
+        retry_of=original.command_id,
+        correlation_id=request.correlation_id or original.correlation_id,
+    )
+
+
+async def retry_send(
+    request: RetrySend,
+    deps: SenderDeps,
+    turn: Callable[[str], AbstractAsyncContextManager[None]],
+) -> SendOutcomeReply:
+    """Explicit retry of a failed send as a new linked command, through the preflight again.
+
+    `turn(instance_id)` is the instance's lane, so the retry keeps per-instance order.
+    """
+    original = await deps.store.get(request.command_id)
+    if original is None:
+        return SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.NOT_FOUND, request.command_id))
+    existing = await deps.store.get(request.new_command_id)
+    if existing is not None and existing.retry_of != original.command_id:
+        return SendOutcomeReply(
+            ok=False,
+            error=Problem.of(
+                ErrorCode.INVALID_COMMAND,
+                f"{request.new_command_id} already names another command",
+            ),
+        )
+    if existing is None and original.status != RowStatus.FAILED.value:
+        return SendOutcomeReply(
+            ok=False,
+            error=Problem.of(ErrorCode.NOT_RETRYABLE, f"status is {original.status}"),
+        )
+    command = retry_command(request, original)
+    async with turn(command.instance_id):
+        outcome = await send_message(command, deps)
+    if outcome is None:
+        stored = await deps.store.get(command.command_id)
+        outcome = to_outcome(stored) if stored is not None else None
+    if outcome is None:
+        return SendOutcomeReply(
+            ok=False, error=Problem.of(ErrorCode.INTERNAL, "retry is being decided")
+        )
+    _log.info(
+        "send_retried",
+        command_id=request.command_id,
+        new_command_id=request.new_command_id,
+        status=outcome.status.value,
+    )
+    return SendOutcomeReply(ok=True, outcome=outcome)

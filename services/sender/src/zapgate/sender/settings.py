@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+import phonenumbers
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from zapgate.runtime.settings import ServiceSettings
@@ -33,13 +34,42 @@ class SenderSettings(ServiceSettings):
     stall_threshold: int = Field(default=3, ge=1)
     stall_lookback: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
     max_in_flight: int = Field(default=512, ge=1, description="Commands being worked on at once.")
-    command_ack_wait: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
-    status_match_attempts: int = Field(
-        default=5, ge=1, description="Deliveries of a receipt whose messageId is not known yet."
+    command_ack_wait: timedelta = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        description=(
+            "How soon JetStream gives the commands of a crashed sender to another; work in "
+            "progress sends a heartbeat every third of it, so it bounds no provider call."
+        ),
     )
-    status_retry_delay: timedelta = Field(default=timedelta(seconds=1), ge=timedelta(0))
+    early_receipt_keep: timedelta = Field(
+        default=timedelta(minutes=10),
+        gt=timedelta(0),
+        description=(
+            "How long a receipt that came before its send's answer is kept for that answer "
+            "(must exceed the provider call timeout times the attempts, plus a margin)."
+        ),
+    )
+    default_country: str | None = Field(
+        default=None,
+        description=(
+            "ISO 3166 code (e.g. BR) given to bare numbers without a country code; unset, such "
+            "numbers are refused with PHONE_COUNTRY_CODE_MISSING."
+        ),
+    )
     sweep_every: timedelta | None = Field(
         default=timedelta(seconds=30),
         description="Interval of the stuck/held sweep tick; None installs no schedule.",
     )
     consumer_prefix: str = Field(default="sender", pattern=r"^[A-Za-z0-9_\-]+$")
+
+    @field_validator("default_country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        code = value.strip().upper()
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            msg = f"unknown country code {value!r} (use ISO 3166 alpha-2, e.g. BR)"
+            raise ValueError(msg)
+        return code

@@ -1,4 +1,4 @@
-"""The sender's tables (it is their only writer) and its read-only view of health's `instances`.
+"""The sender's tables (it is their only writer) and health's read-only `instance_gate_view`.
 
 `send_commands` holds one row per command: the inbox claim, the decision and every status time.
 Internal statuses `claimed` and `sending` are never published: they mark a command whose
@@ -93,21 +93,43 @@ class DeliveryStallRow(SenderTable, table=True):
     resumed_at: datetime | None = _aware(default=None)
 
 
-# --- health's table, read only ------------------------------------------------------------
-# A separate MetaData: the sender's migrations must never create or alter it.
+class EarlyReceiptRow(SenderTable, table=True):
+    """A delivery receipt that arrived before the answer of its send (kept, applied later)."""
+
+    __tablename__ = "send_early_receipts"
+    __table_args__ = (sa.Index("ix_send_early_receipts_received_at", "received_at"),)
+
+    message_id: str = Field(primary_key=True, max_length=200)
+    status: str = Field(primary_key=True, max_length=16)
+    status_raw: str = Field(max_length=64)
+    instance_id: str | None = Field(default=None, max_length=100)
+    received_at: datetime = _aware()
+
+
+class DeadLetterRow(SenderTable, table=True):
+    """A bus message the sender gave up on (e.g. a command whose ids cannot be read)."""
+
+    __tablename__ = "send_dead_letters"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=512)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    reason: str
+    dead_lettered_at: datetime = _aware()
+
+
+# --- health's view, read only -------------------------------------------------------------
+# `instance_gate_view` is health's contract on instance state (health migration 0002; columns
+# may be appended, never changed). A separate MetaData: the sender's migrations never create it.
 health_metadata = sa.MetaData()
-instances = sa.Table(
-    "instances",
+instance_gate_view = sa.Table(
+    "instance_gate_view",
     health_metadata,
     sa.Column("instance_id", sa.String, primary_key=True),
-    sa.Column("display_name", sa.String),
     sa.Column("token", sa.String),
-    sa.Column("managed", sa.Boolean),
     sa.Column("paused", sa.Boolean),
     sa.Column("state", sa.String),
     sa.Column("reason", sa.String),
     sa.Column("phone", sa.String),
-    sa.Column("since", sa.DateTime(timezone=True)),
-    sa.Column("state_observed_at", sa.DateTime(timezone=True)),
     sa.Column("last_check_at", sa.DateTime(timezone=True)),
 )

@@ -6,27 +6,40 @@ deliveries of one command, or two replicas, can never both move it: exactly one 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from zapgate.contracts.health import InstanceState
-from zapgate.sender.domain import InstanceView, StuckMessage
-from zapgate.sender.tables import DeliveryStallRow, RowStatus, SendCommandRow, instances
+from zapgate.contracts.webhooks import DeliveryStatus
+from zapgate.sender.domain import EarlyReceipt, InstanceView, StuckMessage
+from zapgate.sender.ports import Claim, InstanceStuck, StoreUnavailableError
+from zapgate.sender.tables import (
+    DeadLetterRow,
+    DeliveryStallRow,
+    EarlyReceiptRow,
+    RowStatus,
+    SendCommandRow,
+    instance_gate_view,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import AsyncIterator, Collection
+    from contextlib import AbstractAsyncContextManager
+    from datetime import datetime
 
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from zapgate.contracts.sending import SendMessage
 
 _COMMANDS = SendCommandRow.__table__  # type: ignore[attr-defined]
 _STALLS = DeliveryStallRow.__table__  # type: ignore[attr-defined]
+_EARLY = EarlyReceiptRow.__table__  # type: ignore[attr-defined]
+_DEAD = DeadLetterRow.__table__  # type: ignore[attr-defined]
 _STATUS_TIME_COLUMN: dict[RowStatus, str] = {
     RowStatus.HELD: "held_at",
     RowStatus.SENDING: "sending_at",
@@ -37,70 +50,6 @@ _STATUS_TIME_COLUMN: dict[RowStatus, str] = {
     RowStatus.FAILED: "failed_at",
     RowStatus.UNCERTAIN: "uncertain_at",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The result of claiming a command: `new` is True for exactly one delivery."""
-
-    new: bool
-    row: SendCommandRow
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceStuck:
-    instance_id: str
-    stuck: list[StuckMessage]
-    last_delivery_at: datetime | None
-
-
-class CommandStore(Protocol):
-    """Where commands and their decisions live."""
-
-    async def claim(
-        self,
-        command: SendMessage,
-        now: datetime,
-        *,
-        sending: bool = False,
-        session_health: str | None = None,
-    ) -> Claim:
-        """Insert the command once: `claimed`, or `sending` when the preflight already passed."""
-        ...
-
-    async def get(self, command_id: str) -> SendCommandRow | None: ...
-
-    async def move(
-        self,
-        command_id: str,
-        *,
-        from_statuses: Collection[RowStatus],
-        to: RowStatus,
-        now: datetime,
-        **values: Any,  # noqa: ANN401 - column values, checked by the table
-    ) -> SendCommandRow | None: ...
-
-    async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None: ...
-
-    async def held(self, instance_id: str | None = None) -> list[SendCommandRow]: ...
-
-    async def unalerted_stuck(self, sent_before: datetime) -> list[SendCommandRow]: ...
-
-    async def mark_stuck_alerted(self, command_id: str, now: datetime) -> bool: ...
-
-    async def stuck_by_instance(
-        self, sent_before: datetime, sent_after: datetime
-    ) -> list[InstanceStuck]: ...
-
-    async def open_stall(self, instance_id: str, message_ids: list[str], now: datetime) -> bool: ...
-
-    async def close_stall(self, instance_id: str, now: datetime) -> list[str] | None: ...
-
-
-class InstanceDirectory(Protocol):
-    """Health's view of instances (read only)."""
-
-    async def get(self, instance_id: str) -> InstanceView | None: ...
 
 
 # The hot statements are built once and reused: values travel as bound parameters, so SQLAlchemy
@@ -134,11 +83,36 @@ def _row(mapping: Any) -> SendCommandRow:  # noqa: ANN401 - a SQLAlchemy RowMapp
     return SendCommandRow(**dict(mapping))
 
 
-class PostgresCommandStore:
-    """`CommandStore` over PostgreSQL (SQLAlchemy Core: one statement per step, no ORM state)."""
+@contextlib.asynccontextmanager
+async def _translated(
+    connection: AbstractAsyncContextManager[AsyncConnection],
+) -> AsyncIterator[AsyncConnection]:
+    # A lost server (refused, reset, restarting) is a `StoreUnavailableError` to the use cases,
+    # which may wait for it; anything else (a constraint, a bad statement) stays what it is.
+    try:
+        async with connection as conn:
+            yield conn
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        raise StoreUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        raise
 
+
+class _Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+
+    def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return _translated(self._engine.begin())
+
+    def _connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return _translated(self._engine.connect())
+
+
+class PostgresCommandStore(_Database):
+    """`CommandStore` over PostgreSQL (SQLAlchemy Core: one statement per step, no ORM state)."""
 
     async def claim(
         self,
@@ -170,7 +144,7 @@ class PostgresCommandStore:
                 "sending_at": now,
                 "session_health": session_health,
             }
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             statement = _claim_statement(tuple(values))
             inserted = (await conn.execute(statement, values)).mappings().first()
             if inserted is not None:
@@ -187,7 +161,7 @@ class PostgresCommandStore:
         return Claim(new=False, row=_row(existing))
 
     async def get(self, command_id: str) -> SendCommandRow | None:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             found = (
                 (
                     await conn.execute(
@@ -216,7 +190,7 @@ class PostgresCommandStore:
             frozenset(status.value for status in from_statuses), tuple(sorted(changes))
         )
         parameters = {f"set_{column}": value for column, value in changes.items()}
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             moved = (
                 (await conn.execute(statement, {"match_command_id": command_id, **parameters}))
                 .mappings()
@@ -226,7 +200,7 @@ class PostgresCommandStore:
 
     async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None:
         statement = sa.select(_COMMANDS).where(_COMMANDS.c.provider_message_id == message_id)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             found = (await conn.execute(statement)).mappings().first()
         return _row(found) if found is not None else None
 
@@ -235,7 +209,7 @@ class PostgresCommandStore:
         if instance_id is not None:
             statement = statement.where(_COMMANDS.c.instance_id == instance_id)
         statement = statement.order_by(_COMMANDS.c.created_at, _COMMANDS.c.command_id)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(statement)).mappings().all()
         return [_row(row) for row in rows]
 
@@ -249,7 +223,7 @@ class PostgresCommandStore:
             )
             .order_by(_COMMANDS.c.sent_at)
         )
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(statement)).mappings().all()
         return [_row(row) for row in rows]
 
@@ -263,7 +237,7 @@ class PostgresCommandStore:
             .values(stuck_alerted_at=now)
             .returning(_COMMANDS.c.command_id)
         )
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             return (await conn.execute(statement)).first() is not None
 
     async def stuck_by_instance(
@@ -278,7 +252,7 @@ class PostgresCommandStore:
             )
             .order_by(_COMMANDS.c.instance_id, _COMMANDS.c.sent_at)
         )
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             stuck_rows = (await conn.execute(stuck_statement)).all()
             grouped: dict[str, list[StuckMessage]] = {}
             for instance_id, command_id, sent_at in stuck_rows:
@@ -313,7 +287,7 @@ class PostgresCommandStore:
             )
             .returning(_STALLS.c.instance_id)
         )
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             return (await conn.execute(statement)).first() is not None
 
     async def close_stall(self, instance_id: str, now: datetime) -> list[str] | None:
@@ -323,30 +297,72 @@ class PostgresCommandStore:
             .values(resumed_at=now)
             .returning(_STALLS.c.message_ids)
         )
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             closed = (await conn.execute(statement)).first()
         return list(closed[0]) if closed is not None else None
 
+    async def keep_early_receipt(self, receipt: EarlyReceipt) -> None:
+        statement = (
+            insert(_EARLY)
+            .values(
+                message_id=receipt.message_id,
+                status=receipt.status.value,
+                status_raw=receipt.status_raw[:64],
+                instance_id=receipt.instance_id,
+                received_at=receipt.received_at,
+            )
+            .on_conflict_do_nothing(index_elements=["message_id", "status"])
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
 
-_INSTANCE_VIEW = sa.select(
-    instances.c.instance_id,
-    instances.c.token,
-    instances.c.paused,
-    instances.c.state,
-    instances.c.reason,
-    instances.c.phone,
-    instances.c.last_check_at,
-).where(instances.c.instance_id == sa.bindparam("match_instance_id"))
+    async def early_receipts(self, message_id: str) -> list[EarlyReceipt]:
+        statement = (
+            sa.select(_EARLY)
+            .where(_EARLY.c.message_id == message_id)
+            .order_by(_EARLY.c.received_at, _EARLY.c.status)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(statement)).mappings().all()
+        return [
+            EarlyReceipt(
+                message_id=row["message_id"],
+                status=DeliveryStatus(row["status"]),
+                status_raw=row["status_raw"],
+                instance_id=row["instance_id"],
+                received_at=row["received_at"],
+            )
+            for row in rows
+        ]
+
+    async def drop_early_receipts(self, message_id: str) -> None:
+        async with self._begin() as conn:
+            await conn.execute(sa.delete(_EARLY).where(_EARLY.c.message_id == message_id))
+
+    async def expire_early_receipts(self, received_before: datetime) -> int:
+        statement = sa.delete(_EARLY).where(_EARLY.c.received_at < received_before)
+        async with self._begin() as conn:
+            result = await conn.execute(statement)
+        return int(result.rowcount or 0)
+
+    async def dead_letter(self, subject: str, data: bytes, reason: str, now: datetime) -> None:
+        statement = sa.insert(_DEAD).values(
+            subject=subject[:512], data=data, reason=reason, dead_lettered_at=now
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
 
 
-class PostgresInstanceDirectory:
-    """Reads health's `instances` table; never writes it."""
+_INSTANCE_VIEW = sa.select(instance_gate_view).where(
+    instance_gate_view.c.instance_id == sa.bindparam("match_instance_id")
+)
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+
+class PostgresInstanceDirectory(_Database):
+    """Reads health's `instance_gate_view`; never writes anything of health's."""
 
     async def get(self, instance_id: str) -> InstanceView | None:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             found = (
                 (await conn.execute(_INSTANCE_VIEW, {"match_instance_id": instance_id}))
                 .mappings()
@@ -372,7 +388,3 @@ def _state(value: str | None) -> InstanceState | str:
         return InstanceState(value)
     except ValueError:
         return value
-
-
-def command_ids(rows: Sequence[SendCommandRow]) -> list[str]:
-    return [row.command_id for row in rows]

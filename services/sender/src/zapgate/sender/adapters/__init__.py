@@ -1,0 +1,1 @@
+"""The real implementations of the sender's ports: PostgreSQL, JetStream, W-API."""
