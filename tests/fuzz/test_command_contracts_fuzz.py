@@ -140,7 +140,7 @@ BREAKERS: Final[dict[type[Envelope], list[tuple[tuple[str, ...], st.SearchStrate
     SendMessage: [
         (("command_id",), not_an_id | st.just("") | st.just("x" * 129)),
         (("instance_id",), not_an_id | st.just("")),
-        (("phone",), st.text(string.ascii_letters, min_size=1) | st.just("+5511999990000")),
+        (("phone",), st.text(string.ascii_letters, min_size=1) | st.just("++5511999990000")),
         (("body", "kind"), st.text(max_size=10).filter(lambda s: s not in _BODY_KINDS)),
         (("delay_message",), st.integers(max_value=0) | st.integers(min_value=16)),
         (("hold_for",), st.sampled_from(["-PT1S", "P2D", "forever"])),

@@ -6,21 +6,25 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.health import InstanceState
-from zapgate.contracts.sending import SendStatus
+from zapgate.contracts.sending import SendMessage, SendStatus
 from zapgate.contracts.webhooks import DeliveryStatus
 from zapgate.runtime.clock import ManualClock
 from zapgate.sender.domain import (
     InstanceView,
     LiveSession,
+    PhoneRefused,
     StuckMessage,
     Verdict,
     after_live_check,
+    field_errors_pt_br,
     is_stalled,
     next_status,
     preflight,
+    resolve_phone,
 )
 from zapgate.sender.lanes import Lanes, Pacer
 
@@ -198,3 +202,66 @@ async def test_lanes_run_one_key_in_order_and_keys_in_parallel() -> None:
     assert order.index("end a1") < order.index("start a2")
     assert order.index("end b1") < order.index("end a1")
     assert lanes.busy == 0
+
+
+@pytest.mark.parametrize(
+    ("phone", "default_country", "expected"),
+    [
+        ("+5584988887777", None, "5584988887777"),
+        ("5584988887777", None, "5584988887777"),
+        ("558488887777", None, "558488887777"),
+        ("5511988887777", "BR", "5511988887777"),
+        ("558488887777", "BR", "558488887777"),
+        ("84988887777", "BR", "5584988887777"),
+        ("8488887777", "BR", "558488887777"),
+        ("084988887777", "BR", "5584988887777"),
+        ("+12125551234", "BR", "12125551234"),
+        ("12125551234", None, "12125551234"),
+        ("447911123456", "BR", "447911123456"),
+        ("5491155556666", None, "5491155556666"),
+        ("5215512345678", None, "5215512345678"),
+        ("120363025555555555@g.us", None, "120363025555555555@g.us"),
+        ("1234567890@lid", None, "1234567890@lid"),
+    ],
+)
+def test_phones_a_whatsapp_account_can_have_are_resolved(
+    phone: str, default_country: str | None, expected: str
+) -> None:
+    """Both Brazilian mobile forms, other countries, Mexico's 521 and ids keep being sendable."""
+    assert resolve_phone(phone, default_country) == expected
+
+
+@pytest.mark.parametrize(
+    ("phone", "code"),
+    [
+        ("11988887777", ErrorCode.PHONE_COUNTRY_CODE_MISSING),
+        ("1188887777", ErrorCode.PHONE_COUNTRY_CODE_MISSING),
+        ("011988887777", ErrorCode.PHONE_COUNTRY_CODE_MISSING),
+        ("+11988887777", ErrorCode.PHONE_INVALID),
+        ("+551234", ErrorCode.PHONE_INVALID),
+        ("+999123456789", ErrorCode.PHONE_INVALID),
+    ],
+)
+def test_numbers_that_cannot_carry_a_country_code_are_refused_with_a_code(
+    phone: str, code: ErrorCode
+) -> None:
+    """No default country: local numbers are refused, never sent to another country."""
+    refused = resolve_phone(phone, None)
+
+    assert isinstance(refused, PhoneRefused)
+    assert refused.code is code
+    assert phone.removeprefix("+") in refused.message
+
+
+def test_field_errors_name_each_field_once_in_portuguese() -> None:
+    """Pydantic errors become one pt-BR line per dotted field, with a hint for the phone."""
+    try:
+        SendMessage.model_validate({"command_id": "c", "phone": "x", "body": {"kind": "fax"}})
+    except ValidationError as error:
+        fields = field_errors_pt_br(error.errors(include_url=False))
+    else:
+        raise AssertionError("the command was valid")
+
+    assert fields["instance_id"] == "campo obrigatório ausente"
+    assert fields["phone"].startswith("curto demais: use dígitos com o código do país")
+    assert fields["body"] == "tipo de mensagem desconhecido"

@@ -340,6 +340,8 @@ _FIELD_MESSAGES: dict[str, str] = {
     "bool_type": "deve ser verdadeiro ou falso",
     "string_too_short": "texto curto demais",
     "string_too_long": "texto longo demais",
+    "too_short": "curto demais",
+    "too_long": "longo demais",
     "string_pattern_mismatch": "formato inválido",
     "greater_than_equal": "valor abaixo do mínimo",
     "less_than_equal": "valor acima do máximo",

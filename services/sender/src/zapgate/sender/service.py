@@ -165,7 +165,10 @@ def to_outcome(row: SendCommandRow, *, replayed: bool = False) -> SendOutcome | 
     error = None
     if row.error_code is not None:
         error = Problem(
-            code=row.error_code, message=row.error_message or "", detail=row.error_detail
+            code=row.error_code,
+            message=row.error_message or "",
+            detail=row.error_detail,
+            fields=row.error_fields,
         )
     return SendOutcome(
         command_id=row.command_id,
@@ -205,6 +208,7 @@ def _error_values(problem: Problem) -> dict[str, Any]:
         "error_code": problem.code,
         "error_message": problem.message,
         "error_detail": problem.detail,
+        "error_fields": problem.fields,
     }
 
 

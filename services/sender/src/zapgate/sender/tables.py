@@ -65,6 +65,7 @@ class SendCommandRow(SenderTable, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = None
     error_detail: str | None = None
+    error_fields: dict[str, str] | None = Field(default=None, sa_type=JSONB)
     attempts: int = 0
     session_health: str | None = Field(default=None, max_length=64)
     retry_of: str | None = Field(default=None, max_length=128, index=True)

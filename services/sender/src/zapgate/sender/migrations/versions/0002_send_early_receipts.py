@@ -1,4 +1,5 @@
-"""send_early_receipts (receipts that arrive before their send's answer), send_dead_letters
+"""send_early_receipts (receipts that arrive before their send's answer), send_dead_letters,
+send_commands.error_fields (pt-BR explanation per refused field)
 
 Revision ID: 0002
 Revises: 0001
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -17,6 +19,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "send_commands",
+        sa.Column("error_fields", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    )
     op.create_table(
         "send_early_receipts",
         sa.Column("message_id", sa.String(length=200), nullable=False),
@@ -42,5 +48,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("send_dead_letters")
+    op.drop_column("send_commands", "error_fields")
     op.drop_index("ix_send_early_receipts_received_at", table_name="send_early_receipts")
     op.drop_table("send_early_receipts")
