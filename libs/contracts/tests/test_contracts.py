@@ -100,23 +100,36 @@ def test_send_accepts_phone_group_and_lid_recipients(phone: str) -> None:
         ),
         ("120363025555555555@G.US", "120363025555555555@g.us"),
         (" 1234567890@lid ", "1234567890@lid"),
+        (5584988887777, "5584988887777"),
     ],
 )
-def test_send_normalises_how_people_and_systems_write_phones(phone: str, stored: str) -> None:
+def test_send_normalises_how_people_and_systems_write_phones(phone: object, stored: str) -> None:
     """Formatting, `+`, WhatsApp ids and non-ASCII digits become one canonical form."""
-    command = SendMessage(
-        command_id="c", instance_id="I", phone=phone, body=TextContent(message="x")
+    command = SendMessage.model_validate(
+        {
+            "command_id": "c",
+            "instance_id": "I",
+            "phone": phone,
+            "body": {"kind": "text", "message": "x"},
+        }
     )
     assert command.phone == stored
 
 
 @pytest.mark.parametrize(
-    "phone", ["abc", "", "+", "55119999x8888", "5511@s.whatsapp.net", "++5511999998888"]
+    "phone", ["abc", "", "+", "55119999x8888", "5511@s.whatsapp.net", "++5511999998888", True]
 )
-def test_send_rejects_malformed_phone(phone: str) -> None:
+def test_send_rejects_malformed_phone(phone: object) -> None:
     """Letters, too few digits or a doubled `+` are refused before anything is sent."""
     with pytest.raises(ValidationError):
-        SendMessage(command_id="c", instance_id="I", phone=phone, body=TextContent(message="x"))
+        SendMessage.model_validate(
+            {
+                "command_id": "c",
+                "instance_id": "I",
+                "phone": phone,
+                "body": {"kind": "text", "message": "x"},
+            }
+        )
 
 
 def test_document_requires_extension() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NoStreamResponseError
@@ -37,6 +38,38 @@ class SendTimeoutError(TimeoutError):
 
 class CommandNotAcceptedError(RuntimeError):
     """The command could not be stored in JetStream (NATS unreachable or stream missing)."""
+
+
+class NatsUnreachableError(ConnectionError):
+    """No NATS connection within the stated timeout (refused, unknown host, auth, TLS)."""
+
+    def __init__(self, url: str, timeout: float, reason: str) -> None:
+        super().__init__(f"NATS at {url} not reachable within {timeout:g} s: {reason}")
+        self.url = url
+        self.timeout = timeout
+        self.reason = reason
+
+
+async def connect_once(url: str, *, timeout: float = 5.0, **options: Any) -> NatsClient:  # noqa: ANN401
+    """Connect for a short-lived caller (a CLI): one try, bounded by `timeout` seconds.
+
+    nats-py's defaults retry the first connect for about two minutes, and
+    `max_reconnect_attempts=0` retries for ever; a command-line tool must give up and say so.
+    Raises `NatsUnreachableError` (never a raw nats-py or socket error).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await nats.connect(
+                url,
+                connect_timeout=timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                **options,
+            )
+    except TimeoutError as error:
+        raise NatsUnreachableError(url, timeout, "timed out") from error
+    except Exception as error:
+        raise NatsUnreachableError(url, timeout, f"{type(error).__name__}: {error}") from error
 
 
 class SenderClient:

@@ -30,10 +30,13 @@ def normalise_phone(value: object) -> object:
 
     `+55 (84) 98888-7777` -> `+5584988887777` (formatting stripped, `+` kept: it says the number
     carries its country code); `5584988887777@s.whatsapp.net` (or `@c.us`) -> `+5584988887777`
-    (a WhatsApp id always carries it); digits of any script become ASCII; `...@g.us` and
+    (a WhatsApp id always carries it); digits of any script become ASCII, a JSON number
+    becomes its digits; `...@g.us` and
     `...@lid` ids keep their form (suffix lower-cased). Whether bare digits carry a country
     code is the sender's decision (its default country), not the contract's.
     """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # JSON callers send numbers too: 5584988887777
     if not isinstance(value, str):
         return value
     text = unicodedata.normalize("NFKC", value).strip()

@@ -17,11 +17,20 @@ import os
 import sys
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-import nats
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import ValidationError
 
-from zapgate.contracts.client import CommandNotAcceptedError, SenderClient, SendTimeoutError
+from zapgate.contracts.client import (
+    CommandNotAcceptedError,
+    NatsUnreachableError,
+    SenderClient,
+    SendTimeoutError,
+    connect_once,
+)
+from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.sending import (
     AudioContent,
     DocumentContent,
@@ -30,6 +39,7 @@ from zapgate.contracts.sending import (
     TextContent,
     VideoContent,
 )
+from zapgate.sender.domain import field_errors_pt_br
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,17 +47,44 @@ if TYPE_CHECKING:
     from zapgate.contracts.sending import SendOutcome
 
 NATS_URL_ENV = "ZAPGATE_SENDER_NATS_URL"
+CONNECT_TIMEOUT_S = 5.0
+
+
+class CliError(Exception):
+    """A refusal the CLI prints as `erro <CODE>: <mensagem em pt-BR>` with its exit status."""
+
+    def __init__(self, code: str, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints English usage and exits; the CLI answers with a code and pt-BR instead.
+    def error(self, message: str) -> NoReturn:
+        raise CliError(
+            "INVALID_ARGUMENT",
+            f"argumento inválido ({message}). Veja: zapgate-sender --help",
+            status=2,
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zapgate-sender", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="zapgate-sender", description=__doc__.split("\n")[0])
     parser.add_argument("--nats-url", default=os.environ.get(NATS_URL_ENV, "nats://127.0.0.1:4222"))
-    parser.add_argument("--timeout", type=float, default=30.0)
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT_S,
+        help=f"seconds to reach NATS before giving up (default {CONNECT_TIMEOUT_S:g})",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for outcomes")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     send = verbs.add_parser("send", help="send one message and print its outcome")
     send.add_argument("kind", choices=["text", "image", "audio", "video", "document"])
     send.add_argument("instance_id")
-    send.add_argument("phone")
+    send.add_argument("phone", help="with country code; +, spaces and JIDs are accepted")
     send.add_argument("content", help="the text, or a media URL / data: URI")
     send.add_argument("--id", dest="command_id", default=None)
     send.add_argument("--caption", default=None)
@@ -78,7 +115,7 @@ def _body(
     if args.kind == "video":
         return VideoContent(video=args.content, caption=args.caption)
     if not args.extension:
-        raise SystemExit("document needs --extension (W-API requires it)")
+        raise CliError("INVALID_ARGUMENT", "documento precisa de --extension (o W-API exige).", 2)
     return DocumentContent(
         document=args.content,
         extension=args.extension,
@@ -87,15 +124,9 @@ def _body(
     )
 
 
-async def _client_verb(args: argparse.Namespace) -> SendOutcome | None:
-    nc = await nats.connect(args.nats_url, connect_timeout=5)
+def _command(args: argparse.Namespace) -> SendMessage:
     try:
-        client = SenderClient(nc)
-        if args.verb == "outcome":
-            return await client.outcome(args.command_id)
-        if args.verb == "retry":
-            return await client.retry(args.command_id, args.new_command_id, timeout=args.timeout)
-        command = SendMessage(
+        return SendMessage(
             command_id=args.command_id or f"cli-{uuid.uuid4().hex}",
             instance_id=args.instance_id,
             phone=args.phone,
@@ -104,6 +135,30 @@ async def _client_verb(args: argparse.Namespace) -> SendOutcome | None:
             delay_message=args.delay,
             hold_for=timedelta(seconds=args.hold_for),
         )
+    except ValidationError as error:
+        fields = field_errors_pt_br(error.errors(include_url=False))
+        listed = "; ".join(f"{name}: {text}" for name, text in fields.items())
+        raise CliError(ErrorCode.INVALID_COMMAND.value, f"comando inválido: {listed}", 2) from error
+
+
+async def _client_verb(args: argparse.Namespace) -> SendOutcome | None:
+    command = _command(args) if args.verb == "send" else None
+    try:
+        nc = await connect_once(args.nats_url, timeout=args.connect_timeout)
+    except NatsUnreachableError as error:
+        raise CliError(
+            "NATS_UNREACHABLE",
+            f"não foi possível conectar ao NATS em {args.nats_url} em {args.connect_timeout:g} s"
+            f" ({error.reason}). Verifique --nats-url ou ${NATS_URL_ENV}.",
+            3,
+        ) from error
+    try:
+        client = SenderClient(nc)
+        if args.verb == "outcome":
+            return await client.outcome(args.command_id)
+        if args.verb == "retry":
+            return await client.retry(args.command_id, args.new_command_id, timeout=args.timeout)
+        assert command is not None  # noqa: S101 - `send` built it above
         return await client.send(command, timeout=args.timeout)
     finally:
         await nc.close()
@@ -126,8 +181,7 @@ def _migrate() -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _verb(args: argparse.Namespace) -> int:
     if args.verb == "run":
         asyncio.run(_run_service())
         return 0
@@ -136,16 +190,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outcome = asyncio.run(_client_verb(args))
     except SendTimeoutError as exc:
-        sys.stderr.write(f"{exc}; ask later with: zapgate-sender outcome {exc.command_id}\n")
-        return 2
+        raise CliError(
+            "SEND_TIMEOUT",
+            f"sem resultado final em {args.timeout:g} s; o comando está guardado. Consulte "
+            f"depois com: zapgate-sender outcome {exc.command_id}",
+            2,
+        ) from exc
     except CommandNotAcceptedError as exc:
-        sys.stderr.write(f"not accepted: {exc}\n")
-        return 1
+        raise CliError(
+            "COMMAND_NOT_STORED", f"o comando não foi aceito pelo JetStream ({exc}).", 1
+        ) from exc
+    except (NoRespondersError, NatsTimeoutError) as exc:
+        raise CliError(
+            "SENDER_UNAVAILABLE", "o serviço de envio não respondeu (está em execução?).", 2
+        ) from exc
     if outcome is None:
-        sys.stderr.write("no outcome stored for this command\n")
-        return 1
+        raise CliError(ErrorCode.NOT_FOUND.value, "nenhum resultado guardado para este comando.")
     sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
     return 0 if outcome.error is None else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; a refusal or failure prints `erro CODE: mensagem` (pt-BR), no traceback."""
+    try:
+        return _verb(_parser().parse_args(argv))
+    except CliError as error:
+        sys.stderr.write(f"erro {error.code}: {error.message}\n")
+        return error.status
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - the user gets a coded line, never a traceback
+        sys.stderr.write(f"erro INTERNAL: {type(error).__name__}: {str(error)[:300]}\n")
+        return 1
 
 
 if __name__ == "__main__":

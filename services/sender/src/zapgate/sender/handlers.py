@@ -7,7 +7,6 @@ letter) or replies. The path of a send command, pull to ack, is `on_send_command
 from __future__ import annotations
 
 import asyncio
-import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("zapgate.sender")
 _Request = TypeVar("_Request", GetSendOutcome, RetrySend)
 _NAK_DELAY: Final = 2.0
-_dead_letters = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +79,7 @@ class SenderHandlers:
         self._receipt_lanes = Lanes()
         self._dead_letters = dead_letters
         self._releases: set[asyncio.Task[None]] = set()
+        self.dead_lettered = 0
 
     def consumers(
         self, settings: SenderSettings
@@ -190,11 +189,12 @@ class SenderHandlers:
             _log.error("dead_letter_failed", reason=repr(exc))
             await message.nak(delay=_NAK_DELAY)
             return
+        self.dead_lettered += 1
         _log.error(
             "command_dead_lettered",
             subject=message.subject,
             code=ErrorCode.INVALID_COMMAND.value,
-            dead_lettered=next(_dead_letters),
+            dead_lettered=self.dead_lettered,
             reason=reason,
         )
         await message.term()

@@ -85,17 +85,20 @@ class PullLoop:
 
     async def start(self) -> None:
         spec = self._spec
-        self._subscription = await self._js.pull_subscribe(
-            spec.subject,
-            durable=spec.durable,
-            stream=spec.stream,
+        # Create or update: a consumer made with an older ack wait (5 min before) takes the
+        # new one, so a crashed sender's commands come back within seconds everywhere.
+        await self._js.add_consumer(
+            spec.stream,
             config=ConsumerConfig(
+                durable_name=spec.durable,
+                filter_subject=spec.subject,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=spec.ack_wait.total_seconds(),
                 max_ack_pending=spec.max_in_flight * 2,
             ),
         )
+        self._subscription = await self._js.pull_subscribe_bind(spec.durable, stream=spec.stream)
         self._loop = asyncio.create_task(
             self._pull(self._subscription), name=f"pull-{spec.durable}"
         )
