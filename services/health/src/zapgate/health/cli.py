@@ -19,11 +19,11 @@ import os
 import sys
 from typing import IO, TypeVar
 
-import nats
 from nats.errors import NoRespondersError
 from pydantic import BaseModel, SecretStr
 
 from zapgate.contracts import subjects
+from zapgate.contracts.client import NatsUnreachableError, connect_once
 from zapgate.contracts.envelope import Contract
 from zapgate.contracts.health import (
     CheckNow,
@@ -42,6 +42,7 @@ from zapgate.contracts.health import (
 R = TypeVar("R", bound=BaseModel)
 TOKEN_ENV = "ZAPGATE_INSTANCE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 NATS_URL_ENV = "ZAPGATE_HEALTH_NATS_URL"
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _request(url: str, subject: str, command: Contract, reply: type[R], timeout: float) -> R:
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    # One bounded try: `max_reconnect_attempts=0` made nats-py retry for ever.
+    nc = await connect_once(url, timeout=CONNECT_TIMEOUT_S)
     try:
         message = await nc.request(subject, command.model_dump_json().encode(), timeout=timeout)
     finally:
@@ -180,6 +182,12 @@ def main(
         return 0
     try:
         return asyncio.run(_run_api(args, out, stdin or sys.stdin))
+    except NatsUnreachableError as error:
+        out.write(
+            f"erro NATS_UNREACHABLE: não foi possível conectar ao NATS em {error.url} em "
+            f"{error.timeout:g} s ({error.reason}).\n"
+        )
+        return 3
     except (NoRespondersError, TimeoutError):
         out.write("erro: o serviço de saúde não respondeu (está em execução?)\n")
         return 2
