@@ -260,6 +260,14 @@ def _sender() -> list[Channel]:
             operation="retry_send",
         ),
         Channel(
+            "receive",
+            subjects.API_SENDER_CANCEL,
+            sending.CancelSend,
+            "Request-reply: cancel a held command (it fails with CANCELLED, never sent).",
+            reply=sending.SendOutcomeReply,
+            operation="cancel_send",
+        ),
+        Channel(
             "send",
             _param(subjects.send_outcome_subject, COMMAND),
             sending.SendOutcome,

@@ -37,6 +37,7 @@ from zapgate.contracts.health import (
     RemoveInstance,
 )
 from zapgate.contracts.sending import (
+    CancelSend,
     GetSendOutcome,
     RetrySend,
     SendMessage,
@@ -70,6 +71,7 @@ FUZZ: Final = settings(
 SENDER_APIS: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
     subjects.API_SENDER_OUTCOME: (GetSendOutcome, SendOutcomeReply),
     subjects.API_SENDER_RETRY: (RetrySend, SendOutcomeReply),
+    subjects.API_SENDER_CANCEL: (CancelSend, SendOutcomeReply),
 }
 HEALTH_APIS: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
     subjects.API_HEALTH_REGISTER: (RegisterInstance, RegistryReply),

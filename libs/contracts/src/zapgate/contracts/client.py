@@ -12,6 +12,7 @@ from nats.js.errors import NoStreamResponseError
 
 from zapgate.contracts import subjects
 from zapgate.contracts.sending import (
+    CancelSend,
     GetSendOutcome,
     RetrySend,
     SendMessage,
@@ -106,6 +107,12 @@ class SenderClient:
         finally:
             await subscription.unsubscribe()
 
+    async def submit(self, command: SendMessage) -> bool:
+        """Store `command` in JetStream without waiting for its outcome (follow it with
+        `outcome()` or the outcome subject). True when the stream already held it (a repeat
+        inside the duplicate window). Raises CommandNotAcceptedError when it was not stored."""
+        return await self._publish(command)
+
     async def outcome(self, command_id: str, *, timeout: float = 2.0) -> SendOutcome | None:
         """The stored outcome of a command, or None when the sender has none (yet)."""
         request = GetSendOutcome(command_id=command_id)
@@ -116,6 +123,16 @@ class SenderClient:
         except (NoRespondersError, NatsTimeoutError):
             return None
         return SendOutcomeReply.model_validate_json(reply.data).outcome
+
+    async def cancel(self, command_id: str, *, timeout: float = 5.0) -> SendOutcomeReply:
+        """Cancel a held command: `ok` with the failed (`CANCELLED`) outcome, or a coded refusal
+        (`NOT_CANCELLABLE` once decided, `NOT_FOUND`). Raises nats' TimeoutError or
+        NoRespondersError when the sender does not answer."""
+        request = CancelSend(command_id=command_id)
+        reply = await self._nc.request(
+            subjects.API_SENDER_CANCEL, request.model_dump_json().encode(), timeout=timeout
+        )
+        return SendOutcomeReply.model_validate_json(reply.data)
 
     async def retry(
         self, command_id: str, new_command_id: str, *, timeout: float = 30.0

@@ -32,6 +32,8 @@ class ErrorCode(StrEnum):
     PHONE_INVALID = "PHONE_INVALID"
     NOT_FOUND = "NOT_FOUND"
     NOT_RETRYABLE = "NOT_RETRYABLE"
+    CANCELLED = "CANCELLED"
+    NOT_CANCELLABLE = "NOT_CANCELLABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -73,6 +75,10 @@ MESSAGES_PT_BR: dict[ErrorCode, str] = {
     ),
     ErrorCode.NOT_FOUND: "Registro não encontrado.",
     ErrorCode.NOT_RETRYABLE: "Somente mensagens com falha podem ser reenviadas.",
+    ErrorCode.CANCELLED: "Envio cancelado a pedido enquanto aguardava a recuperação da instância.",
+    ErrorCode.NOT_CANCELLABLE: (
+        "Somente mensagens em espera podem ser canceladas; esta já foi decidida."
+    ),
     ErrorCode.INTERNAL: "Erro interno do zapgate.",
 }
 

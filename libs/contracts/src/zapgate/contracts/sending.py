@@ -218,7 +218,27 @@ class GetSendOutcome(Envelope):
     command_id: CommandId
 
 
+class CancelSend(Envelope):
+    """Cancel a held command: it fails with `CANCELLED` and is never sent.
+
+    Refused with `NOT_CANCELLABLE` once the command left `held`, `NOT_FOUND` when unknown.
+    """
+
+    command_id: CommandId
+
+
+class StatusTime(Contract):
+    """One step of a command's timeline: `accepted` (stored) or a SendStatus, and when."""
+
+    status: str = Field(description="`accepted` or a SendStatus value.")
+    at: AwareDatetime
+
+
 class SendOutcomeReply(Contract):
     ok: bool
     outcome: SendOutcome | None = None
     error: Problem | None = None
+    timeline: list[StatusTime] = Field(
+        default_factory=list,
+        description="Every status the command reached, oldest first (outcome queries only).",
+    )

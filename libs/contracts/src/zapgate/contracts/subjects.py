@@ -102,6 +102,7 @@ API_HEALTH_GET: Final = "zg.api.health.instances.health"
 API_HEALTH_CHECK_NOW: Final = "zg.api.health.instances.check"
 API_SENDER_OUTCOME: Final = "zg.api.sender.outcome"
 API_SENDER_RETRY: Final = "zg.api.sender.retry"
+API_SENDER_CANCEL: Final = "zg.api.sender.cancel"
 
 # --- header names -------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

@@ -39,7 +39,7 @@ _NOT_READY = SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.INTERNAL, "se
 API_QUEUE = "sender"
 
 
-def create_app(
+def create_app(  # noqa: C901 - one small subscriber per API verb and lifecycle hook
     settings: SenderSettings | None = None,
     *,
     wapi: WapiPort | None = None,
@@ -59,6 +59,10 @@ def create_app(
     @broker.subscriber(subjects.API_SENDER_RETRY, queue=API_QUEUE)
     async def on_retry_send(msg: NatsMessage) -> SendOutcomeReply:
         return await running[0].on_retry_send(msg.body) if running else _NOT_READY
+
+    @broker.subscriber(subjects.API_SENDER_CANCEL, queue=API_QUEUE)
+    async def on_cancel_send(msg: NatsMessage) -> SendOutcomeReply:
+        return await running[0].on_cancel_send(msg.body) if running else _NOT_READY
 
     app = FastStream(broker)
 

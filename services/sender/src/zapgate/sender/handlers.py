@@ -17,7 +17,13 @@ from pydantic import ValidationError
 from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import InstanceStateChanged
-from zapgate.contracts.sending import GetSendOutcome, RetrySend, SendMessage, SendOutcomeReply
+from zapgate.contracts.sending import (
+    CancelSend,
+    GetSendOutcome,
+    RetrySend,
+    SendMessage,
+    SendOutcomeReply,
+)
 from zapgate.contracts.webhooks import MessageStatusReported, WebhookKind
 from zapgate.sender.adapters.bus import ConsumerSpec, in_progress
 from zapgate.sender.lanes import Lanes
@@ -25,6 +31,7 @@ from zapgate.sender.service import (
     StuckPolicy,
     answer_invalid_command,
     apply_message_status,
+    cancel_held,
     get_outcome,
     held_to_release,
     release_held,
@@ -43,7 +50,7 @@ if TYPE_CHECKING:
     from zapgate.sender.settings import SenderSettings
 
 _log = structlog.get_logger("zapgate.sender")
-_Request = TypeVar("_Request", GetSendOutcome, RetrySend)
+_Request = TypeVar("_Request", GetSendOutcome, RetrySend, CancelSend)
 _NAK_DELAY: Final = 2.0
 
 
@@ -285,6 +292,13 @@ class SenderHandlers:
         if isinstance(request, Problem):
             return SendOutcomeReply(ok=False, error=request)
         return await retry_send(request, self.deps, self.lanes.turn)
+
+    async def on_cancel_send(self, data: bytes) -> SendOutcomeReply:
+        """`zg.api.sender.cancel`: cancel a held command (it fails with CANCELLED)."""
+        request = _decode(CancelSend, data)
+        if isinstance(request, Problem):
+            return SendOutcomeReply(ok=False, error=request)
+        return await cancel_held(request, self.deps)
 
 
 def _decode(model: type[_Request], data: bytes) -> _Request | Problem:

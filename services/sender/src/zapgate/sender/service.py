@@ -30,6 +30,7 @@ from zapgate.contracts.health import (
     SessionObserved,
 )
 from zapgate.contracts.sending import (
+    CancelSend,
     CommandId,
     MessageBody,
     MessageKind,
@@ -40,6 +41,7 @@ from zapgate.contracts.sending import (
     SendOutcome,
     SendOutcomeReply,
     SendStatus,
+    StatusTime,
 )
 from zapgate.contracts.webhooks import DeliveryStatus
 from zapgate.sender.domain import (
@@ -849,12 +851,54 @@ async def held_to_release(event: InstanceStateChanged, deps: SenderDeps) -> list
 # --- queries and explicit retries ---------------------------------------------------------------
 
 
+_TIMELINE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("accepted", "created_at"),
+    *((status.value, f"{status.value}_at") for status in SendStatus),
+)
+
+
+def timeline(row: SendCommandRow) -> list[StatusTime]:
+    """Every status the row reached with its time, oldest first (from the `<status>_at` columns)."""
+    steps = [
+        StatusTime(status=status, at=at)
+        for status, column in _TIMELINE_COLUMNS
+        if (at := getattr(row, column)) is not None
+    ]
+    return sorted(steps, key=lambda step: step.at)
+
+
 async def get_outcome(command_id: str, store: CommandStore) -> SendOutcomeReply:
-    """The stored outcome of a command (`replayed=True`), or NOT_FOUND."""
+    """The stored outcome of a command (`replayed=True`) and its timeline, or NOT_FOUND."""
     row = await store.get(command_id)
     if row is None:
         return SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.NOT_FOUND, command_id))
-    return SendOutcomeReply(ok=True, outcome=to_outcome(row, replayed=True))
+    return SendOutcomeReply(ok=True, outcome=to_outcome(row, replayed=True), timeline=timeline(row))
+
+
+async def cancel_held(request: CancelSend, deps: SenderDeps) -> SendOutcomeReply:
+    """Fail a held command with CANCELLED (compare-and-set from `held`) and publish the outcome.
+
+    Refusals: NOT_CANCELLABLE once it left `held`, NOT_FOUND when unknown.
+    """
+    row = await deps.store.move(
+        request.command_id,
+        from_statuses={RowStatus.HELD},
+        to=RowStatus.FAILED,
+        now=deps.clock.now(),
+        **_error_values(Problem.of(ErrorCode.CANCELLED)),
+    )
+    if row is None:
+        current = await deps.store.get(request.command_id)
+        if current is None:
+            code, detail = ErrorCode.NOT_FOUND, request.command_id
+        else:
+            code, detail = ErrorCode.NOT_CANCELLABLE, f"status is {current.status}"
+        return SendOutcomeReply(ok=False, error=Problem.of(code, detail))
+    _log_attempt(
+        row, attempt=row.attempts, blocked_reason=ErrorCode.CANCELLED.value, latency_ms=None
+    )
+    outcome = await _publish_outcome(row, deps, replayed=False)
+    return SendOutcomeReply(ok=True, outcome=outcome, timeline=timeline(row))
 
 
 def retry_command(request: RetrySend, original: SendCommandRow) -> SendMessage:
