@@ -32,7 +32,7 @@ async def test_migrate_applies_head_once_with_its_own_version_table(database_url
     engine = create_engine(database_url)
     async with engine.connect() as conn:
         versions = await conn.execute(sa.text("SELECT version_num FROM alembic_version_sample"))
-        assert versions.scalars().all() == ["0001"]
+        assert versions.scalars().all() == ["0002"]
         assert (await conn.execute(sa.text("SELECT count(*) FROM widgets"))).scalar_one() == 0
         default_table = await conn.execute(sa.text("SELECT to_regclass('alembic_version')"))
         assert default_table.scalar_one() is None

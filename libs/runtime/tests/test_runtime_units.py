@@ -9,9 +9,10 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from zapgate.runtime.clock import ManualClock, SystemClock
+from zapgate.runtime.connection import InvalidPublishError, check_publish
 from zapgate.runtime.logging import REDACTED, redact, redact_processor
 from zapgate.runtime.settings import ServiceSettings
-from zapgate.runtime.streams import StreamSpec, go_duration
+from zapgate.runtime.streams import ConsumerSpec, StreamSpec, go_duration
 
 pytestmark = pytest.mark.unit
 
@@ -104,3 +105,87 @@ def test_a_placeholder_database_password_is_refused_outside_dev() -> None:
     assert ServiceSettings.model_validate({"environment": "dev", "database_url": url})
     real = "postgresql+psycopg://zapgate:Xq8-real-password@db:5432/zapgate"
     assert ServiceSettings.model_validate({"environment": "prod", "database_url": real})
+
+
+@pytest.mark.parametrize(
+    ("subject", "code"),
+    [
+        ("", "subject_empty"),
+        ("zg." + "a" * 3841, "subject_too_long"),
+        ("zg.a b", "subject_invalid_byte"),
+        ("zg.a\tb", "subject_invalid_byte"),
+        ("zg.a\r\nPUB x 1", "subject_invalid_byte"),
+        ("zg.a\x00", "subject_invalid_byte"),
+        ("zg.a\x7f", "subject_invalid_byte"),
+        ("zg..a", "subject_empty_token"),
+        (".zg", "subject_empty_token"),
+        ("zg.", "subject_empty_token"),
+        ("zg.*", "subject_wildcard"),
+        ("zg.>", "subject_wildcard"),
+    ],
+)
+def test_subjects_the_server_would_close_the_connection_for_are_refused(
+    subject: str, code: str
+) -> None:
+    """Each kind of bad publish subject is refused with its stable code before the socket."""
+    with pytest.raises(InvalidPublishError) as caught:
+        check_publish(subject)
+    assert caught.value.code == code
+
+
+def test_a_subject_up_to_the_limit_and_with_utf8_passes_and_the_limit_counts_bytes() -> None:
+    """The limit is in UTF-8 bytes of the control line, not characters."""
+    check_publish("zg." + "a" * 3837)
+    check_publish("zg.instância.ação")
+    with pytest.raises(InvalidPublishError):
+        check_publish("zg." + "ç" * 1920)
+    with pytest.raises(InvalidPublishError):
+        check_publish("zg.ab", max_control_line=260)
+
+
+@pytest.mark.parametrize("headers", [{"X": "a\nb"}, {"X\r": "a"}, {"": "a"}])
+def test_headers_that_break_the_framing_are_refused(headers: dict[str, str]) -> None:
+    """CR or LF in a header name or value, or an empty name, is refused."""
+    with pytest.raises(InvalidPublishError, match="header_invalid"):
+        check_publish("zg.a", headers)
+
+
+def test_consumer_spec_names_its_durable_and_dead_letter_subject_and_backs_off() -> None:
+    """Durable `<prefix>-<name>`, dead letters on `zg.deadletter.<service>.<name>`, nak delays
+    doubling per failure up to the cap."""
+    spec = ConsumerSpec(
+        service="sender",
+        name="commands",
+        stream="S",
+        filter_subjects=("zg.send.command.*",),
+        retry_delay=timedelta(seconds=1),
+        max_retry_delay=timedelta(seconds=5),
+    )
+    assert spec.durable == "sender-commands"
+    assert spec.with_prefix("t1").durable == "t1-commands"
+    assert spec.dead_letter_subject == "zg.deadletter.sender.commands"
+    assert [spec.retry_delay_after(n).total_seconds() for n in (1, 2, 3, 4, 99)] == [
+        1,
+        2,
+        4,
+        5,
+        5,
+    ]
+    config = spec.config()
+    assert (config.filter_subject, config.filter_subjects, config.max_deliver) == (
+        "zg.send.command.*",
+        None,
+        -1,
+    )
+    several = ConsumerSpec(service="a", name="b", stream="S", filter_subjects=("x.a", "x.b"))
+    assert several.config().filter_subjects == ["x.a", "x.b"]
+    for bad in ({"filter_subjects": ()}, {"max_failures": 0}, {"name": "a.b"}):
+        options: dict[str, object] = {
+            "service": "a",
+            "name": "b",
+            "stream": "S",
+            "filter_subjects": ("x",),
+            **bad,
+        }
+        with pytest.raises(ValueError, match=r"\w"):
+            ConsumerSpec(**options)  # type: ignore[arg-type]

@@ -6,8 +6,8 @@ import nats
 import pytest
 
 from zapgate.contracts import subjects
-from zapgate.runtime.streams import ensure_streams
-from zapgate.runtime.topology import ALL_STREAMS
+from zapgate.runtime.streams import ensure_consumer, ensure_streams
+from zapgate.runtime.topology import ALL_CONSUMERS, ALL_STREAMS
 
 pytestmark = pytest.mark.real
 
@@ -30,5 +30,30 @@ async def test_every_stream_is_created_and_ensuring_again_changes_nothing(nats_u
         ]:
             ack = await js.publish(subject, b"{}", stream=stream)
             assert ack.stream == stream
+    finally:
+        await nc.close()
+
+
+async def test_every_consumer_spec_is_accepted_and_ensuring_again_changes_nothing(
+    nats_url: str,
+) -> None:
+    """Each declared durable is created as declared (explicit acks, unlimited MaxDeliver)."""
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc, ALL_STREAMS)
+        for spec in ALL_CONSUMERS:
+            await ensure_consumer(nc, spec)
+            await ensure_consumer(nc, spec)
+        js = nc.jetstream()
+        for spec in ALL_CONSUMERS:
+            info = await js.consumer_info(spec.stream, spec.durable)
+            assert info.config.filter_subject == spec.filter_subjects[0]
+            assert info.config.ack_wait == spec.ack_wait.total_seconds()
+            assert info.config.max_deliver == -1
+        durables = [spec.durable for spec in ALL_CONSUMERS]
+        assert len(set(durables)) == len(durables)
+        assert {spec.dead_letter_subject for spec in ALL_CONSUMERS} == {
+            f"zg.deadletter.{spec.service}.{spec.name}" for spec in ALL_CONSUMERS
+        }
     finally:
         await nc.close()

@@ -1,4 +1,4 @@
-"""JetStream provisioning: declare streams idempotently and install server-side message schedules.
+"""JetStream provisioning: declare streams and consumers idempotently; install message schedules.
 
 Message schedules (ADR-51, nats-server >= 2.12; zapgate requires 2.14): a message on a schedule
 subject with `Nats-Schedule: @every <go duration>` and `Nats-Schedule-Target: <subject>` makes
@@ -9,10 +9,12 @@ last message on the schedule subject is the schedule.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -20,10 +22,15 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
     from nats.js import JetStreamContext
+    from pydantic import BaseModel
 
 SCHEDULE_HEADER = "Nats-Schedule"
 SCHEDULE_TARGET_HEADER = "Nats-Schedule-Target"
 _NANOS = 1_000_000_000
+DEAD_LETTER_STREAM = "ZG_DEAD_LETTERS"
+"""The stream that keeps a copy of every dead-lettered message (subjects `zg.deadletter.>`)."""
+DEAD_LETTER_SUBJECT_PREFIX = "zg.deadletter"
+_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 class StreamProvisioningError(RuntimeError):
@@ -66,6 +73,87 @@ class StreamSpec:
         return body
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerSpec:
+    """A durable pull consumer of one service, and what its loop does with failures.
+
+    - `service`, `name`: the durable is `<prefix>-<name>` (`prefix` defaults to `service`;
+      tests and side-by-side deployments set another one with `with_prefix`).
+    - `filter_subjects`: one or more subjects of `stream` it reads; `message`: the contract
+      model of those messages (None: raw bytes), used by the AsyncAPI documents.
+    - `ack_wait`: time a delivery may stay unacknowledged before the server redelivers it.
+    - `max_failures`: failures *of the message itself* before it is dead-lettered (the
+      runtime's own count; dependency outages and postponements never count).
+    - `max_deliver`: the server's MaxDeliver, a backstop only. -1 (unlimited) by default,
+      because JetStream counts every delivery, the ones nak'ed during a database outage too,
+      and would silently stop delivering a good message.
+    - dead-lettered copies go to `dead_letter_subject` (`zg.deadletter.<service>.<name>`) in
+      `dead_letter_stream`.
+    - `retry_delay` doubles per failure up to `max_retry_delay`; `dependency_delay` is the nak
+      delay while a dependency is down.
+    """
+
+    service: str
+    name: str
+    stream: str
+    filter_subjects: tuple[str, ...]
+    message: type[BaseModel] | None = None
+    prefix: str | None = None
+    ack_wait: timedelta = timedelta(seconds=30)
+    max_failures: int = 5
+    max_deliver: int = -1
+    max_ack_pending: int = 1000
+    retry_delay: timedelta = timedelta(seconds=1)
+    max_retry_delay: timedelta = timedelta(minutes=1)
+    dependency_delay: timedelta = timedelta(seconds=2)
+    deliver_new_only: bool = False
+    dead_letter_stream: str = DEAD_LETTER_STREAM
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.filter_subjects:
+            raise ValueError(f"consumer {self.name} needs at least one filter subject")
+        if self.max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        for part in (self.service, self.name, self.prefix or self.service):
+            if not _NAME.fullmatch(part):
+                raise ValueError(f"{part!r} is not a consumer name part ([A-Za-z0-9_-]+)")
+
+    @property
+    def durable(self) -> str:
+        """The durable consumer's name on the server."""
+        return f"{self.prefix or self.service}-{self.name}"
+
+    @property
+    def dead_letter_subject(self) -> str:
+        """Where a dead-lettered copy of a message is published."""
+        return f"{DEAD_LETTER_SUBJECT_PREFIX}.{self.service}.{self.name}"
+
+    def with_prefix(self, prefix: str) -> ConsumerSpec:
+        """The same consumer under the durable `<prefix>-<name>` (e.g. per test)."""
+        return replace(self, prefix=prefix)
+
+    def config(self) -> ConsumerConfig:
+        """The nats-py consumer configuration (explicit acks, durable)."""
+        several = len(self.filter_subjects) > 1
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.description,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new_only else DeliverPolicy.ALL,
+            ack_wait=self.ack_wait.total_seconds(),
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=None if several else self.filter_subjects[0],
+            filter_subjects=list(self.filter_subjects) if several else None,
+        )
+
+    def retry_delay_after(self, failures: int) -> timedelta:
+        """The nak delay after the `failures`-th failure of a message (1, 2, 4, ... x delay)."""
+        exponent = max(0, min(failures - 1, 30))
+        return min(self.retry_delay * (1 << exponent), self.max_retry_delay)
+
+
 def go_duration(every: timedelta) -> str:
     """A Go `time.ParseDuration` string (what `@every` takes), e.g. `1s`, `300s`, `1500ms`."""
     millis = round(every.total_seconds() * 1000)
@@ -94,6 +182,11 @@ async def _ensure_stream(nc: Client, spec: StreamSpec) -> None:
     updated = await _js_api(nc, f"STREAM.UPDATE.{spec.name}", body)
     if "error" in updated:
         raise StreamProvisioningError(f"update stream {spec.name}: {updated['error']}")
+
+
+async def ensure_consumer(nc: Client, spec: ConsumerSpec) -> None:
+    """Create the durable consumer, or update it to the spec. Safe to run on every start."""
+    await nc.jetstream().add_consumer(spec.stream, spec.config())
 
 
 async def ensure_schedule(  # noqa: PLR0913 - all keyword-only, each names part of the schedule

@@ -1,0 +1,480 @@
+"""The one pull-consumer loop: fetch, decode, dispatch, then ack, nak with delay, or dead-letter.
+
+What a handler's outcome means:
+
+| handler                                  | the loop                                    | counts |
+| ---------------------------------------- | ------------------------------------------- | ------ |
+| returns                                  | ack                                         | -      |
+| raises `Postpone(delay)` (lease, hold)   | nak with `delay`                            | no     |
+| raises `DependencyUnavailable`, or an    | nak with the spec's `dependency_delay`      | no     |
+| error of a dependency (database, NATS,   |                                             |        |
+| network: `DEPENDENCY_ERRORS`)            |                                             |        |
+| raises `MessageFailure` or any other     | count it; nak with growing delay; at the    | yes    |
+| exception                                | spec's `max_failures`: dead-letter          |        |
+| the body does not decode, or raises      | dead-letter at once                         | yes    |
+| `InvalidMessage`                         |                                             |        |
+
+Dead-lettering keeps the message in the service's dead-letter table (payload, headers,
+subject, stream sequence, reason, attempts, times), publishes a copy to the spec's
+`dead_letter_subject`, counts `zapgate_dead_letters_total`, logs `message_dead_lettered`, and
+terminates the delivery so the next messages flow. If the ledger itself cannot be written, the
+message is nak'ed as a dependency failure: nothing is dropped.
+
+Each message is handled with its ids bound in structlog's contextvars, and ends in one
+canonical `message_handled` line (outcome, duration, reason, plus whatever the handler bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import structlog
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from zapgate.runtime.clock import Clock, SystemClock
+from zapgate.runtime.connection import NotConnectedError
+from zapgate.runtime.dead_letters import DeadLetterStore, FailedMessage
+from zapgate.runtime.publisher import JetStreamPublisher, Publisher
+from zapgate.runtime.streams import ensure_consumer
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+    from zapgate.runtime.connection import NatsConnection
+    from zapgate.runtime.streams import ConsumerSpec
+
+M = TypeVar("M")
+_log = structlog.get_logger("zapgate.runtime.consumer")
+
+DEAD_LETTER_HEADER_PREFIX = "Zg-Dead-Letter-"
+
+
+class MessageFailure(Exception):  # noqa: N818 - a failure of the message, named as such
+    """The message itself could not be processed; counts toward the spec's `max_failures`.
+
+    `code` is a stable snake_case reason code stored with the dead letter.
+    """
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+class InvalidMessage(MessageFailure):
+    """The message can never be processed (bad body, unknown version): dead-letter at once."""
+
+
+class DependencyUnavailable(Exception):  # noqa: N818 - a state, as in the field's terms
+    """A dependency is down (database, NATS, provider): nak; never counts toward dead-lettering.
+
+    `delay` overrides the spec's `dependency_delay`.
+    """
+
+    def __init__(self, reason: str, *, delay: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Postpone(Exception):  # noqa: N818 - an instruction to the loop, not an error
+    """Handle this message later (a lease held elsewhere, a hold): nak with `delay`, uncounted."""
+
+    def __init__(self, delay: timedelta, reason: str = "postponed") -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+# Exceptions of the database driver, NATS and the network: an outage, not a bad message.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    DependencyUnavailable,
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    NotConnectedError,
+    ConnectionClosedError,
+    NoServersError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the handler knows of one delivery besides the decoded body."""
+
+    subject: str
+    headers: Mapping[str, str]
+    stream: str
+    consumer: str
+    sequence: int
+    num_delivered: int
+    data: bytes
+
+    @property
+    def msg_id(self) -> str | None:
+        """The publisher's `Nats-Msg-Id`, if any."""
+        return self.headers.get("Nats-Msg-Id")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one delivery ended: `acked`, `postponed`, `dependency_unavailable`, `failed`
+    (nak'ed, counted), `dead_lettered`; `reason` is empty when acked."""
+
+    status: str
+    reason: str = ""
+    attempts: int = 0
+
+
+class _Metrics:
+    _by_registry: dict[int, _Metrics] = {}  # noqa: RUF012 - one set of collectors per registry
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "zapgate_consumer_messages",
+            "Deliveries handled by a pull consumer, by outcome",
+            ["consumer", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "zapgate_dead_letters",
+            "Messages a consumer gave up on and kept as dead letters, by reason code",
+            ["consumer", "reason_code"],
+            registry=registry,
+        )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> _Metrics:
+        metrics = cls._by_registry.get(id(registry))
+        if metrics is None:
+            metrics = cls._by_registry[id(registry)] = cls(registry)
+        return metrics
+
+
+class PullConsumer(Generic[M]):
+    """One durable pull consumer over a supervised connection.
+
+    ```python
+    consumer = PullConsumer(
+        connection, topology.SENDER_COMMANDS, on_send_message,
+        decode=SendMessage.model_validate_json, dead_letters=SqlDeadLetterStore(engine, table),
+    )
+    await consumer.start()   # declares the consumer, then pulls in a task
+    ...
+    await consumer.stop()    # stops pulling; deliveries in flight finish first
+    ```
+    `decode(bytes) -> M` failing dead-letters the message at once (`invalid_message`).
+    Up to `concurrency` messages are handled at a time (each in its own task, with its own
+    contextvars). After a connection replacement the loop re-subscribes by itself.
+    """
+
+    def __init__(  # noqa: PLR0913 - all keyword-only past the three essentials
+        self,
+        connection: NatsConnection,
+        spec: ConsumerSpec,
+        handler: Callable[[M, Delivery], Awaitable[None]],
+        *,
+        decode: Callable[[bytes], M],
+        dead_letters: DeadLetterStore,
+        publisher: Publisher | None = None,
+        clock: Clock | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        batch: int = 64,
+        concurrency: int = 1,
+        fetch_wait: timedelta = timedelta(seconds=1),
+        dependency_errors: tuple[type[BaseException], ...] = DEPENDENCY_ERRORS,
+    ) -> None:
+        self.spec = spec
+        self._connection = connection
+        self._handler = handler
+        self._decode = decode
+        self._dead_letters = dead_letters
+        self._publisher = publisher or JetStreamPublisher(connection)
+        self._clock = clock or SystemClock()
+        self._metrics = _Metrics.of(registry)
+        self._batch = batch
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._fetch_wait = fetch_wait.total_seconds()
+        self._dependency_errors = dependency_errors
+        self._task: asyncio.Task[None] | None = None
+        self._fetching = False
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[Outcome]] = set()
+        self.subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start pulling in a background task (declares the consumer once connected)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name=f"pull-{self.spec.durable}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop fetching; wait up to `timeout` s for deliveries in flight (the rest come back
+        after `ack_wait`)."""
+        self._stopping = True
+        if self._task is not None:
+            if self._fetching or not self._connection.connected.is_set():
+                self._task.cancel()
+            # A delivery being handled inline ends (ack, nak or dead letter) before the loop
+            # sees `_stopping`; past the timeout it is cancelled and comes back after ack_wait.
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=timeout)
+        self.subscribed.clear()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._connection.connected.wait()
+            generation = self._connection.generation
+            try:
+                client = self._connection.require()
+                await ensure_consumer(client, self.spec)
+                subscription = await client.jetstream().pull_subscribe_bind(
+                    durable=self.spec.durable, stream=self.spec.stream
+                )
+            except NatsError as error:
+                _log.warning(
+                    "consumer_subscribe_failed", consumer=self.spec.durable, reason=repr(error)
+                )
+                await asyncio.sleep(self.spec.dependency_delay.total_seconds())
+                continue
+            except NotConnectedError:
+                continue
+            self.subscribed.set()
+            try:
+                await self._pull(subscription, generation)
+            finally:
+                self.subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+
+    async def _pull(self, subscription: JetStreamContext.PullSubscription, generation: int) -> None:
+        while self._connection.generation == generation and not self._stopping:
+            room = self._batch
+            if self._concurrency > 1:
+                # Fetch only what can start now: the rest would wait while ack_wait runs.
+                await self._slots.acquire()
+                self._slots.release()
+                room = min(self._batch, max(1, self._concurrency - len(self._in_flight)))
+            self._fetching = True
+            try:
+                messages = await subscription.fetch(room, timeout=self._fetch_wait)
+            except NatsTimeoutError:
+                continue
+            except (ConnectionClosedError, NotConnectedError):
+                return
+            except NatsError as error:
+                _log.warning(
+                    "consumer_fetch_failed", consumer=self.spec.durable, reason=repr(error)
+                )
+                await asyncio.sleep(self.spec.dependency_delay.total_seconds())
+                return
+            finally:
+                self._fetching = False
+            for message in messages:
+                if self._concurrency == 1:
+                    await self.handle(message)
+                    continue
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle_in_slot(message))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+
+    async def _handle_in_slot(self, message: Msg) -> Outcome:
+        try:
+            return await self.handle(message)
+        finally:
+            self._slots.release()
+
+    async def handle(self, message: Msg) -> Outcome:
+        """Handle one delivery to its end (ack, nak or dead letter) and log it once."""
+        delivery = _delivery(message, self.spec.durable)
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            consumer=delivery.consumer,
+            stream=delivery.stream,
+            stream_seq=delivery.sequence,
+            subject=delivery.subject[:200],
+            msg_id=(delivery.msg_id or "")[:200],
+            num_delivered=delivery.num_delivered,
+        ):
+            outcome = await self._outcome(message, delivery)
+            self._metrics.handled.labels(delivery.consumer, outcome.status).inc()
+            fields = {"outcome": outcome.status, "duration_ms": _ms_since(started)}
+            if outcome.reason:
+                fields["reason"] = outcome.reason
+            if outcome.attempts:
+                fields["attempts"] = outcome.attempts
+            if outcome.status == "acked":
+                _log.info("message_handled", **fields)
+            else:
+                _log.warning("message_handled", **fields)
+        return outcome
+
+    async def _outcome(  # noqa: PLR0911 - one return per row of the module's outcome table
+        self, message: Msg, delivery: Delivery
+    ) -> Outcome:
+        try:
+            decoded = self._decode(delivery.data)
+        except Exception as error:  # noqa: BLE001 - any decode failure means a bad body
+            return await self._dead_letter(
+                message, delivery, "invalid_message", _describe(error), attempts=1
+            )
+        try:
+            await self._handler(decoded, delivery)
+        except Postpone as postpone:
+            await _settle(message.nak(delay=postpone.delay.total_seconds()))
+            return Outcome("postponed", str(postpone))
+        except InvalidMessage as failure:
+            return await self._dead_letter(
+                message, delivery, failure.code, failure.detail or failure.code, 1
+            )
+        except MessageFailure as failure:
+            return await self._failed(
+                message, delivery, failure.code, failure.detail or failure.code
+            )
+        except self._dependency_errors as error:
+            return await self._dependency(message, error)
+        except Exception as error:  # noqa: BLE001 - a handler's bug counts against the message
+            _log.exception("handler_failed", consumer=delivery.consumer)
+            return await self._failed(message, delivery, "handler_error", _describe(error))
+        await _settle(message.ack())
+        if delivery.num_delivered > 1:
+            await self._forget(delivery)
+        return Outcome("acked")
+
+    async def _dependency(self, message: Msg, error: BaseException) -> Outcome:
+        delay = self.spec.dependency_delay
+        if isinstance(error, DependencyUnavailable) and error.delay is not None:
+            delay = error.delay
+        await _settle(message.nak(delay=delay.total_seconds()))
+        return Outcome("dependency_unavailable", _describe(error))
+
+    async def _failed(self, message: Msg, delivery: Delivery, code: str, reason: str) -> Outcome:
+        failed = _failed_message(delivery, code, reason)
+        try:
+            attempts = await self._dead_letters.record_failure(failed, self._clock.now())
+        except Exception as error:  # noqa: BLE001 - cannot count: never drop, retry later
+            return await self._dependency(message, DependencyUnavailable(_describe(error)))
+        if attempts >= self.spec.max_failures:
+            return await self._dead_letter(message, delivery, code, reason, attempts)
+        delay = self.spec.retry_delay_after(attempts)
+        await _settle(message.nak(delay=delay.total_seconds()))
+        return Outcome("failed", f"{code}: {reason}", attempts)
+
+    async def _dead_letter(
+        self, message: Msg, delivery: Delivery, code: str, reason: str, attempts: int
+    ) -> Outcome:
+        failed = _failed_message(delivery, code, reason)
+        try:
+            kept = await self._dead_letters.mark_dead(failed, self._clock.now())
+            await self._publisher.publish(
+                self.spec.dead_letter_subject,
+                delivery.data,
+                stream=self.spec.dead_letter_stream,
+                msg_id=f"{delivery.consumer}:{delivery.stream}:{delivery.sequence}",
+                headers=_dead_letter_headers(delivery, code, max(attempts, kept.attempts)),
+            )
+        except Exception as error:  # noqa: BLE001 - not kept yet: the message must come back
+            return await self._dependency(message, DependencyUnavailable(_describe(error)))
+        await _settle(message.term())
+        self._metrics.dead_letters.labels(delivery.consumer, code[:64]).inc()
+        _log.error(
+            "message_dead_lettered",
+            reason_code=code,
+            reason=reason[:500],
+            attempts=max(attempts, kept.attempts),
+            dead_letter_subject=self.spec.dead_letter_subject,
+        )
+        return Outcome("dead_lettered", f"{code}: {reason}", max(attempts, kept.attempts))
+
+    async def _forget(self, delivery: Delivery) -> None:
+        try:
+            await self._dead_letters.forget(delivery.consumer, delivery.stream, delivery.sequence)
+        except Exception as error:  # noqa: BLE001 - the message is done; a stale count stays
+            _log.warning("failure_count_not_cleared", reason=_describe(error))
+
+
+async def _settle(acknowledgement: Awaitable[None]) -> None:
+    # An ack/nak/term that cannot be sent (connection gone) is not fatal: the server
+    # redelivers the message after ack_wait and it is handled again.
+    try:
+        await acknowledgement
+    except NatsError as error:
+        _log.warning("acknowledgement_failed", reason=repr(error))
+
+
+def _delivery(message: Msg, consumer: str) -> Delivery:
+    metadata = message.metadata
+    return Delivery(
+        subject=message.subject,
+        headers=dict(message.headers or {}),
+        stream=metadata.stream,
+        consumer=consumer,
+        sequence=metadata.sequence.stream,
+        num_delivered=metadata.num_delivered,
+        data=message.data,
+    )
+
+
+def _failed_message(delivery: Delivery, code: str, reason: str) -> FailedMessage:
+    return FailedMessage(
+        consumer=delivery.consumer,
+        stream=delivery.stream,
+        sequence=delivery.sequence,
+        subject=delivery.subject,
+        payload=delivery.data,
+        headers=dict(delivery.headers),
+        num_delivered=delivery.num_delivered,
+        reason_code=code,
+        reason=reason,
+    )
+
+
+def _dead_letter_headers(delivery: Delivery, code: str, attempts: int) -> dict[str, str]:
+    # JetStream acts on Nats-* headers (expected stream, schedules, TTL): keep them as data only.
+    headers = {
+        (f"{DEAD_LETTER_HEADER_PREFIX}Original-{key}" if key.startswith("Nats-") else key): value
+        for key, value in delivery.headers.items()
+    }
+    headers.update(
+        {
+            f"{DEAD_LETTER_HEADER_PREFIX}Reason": code,
+            f"{DEAD_LETTER_HEADER_PREFIX}Stream": delivery.stream,
+            f"{DEAD_LETTER_HEADER_PREFIX}Sequence": str(delivery.sequence),
+            f"{DEAD_LETTER_HEADER_PREFIX}Consumer": delivery.consumer,
+            f"{DEAD_LETTER_HEADER_PREFIX}Attempts": str(attempts),
+        }
+    )
+    # The original subject may be long or odd; as a header value it only needs no CR/LF.
+    headers[f"{DEAD_LETTER_HEADER_PREFIX}Subject"] = delivery.subject.replace("\r", " ").replace(
+        "\n", " "
+    )[:1024]
+    return headers
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,387 @@
+"""The runtime's bus plumbing over a real nats-server (and PostgreSQL for the dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+
+from zapgate.runtime.connection import ConnectionOptions, InvalidPublishError, NatsConnection
+from zapgate.runtime.consumer import (
+    Delivery,
+    DependencyUnavailable,
+    MessageFailure,
+    PullConsumer,
+)
+from zapgate.runtime.db import MigrationSpec, create_engine, migrate
+from zapgate.runtime.dead_letters import SqlDeadLetterStore, dead_letter_table
+from zapgate.runtime.publisher import JetStreamPublisher
+from zapgate.runtime.streams import ConsumerSpec, StreamSpec, ensure_streams
+from zapgate.runtime.topology import DEAD_LETTERS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from nats.aio.client import Client
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from zapgate.devservers.nats import NatsServer
+
+pytestmark = pytest.mark.real
+
+WAIT = 15.0
+STREAM = StreamSpec("RT_BUS", ("rt.bus.>",), storage="memory")
+SAMPLE = MigrationSpec(
+    service="sample",
+    script_location=str(Path(__file__).parent / "migrations"),
+    version_table="alembic_version_sample",
+)
+TABLE = dead_letter_table(sa.MetaData(), "sample_dead_letters")
+
+
+class Order(BaseModel):
+    order_id: str
+    poison: bool = False
+
+
+async def _connection(url: str) -> NatsConnection:
+    connection = NatsConnection(url, ConnectionOptions(name="runtime-test"))
+
+    async def declare(nc: Client) -> None:
+        await ensure_streams(nc, [STREAM, DEAD_LETTERS])
+
+    connection.on_connect(declare)
+    await connection.start()
+    await connection.wait_for_connects(1, WAIT)
+    return connection
+
+
+async def _stored(connection: NatsConnection) -> int:
+    info = await connection.require().jetstream().stream_info(STREAM.name)
+    return info.state.messages
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    await asyncio.to_thread(migrate, database_url, SAMPLE)
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_publishing_resumes_after_the_server_closes_the_connection_on_a_protocol_error(
+    nats_url: str,
+) -> None:
+    """A raw publish over the server's control-line limit makes nats-server send -ERR and close;
+    nats-py closes the client for good, the supervisor connects a new one, publishing resumes."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    try:
+        first = await publisher.publish("rt.bus.a", b"1", stream=STREAM.name, msg_id="m-1")
+        old = connection.require()
+        await old.publish("rt.bus." + "x" * 5000, b"boom")  # bypasses every check on purpose
+        await connection.wait_for_connects(2, WAIT)
+
+        second = await publisher.publish("rt.bus.b", b"2", stream=STREAM.name, msg_id="m-2")
+        again = await publisher.publish("rt.bus.b", b"2", stream=STREAM.name, msg_id="m-2")
+
+        assert old.is_closed
+        assert "maximum control line exceeded" in repr(old.last_error).lower()
+        assert connection.replacements == 1
+        assert connection.require() is not old
+        assert (first.sequence, second.sequence) == (1, 2)
+        assert again.duplicate
+        assert again.sequence == second.sequence
+        assert await _stored(connection) == 2
+    finally:
+        await connection.close()
+
+
+async def test_the_publisher_refuses_a_subject_the_server_would_close_the_connection_for(
+    nats_url: str,
+) -> None:
+    """An over-long or malformed subject fails that one publish; the connection stays."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    try:
+        refused: list[str] = []
+        for subject in ("rt.bus." + "x" * 5000, "rt.bus.a b", "rt.bus..a", "rt.bus.*", ""):
+            with pytest.raises(InvalidPublishError) as caught:
+                await publisher.publish(subject, b"x", stream=STREAM.name, msg_id="m")
+            refused.append(caught.value.code)
+        with pytest.raises(InvalidPublishError):
+            await publisher.publish(
+                "rt.bus.a", b"x", stream=STREAM.name, msg_id="m", headers={"X": "a\r\nb"}
+            )
+        stored = await publisher.publish("rt.bus.ok", b"x", stream=STREAM.name, msg_id="ok")
+
+        assert refused == [
+            "subject_too_long",
+            "subject_invalid_byte",
+            "subject_empty_token",
+            "subject_wildcard",
+            "subject_empty",
+        ]
+        assert stored.sequence == 1
+        assert connection.generation == 1
+        assert connection.replacements == 0
+    finally:
+        await connection.close()
+
+
+async def test_publishing_resumes_after_a_server_restart(
+    fault_nats_server: Callable[..., NatsServer],
+) -> None:
+    """After nats-server restarts (SIGKILL), the same client reconnects and publishes again."""
+    server = fault_nats_server()
+    connection = await _connection(server.url)
+    publisher = JetStreamPublisher(connection, timeout=timedelta(seconds=2), attempts=5)
+    try:
+        await publisher.publish("rt.bus.a", b"1", stream=STREAM.name, msg_id="m-1")
+        await asyncio.to_thread(server.restart, kill=True)
+        await connection.wait_for_connects(2, WAIT)
+        result = await publisher.publish("rt.bus.b", b"2", stream=STREAM.name, msg_id="m-2")
+
+        assert result.stream == STREAM.name
+        assert not result.duplicate
+        assert connection.replacements == 0
+    finally:
+        await connection.close()
+
+
+def _spec(name: str, **overrides: object) -> ConsumerSpec:
+    options: dict[str, object] = {
+        "max_failures": 3,
+        "retry_delay": timedelta(milliseconds=20),
+        "dependency_delay": timedelta(milliseconds=20),
+        "ack_wait": timedelta(seconds=5),
+    }
+    options.update(overrides)
+    return ConsumerSpec(
+        service="sample",
+        name=name,
+        stream=STREAM.name,
+        filter_subjects=("rt.bus.>",),
+        message=Order,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_message_that_always_fails_is_dead_lettered_and_the_next_ones_flow(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """A handler failing N times: the message lands in the dead-letter table and subject with
+    its reason, attempts and stream sequence; the consumer handles the next message."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    store = SqlDeadLetterStore(engine, TABLE)
+    registry = CollectorRegistry()
+    spec = _spec("poison")
+    handled: list[str] = []
+    good_done = asyncio.Event()
+
+    async def handle(order: Order, delivery: Delivery) -> None:
+        if order.poison:
+            raise MessageFailure("order_rejected", f"order {order.order_id} cannot be priced")
+        handled.append(f"{order.order_id}@{delivery.sequence}")
+        good_done.set()
+
+    consumer = PullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=store,
+        registry=registry,
+    )
+    dead_copies = (
+        await connection.require()
+        .jetstream()
+        .pull_subscribe(spec.dead_letter_subject, stream=DEAD_LETTERS.name)
+    )
+    try:
+        await consumer.start()
+        poison = Order(order_id="o-1", poison=True).model_dump_json().encode()
+        await publisher.publish("rt.bus.o1", poison, stream=STREAM.name, msg_id="o-1")
+        await publisher.publish(
+            "rt.bus.o2", b'{"order_id":"o-2"}', stream=STREAM.name, msg_id="o-2"
+        )
+        await asyncio.wait_for(good_done.wait(), WAIT)
+        [copy] = await dead_copies.fetch(1, timeout=WAIT)
+        [kept] = await store.list_dead(consumer=spec.durable)
+
+        assert handled == ["o-2@2"]
+        assert kept.reason_code == "order_rejected"
+        assert "cannot be priced" in kept.reason
+        assert kept.attempts == spec.max_failures
+        assert (kept.stream, kept.sequence, kept.subject) == (STREAM.name, 1, "rt.bus.o1")
+        assert kept.payload == poison
+        assert kept.headers["Nats-Msg-Id"] == "o-1"
+        assert kept.dead_lettered_at is not None
+        assert kept.first_failed_at <= kept.last_failed_at
+        assert copy.data == poison
+        assert copy.headers is not None
+        assert copy.headers["Zg-Dead-Letter-Reason"] == "order_rejected"
+        assert copy.headers["Zg-Dead-Letter-Sequence"] == "1"
+        assert copy.headers["Zg-Dead-Letter-Attempts"] == "3"
+        assert copy.headers["Zg-Dead-Letter-Subject"] == "rt.bus.o1"
+        assert copy.headers["Zg-Dead-Letter-Original-Nats-Msg-Id"] == "o-1"
+        assert (
+            registry.get_sample_value(
+                "zapgate_dead_letters_total",
+                {"consumer": spec.durable, "reason_code": "order_rejected"},
+            )
+            == 1.0
+        )
+    finally:
+        await consumer.stop()
+        await connection.close()
+
+
+async def test_a_body_that_does_not_decode_is_dead_lettered_at_once(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """Invalid JSON or a body that fails validation is kept with `invalid_message` at once."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    store = SqlDeadLetterStore(engine, TABLE)
+    spec = _spec("invalid")
+    seen = asyncio.Event()
+
+    async def handle(_order: Order, _delivery: Delivery) -> None:
+        seen.set()
+
+    consumer = PullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=store,
+        registry=CollectorRegistry(),
+    )
+    try:
+        await consumer.start()
+        for index, body in enumerate([b"not json", b'{"order_id": 7}', b"\xff\xfe"]):
+            await publisher.publish("rt.bus.x", body, stream=STREAM.name, msg_id=f"bad-{index}")
+        await publisher.publish("rt.bus.x", b'{"order_id":"ok"}', stream=STREAM.name, msg_id="ok")
+        await asyncio.wait_for(seen.wait(), WAIT)
+        kept = await store.list_dead(consumer=spec.durable)
+
+        assert sorted(row.sequence for row in kept) == [1, 2, 3]
+        assert {row.reason_code for row in kept} == {"invalid_message"}
+        assert {row.attempts for row in kept} == {1}
+        assert kept[-1].payload == b"not json"
+    finally:
+        await consumer.stop()
+        await connection.close()
+
+
+async def test_dependency_failures_never_dead_letter_a_good_message(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """Far more dependency failures than max_failures (typed, a database error, a timeout),
+    mixed with one failure of the message itself: the message is processed in the end, no
+    dead letter is kept and its failure count is cleared."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    store = SqlDeadLetterStore(engine, TABLE)
+    registry = CollectorRegistry()
+    spec = _spec("outage", max_failures=2)
+    failures: list[BaseException] = [
+        MessageFailure("flaky", "one real failure"),
+        DependencyUnavailable("database down"),
+        OperationalError("SELECT 1", {}, ConnectionRefusedError("refused")),
+        TimeoutError("provider timed out"),
+        DependencyUnavailable("database down"),
+        ConnectionResetError("reset"),
+        DependencyUnavailable("database down"),
+    ]
+    done = asyncio.Event()
+    deliveries: list[int] = []
+
+    async def handle(_order: Order, delivery: Delivery) -> None:
+        deliveries.append(delivery.num_delivered)
+        if failures:
+            raise failures.pop(0)
+        done.set()
+
+    consumer = PullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=store,
+        registry=registry,
+    )
+    try:
+        await consumer.start()
+        await publisher.publish("rt.bus.z", b'{"order_id":"z"}', stream=STREAM.name, msg_id="z")
+        await asyncio.wait_for(done.wait(), WAIT)
+        await consumer.stop()
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.select(sa.func.count()).select_from(TABLE))).scalar()
+
+        assert deliveries == list(range(1, 9))
+        assert rows == 0
+        assert await store.list_dead() == []
+        outcomes = {
+            outcome: registry.get_sample_value(
+                "zapgate_consumer_messages_total",
+                {"consumer": spec.durable, "outcome": outcome},
+            )
+            for outcome in ("acked", "failed", "dependency_unavailable", "dead_lettered")
+        }
+        assert outcomes == {
+            "acked": 1.0,
+            "failed": 1.0,
+            "dependency_unavailable": 6.0,
+            "dead_lettered": None,
+        }
+    finally:
+        await consumer.stop()
+        await connection.close()
+
+
+async def test_the_consumer_goes_on_after_its_connection_is_replaced(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """After nats-py closes the client on a protocol error, the consumer subscribes again on
+    the new client and handles what is published next."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(order: Order, _delivery: Delivery) -> None:
+        await received.put(order.order_id)
+
+    consumer = PullConsumer(
+        connection,
+        _spec("replaced"),
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=SqlDeadLetterStore(engine, TABLE),
+        registry=CollectorRegistry(),
+    )
+    try:
+        await consumer.start()
+        await publisher.publish(
+            "rt.bus.1", b'{"order_id":"before"}', stream=STREAM.name, msg_id="1"
+        )
+        before = await asyncio.wait_for(received.get(), WAIT)
+        await connection.require().publish("rt.bus." + "y" * 5000, b"")
+        await connection.wait_for_connects(2, WAIT)
+        await publisher.publish("rt.bus.2", b'{"order_id":"after"}', stream=STREAM.name, msg_id="2")
+        after = await asyncio.wait_for(received.get(), WAIT)
+
+        assert (before, after) == ("before", "after")
+        assert connection.replacements == 1
+    finally:
+        await consumer.stop()
+        await connection.close()
