@@ -1,29 +1,64 @@
-"""structlog, configured once by each entrypoint; stdlib loggers are routed through it."""
+"""The one logging setup: structlog, JSON lines when stdout is not a terminal, every library routed
+through it.
+
+Call `configure_logging(...)` once, first thing in a process entrypoint (a service's `run`
+command). It makes every line the process writes one JSON object:
+- structlog's own loggers, and the stdlib loggers of libraries (nats, httpx, alembic, ...) through
+  `ProcessorFormatter`;
+- uvicorn's (`log_config=None` leaves them to us; the access log included);
+- FastStream's: its `faststream` logger and per-broker `faststream.access.<broker>` loggers do not
+  propagate and install their own plain-text handlers; they get ours instead. Pass
+  `logger=faststream_logger()` to `NatsBroker(...)` and `FastStream(...)` to be explicit;
+- an exception nobody caught (`sys.excepthook`) becomes an `unhandled_exception` line.
+Secrets never reach a line: keys that look sensitive are masked at any depth, the values given
+in `secrets` are masked wherever they appear (the webhook secret in an access-log path too), and
+so is the path segment after each of `secret_paths` (default `/webhooks/`).
+
+Conventions (docs/design.md, runtime section): event names are snake_case verbs or facts
+(`message_handled`, `nats_connected`); one canonical line per unit of work, with its ids bound
+through `structlog.contextvars` (`bind_contextvars`/`bound_contextvars`) so every line of that
+unit carries them.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 REDACTED = "***"
 _SENSITIVE_PARTS = ("token", "secret", "password", "passwd", "authorization", "api_key", "apikey")
 # Chatty libraries: their INFO lines cost throughput on hot paths and add nothing per message.
 # httpx logs each request at INFO; our own lines (send_attempt, checks) already record every
-# provider call with its outcome and latency.
+# provider call with its outcome and latency. FastStream logs "Received"/"Processed" per message;
+# our consumer's canonical line says more in one line.
 _QUIET_LOGGERS = (
     "uvicorn",
-    "uvicorn.access",
     "uvicorn.error",
-    "faststream",
     "nats",
     "asyncio",
     "httpx",
     "httpcore",
 )
+FASTSTREAM_LOGGER = "zapgate.faststream"
+# FastStream names its per-broker access logger `faststream.access.<broker>`.
+_FASTSTREAM_LOGGERS = (
+    "faststream",
+    "faststream.access",
+    "faststream.access.nats",
+    "faststream.access.rabbit",
+    "faststream.access.kafka",
+    "faststream.access.redis",
+)
+DEFAULT_SECRET_PATHS = ("/webhooks/",)
+_EXTRA_FIELDS = ("subject", "queue", "stream", "message_id", "status_code", "client_addr")
 
 
 def is_sensitive_key(key: str) -> bool:
@@ -57,10 +92,67 @@ def redact_processor(
     return event_dict
 
 
-def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
-    """Configure structlog and stdlib logging; `json=None` means JSON unless stdout is a TTY."""
+class SecretMasker:
+    """structlog processor: mask secret values and secret path segments inside every string.
+
+    `secrets`: exact values (e.g. the webhook secrets); `secret_paths`: prefixes such as
+    `/webhooks/` whose next path segment is a secret (`/webhooks/abc?x` -> `/webhooks/***?x`).
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), secret_paths: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        paths = [re.escape(path) for path in secret_paths if path]
+        self._path = re.compile(rf"({'|'.join(paths)})[^/?#\s\"']+") if paths else None
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if self._path is not None:
+            text = self._path.sub(rf"\g<1>{REDACTED}", text)
+        return text
+
+    def _masked(self, value: Any) -> Any:  # noqa: ANN401 - log values are whatever callers bound
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, Mapping):
+            return {key: self._masked(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._masked(item) for item in value)
+        return value
+
+    def __call__(
+        self,
+        _logger: Any,  # noqa: ANN401 - structlog's processor signature
+        _method: str,
+        event_dict: MutableMapping[str, Any],
+    ) -> MutableMapping[str, Any]:
+        for key, value in event_dict.items():
+            event_dict[key] = self._masked(value)
+        return event_dict
+
+
+def faststream_logger() -> logging.Logger:
+    """The stdlib logger to pass as `logger=` to `NatsBroker(...)` and `FastStream(...)`: it
+    propagates to the root handler `configure_logging` installs, so FastStream's lines are JSON."""
+    return logging.getLogger(FASTSTREAM_LOGGER)
+
+
+def configure_logging(
+    *,
+    json: bool | None = None,
+    level: str = "INFO",
+    secrets: Iterable[str] = (),
+    secret_paths: Iterable[str] = DEFAULT_SECRET_PATHS,
+) -> None:
+    """Configure structlog and every stdlib logger; `json=None` means JSON unless stdout is a TTY.
+
+    Idempotent: calling it again replaces the previous setup (the last call wins).
+    """
     use_json = (not sys.stdout.isatty()) if json is None else json
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    masker = SecretMasker(secrets, secret_paths)
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -75,19 +167,20 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # Lines of stdlib loggers: their `extra` fields (FastStream's subject, uvicorn's status)
+        # become keys of the JSON object.
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=_EXTRA_FIELDS)],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *([structlog.processors.format_exc_info] if use_json else []),
+            # Last before rendering: the traceback and the formatted message are masked too.
+            masker,
             renderer,
         ],
     )
@@ -96,8 +189,31 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
+    quiet = max(numeric_level, logging.WARNING)
     for name in _QUIET_LOGGERS:
         library_logger = logging.getLogger(name)
         library_logger.handlers.clear()
         library_logger.propagate = True
-        library_logger.setLevel(max(numeric_level, logging.WARNING))
+        library_logger.setLevel(quiet)
+    logging.getLogger(FASTSTREAM_LOGGER).setLevel(quiet)
+    _take_over_faststream(handler, quiet)
+    sys.excepthook = _log_unhandled
+
+
+def _take_over_faststream(handler: logging.Handler, level: int) -> None:
+    # FastStream creates `faststream` at import and `faststream.access.<broker>` when a broker
+    # starts, each with propagate=False and a plain-text StreamHandler, unless the logger already
+    # has a StreamHandler on stdout. Giving them ours (a stdout StreamHandler) keeps theirs out.
+    for name in _FASTSTREAM_LOGGERS:
+        library_logger = logging.getLogger(name)
+        library_logger.handlers[:] = [handler]
+        library_logger.propagate = False
+        library_logger.setLevel(level)
+
+
+def _log_unhandled(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    structlog.get_logger("zapgate").critical(
+        "unhandled_exception", exc_info=(kind, error, traceback)
+    )
