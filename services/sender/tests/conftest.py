@@ -15,7 +15,7 @@ from zapgate.runtime.clock import ManualClock
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.streams import ensure_streams
 from zapgate.runtime.topology import ALL_STREAMS
-from zapgate.sender.adapters.bus import JetStreamPublisher
+from zapgate.sender.adapters.bus import JetStreamOutcomeLog, JetStreamPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
 from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.lanes import Pacer
@@ -123,6 +123,7 @@ def make_deps(engine: AsyncEngine, nc: Client, wapi: WapiClient, clock: ManualCl
         directory=PostgresInstanceDirectory(engine),
         provider=WapiProvider(wapi, live_check_timeout=timedelta(seconds=2)),
         publisher=JetStreamPublisher(nc),
+        outcomes=JetStreamOutcomeLog(nc),
         clock=clock,
         pacer=Pacer(clock, 0.0),
         policy=SendPolicy(

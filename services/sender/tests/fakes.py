@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from zapgate.contracts import subjects
 from zapgate.contracts.health import InstanceState
+from zapgate.contracts.sending import SendOutcome
 from zapgate.runtime.clock import ManualClock
 from zapgate.sender.domain import InstanceView, LiveSession, StuckMessage
 from zapgate.sender.lanes import Pacer
@@ -272,6 +274,12 @@ class FakePublisher:
     def on(self, subject: str) -> list[Envelope]:
         return [item.event for item in self.published if item.subject == subject]
 
+    async def last_outcome(self, command_id: str) -> SendOutcome | None:
+        """`OutcomeLog` over what was published, like the stream's last message per subject."""
+        subject = subjects.send_outcome_subject(command_id)
+        outcomes = [event for event in self.on(subject) if isinstance(event, SendOutcome)]
+        return outcomes[-1] if outcomes else None
+
 
 @dataclass
 class SentCall:
@@ -348,6 +356,7 @@ class Fakes:
             directory=self.directory,
             provider=self.provider,
             publisher=self.publisher,
+            outcomes=self.publisher,
             clock=self.clock,
             pacer=Pacer(self.clock, 0.0, self._sleep),
             policy=self.policy,

@@ -22,6 +22,7 @@ from zapgate.contracts.sending import (
     TextContent,
 )
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
+from zapgate.sender.ports import StoreUnavailableError
 from zapgate.sender.service import (
     Receipt,
     SendPolicy,
@@ -397,6 +398,53 @@ async def test_the_answer_is_stored_once_the_database_is_back(fakes: Fakes) -> N
     assert row.status == RowStatus.SENT.value
     assert row.provider_message_id == "wamid-1"
     assert len(fakes.provider.calls) == 1
+
+
+@pytest.mark.usefixtures("no_retry_waits")
+async def test_a_sender_that_dies_while_the_database_is_away_leaves_the_answer_parked(
+    fakes: Fakes,
+) -> None:
+    """The process dies (here: its retries run out) before the database came back: the next
+    delivery after the lease finds the parked answer and stores `sent` with its messageId,
+    with no second provider call and `sent_at` at the answer."""
+    fakes.policy = SendPolicy(sending_lease=timedelta(minutes=2))
+
+    async def database_goes_away(_answer: SendAccepted | ProviderFailure) -> None:
+        fakes.store.fail_next = 1_000
+
+    fakes.provider.before_answer = database_goes_away
+    answered_at = fakes.clock.now()
+    with pytest.raises(StoreUnavailableError):
+        await send_message(command(), fakes.deps)
+    assert fakes.store.rows["c-1"].status == RowStatus.SENDING.value
+
+    fakes.store.fail_next = 0
+    fakes.provider.before_answer = None
+    fakes.clock.advance(timedelta(minutes=3))
+    outcome = await send_message(command(), fakes.deps)
+
+    assert outcome is not None
+    assert outcome.status is SendStatus.SENT
+    assert outcome.provider_message_id == "wamid-1"
+    row = fakes.store.rows["c-1"]
+    assert (row.status, row.provider_message_id) == (RowStatus.SENT.value, "wamid-1")
+    assert row.sent_at == answered_at
+    assert len(fakes.provider.calls) == 1
+    assert [item.status for item in outcomes(fakes, "c-1")] == [SendStatus.SENT]
+
+
+async def test_a_sender_that_died_inside_the_call_with_nothing_parked_is_uncertain(
+    fakes: Fakes,
+) -> None:
+    """No parked answer (the process died before W-API answered): `uncertain`, never resent."""
+    await fakes.store.claim(command(), fakes.clock.now(), sending=True)
+    fakes.clock.advance(timedelta(minutes=3))
+
+    outcome = await send_message(command(), fakes.deps)
+
+    assert outcome is not None
+    assert outcome.status is SendStatus.UNCERTAIN
+    assert fakes.provider.calls == []
 
 
 async def test_a_paused_instance_still_fails_with_no_call(fakes: Fakes) -> None:

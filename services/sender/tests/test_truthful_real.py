@@ -413,6 +413,54 @@ async def test_the_answer_is_stored_with_its_message_id_when_the_database_dies_a
     assert all(task.done() for task in background)
 
 
+async def test_an_answer_parked_by_a_sender_that_died_during_the_outage_is_recovered(  # noqa: PLR0913, PLR0917 - fixtures
+    proxied_engine: tuple[AsyncEngine, TcpProxy],
+    nc: Client,
+    wapi_client: WapiClient,
+    wapi_simulator: Simulator,
+    health: Any,
+    clock: ManualClock,
+) -> None:
+    """The database is gone after W-API accepted and the sender dies before it returns: the
+    next delivery after the lease takes the messageId parked in ZG_SEND and stores `sent`."""
+    through_proxy, proxy = proxied_engine
+    base = make_deps(through_proxy, nc, wapi_client, clock)
+    provider = AnswerHook(base.provider)
+    deps = dataclasses.replace(
+        base, provider=provider, policy=SendPolicy(store_retry_cap=timedelta(milliseconds=200))
+    )
+    wapi_simulator.add_instance("inst-j", TOKEN, phone=PHONE)
+    await health.put("inst-j", InstanceState.CONNECTED)
+    answers: list[str] = []
+
+    async def database_dies(answer: SendAccepted | ProviderFailure) -> None:
+        assert isinstance(answer, SendAccepted)
+        answers.append(answer.message_id)
+        proxy.cut()
+
+    provider.hook = database_dies
+    command = SendMessage(
+        command_id="j-park", instance_id="inst-j", phone=TO, body=TextContent(message="x")
+    )
+    sender = asyncio.create_task(send_message(command, deps))
+    await asyncio.wait_for(proxy.refused.wait(), timeout=10)  # it is retrying the write
+    sender.cancel()  # the process dies
+    await asyncio.gather(sender, return_exceptions=True)
+    proxy.restore()
+    provider.hook = None
+    clock.advance(timedelta(minutes=3))  # past the sending lease
+
+    outcome = await send_message(command, deps)
+
+    assert outcome is not None
+    assert outcome.status is SendStatus.SENT
+    assert outcome.provider_message_id == answers[0]
+    row = await deps.store.get("j-park")
+    assert row is not None
+    assert (row.status, row.provider_message_id) == ("sent", answers[0])
+    assert len(wapi_simulator.calls(operation="send-text")) == 1
+
+
 async def test_commands_a_crashed_sender_pulled_are_sent_by_the_next_within_the_ack_wait(
     make_app: Callable[..., FastStream], nc: Client, health: Any, wapi_simulator: Simulator
 ) -> None:

@@ -22,7 +22,7 @@ from zapgate.runtime.logging import configure_logging
 from zapgate.runtime.probes import create_probe_app, database_check, nats_check, serve_probes
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
 from zapgate.runtime.topology import all_streams
-from zapgate.sender.adapters.bus import JetStreamPublisher, PullLoop
+from zapgate.sender.adapters.bus import JetStreamOutcomeLog, JetStreamPublisher, PullLoop
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
 from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
@@ -85,6 +85,7 @@ def create_app(  # noqa: C901 - one small subscriber per API verb and lifecycle 
             directory=PostgresInstanceDirectory(engine),
             provider=WapiProvider(provider, live_check_timeout=settings.live_check_timeout),
             publisher=JetStreamPublisher(nc),
+            outcomes=JetStreamOutcomeLog(nc),
             clock=clock or SystemClock(),
             pacer=Pacer(clock or SystemClock(), settings.min_send_gap.total_seconds()),
             policy=SendPolicy.from_settings(settings),

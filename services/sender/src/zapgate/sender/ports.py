@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from zapgate.contracts.envelope import Envelope
-    from zapgate.contracts.sending import MessageBody, SendMessage
+    from zapgate.contracts.sending import MessageBody, SendMessage, SendOutcome
     from zapgate.sender.domain import EarlyReceipt, InstanceView, LiveSession, StuckMessage
     from zapgate.sender.tables import RowStatus, SendCommandRow
     from zapgate.wapi.failures import ProviderFailure
@@ -144,6 +144,15 @@ class EventPublisher(Protocol):
 
     async def publish(self, subject: str, event: Envelope, *, stream: str, msg_id: str) -> None:
         """Store `event` in `stream` once (the stream dedupes on `msg_id`); raise when unsure."""
+        ...
+
+
+class OutcomeLog(Protocol):
+    """The outcomes already published (the stream keeps them): where a crashed sender's
+    accepted answer is found again when the database never got it."""
+
+    async def last_outcome(self, command_id: str) -> SendOutcome | None:
+        """The latest published outcome of a command, or None."""
         ...
 
 

@@ -81,7 +81,13 @@ if TYPE_CHECKING:
     from zapgate.contracts.webhooks import MessageStatusReported
     from zapgate.runtime.clock import Clock
     from zapgate.sender.lanes import Pacer
-    from zapgate.sender.ports import CommandStore, EventPublisher, InstanceDirectory, Provider
+    from zapgate.sender.ports import (
+        CommandStore,
+        EventPublisher,
+        InstanceDirectory,
+        OutcomeLog,
+        Provider,
+    )
     from zapgate.sender.settings import SenderSettings
 
 _log = structlog.get_logger("zapgate.sender")
@@ -151,6 +157,7 @@ class SenderDeps:
     directory: InstanceDirectory
     provider: Provider
     publisher: EventPublisher
+    outcomes: OutcomeLog
     clock: Clock
     pacer: Pacer
     policy: SendPolicy = field(default_factory=SendPolicy)
@@ -160,8 +167,11 @@ class SenderDeps:
 # --- outcomes -------------------------------------------------------------------------------------
 
 
-def to_outcome(row: SendCommandRow, *, replayed: bool = False) -> SendOutcome | None:
-    """The public outcome of a row; None while the decision is under way."""
+def to_outcome(
+    row: SendCommandRow, *, replayed: bool = False, at: datetime | None = None
+) -> SendOutcome | None:
+    """The public outcome of a row; None while the decision is under way. `at`: its
+    `occurred_at` (the use cases pass their clock's now; default the wall clock)."""
     if row.status not in _PUBLIC:
         return None
     error = None
@@ -172,7 +182,7 @@ def to_outcome(row: SendCommandRow, *, replayed: bool = False) -> SendOutcome | 
             detail=row.error_detail,
             fields=row.error_fields,
         )
-    return SendOutcome(
+    outcome = SendOutcome(
         command_id=row.command_id,
         instance_id=row.instance_id,
         phone=row.phone,
@@ -186,10 +196,11 @@ def to_outcome(row: SendCommandRow, *, replayed: bool = False) -> SendOutcome | 
         replayed=replayed,
         correlation_id=row.correlation_id,
     )
+    return outcome if at is None else outcome.model_copy(update={"occurred_at": at})
 
 
 async def _publish_outcome(row: SendCommandRow, deps: SenderDeps, *, replayed: bool) -> SendOutcome:
-    outcome = to_outcome(row, replayed=replayed)
+    outcome = to_outcome(row, replayed=replayed, at=deps.clock.now())
     if outcome is None:
         raise RuntimeError(f"command {row.command_id} has no public outcome yet")
     msg_id = f"outcome:{row.command_id}:{row.status}:{row.attempts}"
@@ -331,6 +342,9 @@ async def _on_repeat(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | Non
         now = deps.clock.now()
         if row.sending_at is not None and now - row.sending_at < deps.policy.sending_lease:
             return None
+        recovered = await _recover_parked_answer(row, deps)
+        if recovered is not None:
+            return recovered
         abandoned = await deps.store.move(
             row.command_id,
             from_statuses={RowStatus.SENDING},
@@ -351,6 +365,34 @@ async def _on_repeat(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | Non
         status=row.status,
     )
     return await _publish_outcome(row, deps, replayed=True)
+
+
+async def _recover_parked_answer(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | None:
+    """A sender that died before storing an accepted answer had parked it on the outcome
+    subject first: the row becomes `sent` with that messageId instead of `uncertain`."""
+    parked = await deps.outcomes.last_outcome(row.command_id)
+    if parked is None or parked.status is not SendStatus.SENT or parked.provider_message_id is None:
+        return None
+    recovered = await deps.store.move(
+        row.command_id,
+        from_statuses={RowStatus.SENDING},
+        to=RowStatus.SENT,
+        now=deps.clock.now(),
+        attempts=parked.attempts,
+        provider_message_id=parked.provider_message_id,
+        sent_at=parked.occurred_at,
+    )
+    if recovered is None:
+        return None
+    _log.warning(
+        "answer_recovered",
+        command_id=row.command_id,
+        instance_id=row.instance_id,
+        provider_message_id=parked.provider_message_id,
+    )
+    outcome = await _publish_outcome(recovered, deps, replayed=False)
+    await _apply_early_receipts(recovered, deps)
+    return outcome
 
 
 async def release_held(command_id: str, deps: SenderDeps) -> SendOutcome | None:
@@ -520,6 +562,11 @@ async def _call_and_record(
         delay = backoff_delay(attempt, deps.policy.backoff, deps.policy.backoff_cap)
         await deps.sleep(delay.total_seconds())
     status, values = _result_values(result)
+    if isinstance(result, SendAccepted):
+        await _park_answer(
+            sending.model_copy(update={"status": status.value, "attempts": attempts, **values}),
+            deps,
+        )
     stored = await _record_answer(sending, status, attempts, values, deps)
     if stored is None:
         return None  # declared abandoned by another delivery meanwhile: its outcome stands
@@ -527,6 +574,16 @@ async def _call_and_record(
     if stored.provider_message_id is not None:
         await _apply_early_receipts(stored, deps)
     return outcome
+
+
+async def _park_answer(accepted: SendCommandRow, deps: SenderDeps) -> None:
+    """Publish the `sent` outcome before the database write (the later publish of the stored
+    row has the same `Nats-Msg-Id`, so callers see it once): if this process dies while the
+    database is away, the next delivery finds the messageId there (`_recover_parked_answer`)."""
+    try:
+        await _publish_outcome(accepted, deps, replayed=False)
+    except Exception as exc:  # noqa: BLE001 - the database write below still keeps the answer
+        _log.warning("answer_park_failed", command_id=accepted.command_id, reason=repr(exc))
 
 
 async def _record_answer(

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from zapgate.contracts import subjects
+from zapgate.contracts.sending import SendOutcome
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
@@ -52,6 +54,24 @@ class JetStreamPublisher:
                     raise
             else:
                 return
+
+
+class JetStreamOutcomeLog:
+    """`OutcomeLog` over ZG_SEND: the last message on `zg.send.outcome.<command_id>`."""
+
+    def __init__(self, nc: Client, *, timeout: float = 2.0) -> None:
+        self._js = nc.jetstream(timeout=timeout)
+
+    async def last_outcome(self, command_id: str) -> SendOutcome | None:
+        try:
+            stored = await self._js.get_last_msg(
+                subjects.STREAM_SEND, subjects.send_outcome_subject(command_id)
+            )
+        except NotFoundError:
+            return None
+        if stored.data is None:
+            return None
+        return SendOutcome.model_validate_json(stored.data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
