@@ -154,6 +154,7 @@ def _common_env(prefix: str, infra: Infra, probe_port: int) -> dict[str, str]:
         f"{prefix}PROBE_HOST": "127.0.0.1",
         f"{prefix}PROBE_PORT": str(probe_port),
         f"{prefix}LOG_JSON": "true",
+        f"{prefix}ENVIRONMENT": "dev",
     }
 
 

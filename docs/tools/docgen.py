@@ -526,8 +526,11 @@ def configuration_markdown() -> str:
         "",
         (
             "Each service reads its own prefix. Durations take seconds (`300`) or ISO 8601 "
-            "(`PT5M`). Secrets are refused when empty or a placeholder (`changeme...`, "
-            "`dev-secret...`) unless `environment` is `dev`. Booleans: `true`/`false`."
+            "(`PT5M`). `environment` is `prod` unless set: prod refuses secrets and database "
+            "passwords shorter than 32 characters, placeholders (`changeme...`, "
+            "`dev-secret...`), common passwords and a database URL without a password, each "
+            "with a coded message (`SECRET_TOO_SHORT`, ...); `test` refuses placeholders; "
+            "`dev` accepts anything. Booleans: `true`/`false`."
         ),
         "",
     ]

@@ -68,14 +68,16 @@ def test_committed_docs_match_what_the_code_generates() -> None:
 
 def test_health_documents_exactly_the_subjects_its_app_subscribes_to() -> None:
     """Every FastStream subscriber of the health app is a declared receive channel and back."""
-    settings = HealthSettings(database_url=UNUSED_DB)
+    settings = HealthSettings(environment="dev", database_url=UNUSED_DB)
     app = create_health_app(settings, configure_logs=False, serve_probe=False)
     assert _subscribed(app) == _receives("health")
 
 
 def test_sender_documents_every_subject_its_app_subscribes_to() -> None:
     """The sender's FastStream API subscribers appear among its declared receive channels."""
-    app = create_sender_app(SenderSettings(database_url=UNUSED_DB), configure_logs=False)
+    app = create_sender_app(
+        SenderSettings(environment="dev", database_url=UNUSED_DB), configure_logs=False
+    )
     subscribed = _subscribed(app)
     assert subscribed
     assert subscribed <= _receives("sender")

@@ -16,27 +16,29 @@ from zapgate.runtime.streams import ConsumerSpec, StreamSpec, go_duration
 
 pytestmark = pytest.mark.unit
 
+STRONG = "Xq8-jT2v9LmP4wRz7KcN1bYh6DsF3gUe"  # 32 random characters: a prod-grade secret
+
 
 class _IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ZAPGATE_TESTSVC_")
 
 
-@pytest.mark.parametrize("secret", ["changeme", "CHANGE_ME", "change-me", "", "dev-secret-123"])
+@pytest.mark.parametrize("secret", ["changeme", "CHANGE_ME", "change-me", "dev-secret-123"])
 def test_placeholder_secrets_are_refused_outside_dev(secret: str) -> None:
-    """In prod a placeholder database URL fails validation with a clear message."""
-    with pytest.raises(ValidationError, match="placeholder"):
+    """In prod a placeholder database URL fails validation with a coded message."""
+    with pytest.raises(ValidationError, match="SECRET_PLACEHOLDER"):
         _IngestSettings(environment="prod", database_url=secret)  # type: ignore[arg-type]
 
 
 def test_placeholder_secrets_are_accepted_in_dev() -> None:
     """Dev keeps working with the placeholder a developer copied from the example env."""
-    settings = _IngestSettings(database_url="changeme")  # type: ignore[arg-type]
+    settings = _IngestSettings(environment="dev", database_url="changeme")  # type: ignore[arg-type]
     assert settings.database_url.get_secret_value() == "changeme"
 
 
 def test_service_settings_read_their_own_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     """A subclass reads `ZAPGATE_<SVC>_*` variables."""
-    monkeypatch.setenv("ZAPGATE_TESTSVC_DATABASE_URL", "postgresql://u:p@db/x")
+    monkeypatch.setenv("ZAPGATE_TESTSVC_DATABASE_URL", f"postgresql://u:{STRONG}@db/x")
     monkeypatch.setenv("ZAPGATE_TESTSVC_ENVIRONMENT", "prod")
     monkeypatch.setenv("ZAPGATE_TESTSVC_PROBE_PORT", "9100")
     settings = _IngestSettings()
@@ -103,7 +105,7 @@ def test_a_placeholder_database_password_is_refused_outside_dev() -> None:
     with pytest.raises(ValidationError, match="database_url password"):
         ServiceSettings.model_validate({"environment": "prod", "database_url": url})
     assert ServiceSettings.model_validate({"environment": "dev", "database_url": url})
-    real = "postgresql+psycopg://zapgate:Xq8-real-password@db:5432/zapgate"
+    real = f"postgresql+psycopg://zapgate:{STRONG}@db:5432/zapgate"
     assert ServiceSettings.model_validate({"environment": "prod", "database_url": real})
 
 

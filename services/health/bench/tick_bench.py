@@ -90,7 +90,10 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
     async with engine.begin() as conn:
         await conn.execute(sa.insert(instances), rows)
     settings = HealthSettings(
-        database_url=SecretStr(url), provider_concurrency=concurrency, apply_batch_size=200
+        environment="dev",
+        database_url=SecretStr(url),
+        provider_concurrency=concurrency,
+        apply_batch_size=200,
     )
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with WapiClient(base_url=sim.base_url, limits=limits) as wapi:

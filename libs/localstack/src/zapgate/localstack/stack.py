@@ -274,6 +274,8 @@ class Stack:
         def common(prefix: str, service: str) -> dict[str, str]:
             assert self.nats is not None  # noqa: S101 - started first
             return {
+                # dev: the local stack's own throwaway secrets (prod is the default).
+                f"{prefix}ENVIRONMENT": "dev",
                 f"{prefix}NATS_URL": self.nats.url,
                 f"{prefix}DATABASE_URL": database_url,
                 f"{prefix}PROBE_HOST": LOCALHOST,

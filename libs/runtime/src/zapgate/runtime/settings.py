@@ -8,14 +8,38 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 Environment = Literal["dev", "test", "prod"]
+"""`prod` (the default) refuses weak secrets; `test` refuses placeholders; `dev` accepts all."""
+
+MIN_SECRET_LENGTH = 32
+"""Characters a secret needs in prod (`secrets.token_urlsafe(32)` gives 43)."""
+_MIN_DISTINCT_CHARACTERS = 8
+_GENERATE_HINT = 'Gere um com: python -c "import secrets; print(secrets.token_urlsafe(32))".'
 
 _PLACEHOLDERS = frozenset({"changeme", "change-me", "change_me", "placeholder", "secret", "todo"})
 _PLACEHOLDER_PREFIXES = ("dev-secret", "dev_secret", "changeme", "change-me", "change_me")
+# Markers of a value copied from an example; long enough never to occur by chance in a random
+# secret.
+_PLACEHOLDER_MARKERS = ("changeme", "placeholder", "replaceme", "yoursecret", "example")
+# The most common passwords and the words people reach for first (English and Portuguese),
+# compared after lower-casing and dropping everything but letters and digits.
+_COMMON_SECRETS = frozenset(
+    {
+        "password", "password1", "password123", "passw0rd", "p4ssw0rd", "123456", "1234567",
+        "12345678", "123456789", "1234567890", "12345", "1234", "111111", "000000", "654321",
+        "qwerty", "qwerty123", "abc123", "letmein", "welcome", "monkey", "dragon", "iloveyou",
+        "admin", "admin123", "administrator", "root", "toor", "master", "login", "guest",
+        "default", "test", "test123", "testing", "secret", "secret123", "topsecret", "token",
+        "senha", "senha123", "senha1234", "mudar", "mudar123", "trocar", "troqueme",
+        "segredo", "teste", "teste123", "brasil", "zapgate", "postgres", "nats", "wapi",
+        "whatsapp", "a", "aaaaaaaa", "x", "xxxxxxxx", "dummy", "sample", "foobar", "foo", "bar",
+    }
+)  # fmt: skip
 
 
 def is_placeholder_secret(value: str) -> bool:
@@ -24,33 +48,95 @@ def is_placeholder_secret(value: str) -> bool:
         not normalised
         or normalised in _PLACEHOLDERS
         or normalised.startswith(_PLACEHOLDER_PREFIXES)
+        or any(
+            marker in normalised.replace("-", "").replace("_", "")
+            for marker in _PLACEHOLDER_MARKERS
+        )
     )
+
+
+_LEET = str.maketrans({"@": "a", "4": "a", "0": "o", "3": "e", "1": "i", "$": "s", "5": "s"})
+
+
+def _is_common_secret(value: str) -> bool:
+    lowered = value.lower()
+    plain = "".join(char for char in lowered if char.isalnum())
+    unleet = "".join(char for char in lowered.translate(_LEET) if char.isalnum())
+    return plain in _COMMON_SECRETS or unleet in _COMMON_SECRETS
+
+
+def secret_problem(value: str, environment: str) -> tuple[str, str] | None:
+    """`(code, pt-BR message)` of what makes `value` unfit as a secret in `environment`.
+
+    dev: nothing is refused. test: empty values and placeholders. prod: also common passwords,
+    fewer than `MIN_SECRET_LENGTH` characters, or fewer than 8 distinct characters.
+    """
+    if environment == "dev":
+        return None
+    placeholder = (
+        f"o segredo é um valor de exemplo (placeholder); defina um segredo real para o "
+        f"ambiente {environment!r}."
+    )
+    too_short = (
+        f"o segredo tem {len(value)} caracteres; em produção o mínimo é {MIN_SECRET_LENGTH}."
+    )
+    checks = [
+        (not value.strip(), "SECRET_EMPTY", "o segredo está vazio."),
+        (is_placeholder_secret(value), "SECRET_PLACEHOLDER", placeholder),
+    ]
+    if environment == "prod":
+        checks += [
+            (
+                _is_common_secret(value),
+                "SECRET_COMMON",
+                "o segredo está na lista de senhas comuns.",
+            ),
+            (len(value) < MIN_SECRET_LENGTH, "SECRET_TOO_SHORT", too_short),
+            (
+                len(set(value)) < _MIN_DISTINCT_CHARACTERS,
+                "SECRET_LOW_VARIETY",
+                "o segredo repete poucos caracteres; não é aleatório.",
+            ),
+        ]
+    return next(((code, message) for failed, code, message in checks if failed), None)
 
 
 def refuse_placeholder_secret(
     value: SecretStr | None, environment: str, field_name: str
 ) -> SecretStr | None:
-    """Raise when a secret is empty or a placeholder outside the `dev` environment.
+    """Raise a coded `PydanticCustomError` when a secret is unfit for `environment`.
 
-    Use from a service's own `field_validator` on its secret fields (declare `environment` first).
+    Codes: `SECRET_EMPTY`, `SECRET_PLACEHOLDER`, `SECRET_COMMON`, `SECRET_TOO_SHORT`,
+    `SECRET_LOW_VARIETY` (see `secret_problem`); the message is pt-BR and names the field,
+    never the value. Use from a service's own `field_validator` on its secret fields (declare
+    `environment` first).
     """
-    if value is None or environment == "dev":
+    if value is None:
         return value
-    if is_placeholder_secret(value.get_secret_value()):
-        raise ValueError(
-            f"{field_name} is empty or a placeholder; set a real secret for environment "
-            f"{environment!r}"
+    problem = secret_problem(value.get_secret_value(), environment)
+    if problem is not None:
+        code, message = problem
+        raise PydanticCustomError(
+            code, f"{code}: {{field}}: {message} {_GENERATE_HINT}", {"field": field_name}
         )
     return value
+
+
+refuse_weak_secret = refuse_placeholder_secret
 
 
 class ServiceSettings(BaseSettings):
     """Settings every zapgate service has. Subclass with `model_config = SettingsConfigDict(
     env_prefix="ZAPGATE_<SVC>_")`."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused secret must not be echoed by the ValidationError.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    environment: Environment = "dev"
+    environment: Environment = Field(
+        default="prod",
+        description="prod refuses weak secrets and a database URL without a password; dev "
+        "(local stack) accepts anything; test (test fixtures) refuses placeholders",
+    )
     nats_url: str = "nats://127.0.0.1:4222"
     database_url: SecretStr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -66,17 +152,21 @@ class ServiceSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_is_real(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        environment = str(info.data.get("environment", "dev"))
-        checked = refuse_placeholder_secret(value, environment, "database_url")
-        password = _url_password(value.get_secret_value())
+        environment = str(info.data.get("environment", "prod"))
+        url = value.get_secret_value()
+        try:
+            password = make_url(url).password
+        except ArgumentError:
+            # Not a URL at all: a placeholder such as `changeme` copied from an example.
+            refuse_placeholder_secret(value, environment, "database_url")
+            return value
         if password is not None:
             # The URL is never a placeholder as a whole; its password may well be.
             refuse_placeholder_secret(SecretStr(password), environment, "database_url password")
-        return checked if checked is not None else value
-
-
-def _url_password(url: str) -> str | None:
-    try:
-        return make_url(url).password
-    except ArgumentError:
-        return None
+        elif environment == "prod":
+            raise PydanticCustomError(
+                "DATABASE_PASSWORD_MISSING",
+                "DATABASE_PASSWORD_MISSING: database_url: a URL do banco não tem senha; em "
+                "produção cada serviço entra no PostgreSQL com usuário e senha próprios.",
+            )
+        return value
