@@ -35,14 +35,15 @@ from typing import TYPE_CHECKING, Any, Final
 import nkeys
 
 from zapgate.contracts import subjects
+from zapgate.runtime import topology
+from zapgate.runtime.streams import DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECT_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 ACCOUNT: Final = "ZG"
 JS_API: Final = "$JS.API"
-DEAD_LETTER_SUBJECTS: Final = "zg.deadletter"
-"""Runtime's dead-letter subjects are `zg.deadletter.<service>.<consumer>`."""
+DEAD_LETTER_SUBJECTS: Final = DEAD_LETTER_SUBJECT_PREFIX
 CALLER_PREFIX: Final = "caller"
 
 
@@ -138,6 +139,18 @@ def _webhook(kind: str) -> str:
     return subjects.webhook_subject(kind)
 
 
+def _durables_of(service: str) -> tuple[Durable, ...]:
+    """The service's durables as the topology declares them (one source of truth)."""
+    return tuple(
+        Durable(
+            spec.stream,
+            spec.name,
+            spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
+        )
+        for spec in topology.consumers_of(service)
+    )
+
+
 _HEALTH_API_READ: Final = (subjects.API_HEALTH_GET, subjects.API_HEALTH_LIST)
 _HEALTH_API_ALL: Final = "zg.api.health.instances.*"
 _SENDER_API_ALL: Final = "zg.api.sender.*"
@@ -150,10 +163,10 @@ INGEST: Final = Role(
         subjects.PROOF_OF_LIFE_ALL,
         f"{DEAD_LETTER_SUBJECTS}.ingest.>",
     ),
-    consumers=(Durable(subjects.STREAM_WEBHOOKS, "archiver", subjects.WEBHOOKS_ALL),),
+    consumers=_durables_of("ingest"),
     # The archiver follows instance states with an ordered (ephemeral) consumer.
     ephemeral_on=(subjects.STREAM_HEALTH,),
-    verifies=(subjects.STREAM_WEBHOOKS, subjects.STREAM_HEALTH),
+    verifies=(subjects.STREAM_WEBHOOKS, subjects.STREAM_HEALTH, DEAD_LETTER_STREAM),
 )
 
 HEALTH: Final = Role(
@@ -166,18 +179,13 @@ HEALTH: Final = Role(
         f"{DEAD_LETTER_SUBJECTS}.health.>",
     ),
     serves=(_HEALTH_API_ALL,),
-    consumers=(
-        Durable(subjects.STREAM_TICKS, "tick", subjects.HEALTH_TICK),
-        Durable(subjects.STREAM_HEALTH, "proof-of-life", subjects.PROOF_OF_LIFE_ALL),
-        Durable(subjects.STREAM_HEALTH, "session-observed", subjects.SESSION_OBSERVED_ALL),
-        Durable(subjects.STREAM_HEALTH, "delivery-signal", subjects.DELIVERY_STALL_ALL),
-        Durable(subjects.STREAM_HEALTH, "reconnect", subjects.RECONNECT_REQUESTED_ALL),
-        Durable(subjects.STREAM_WEBHOOKS, "webhook-connected", _webhook("instance_connected")),
-        Durable(
-            subjects.STREAM_WEBHOOKS, "webhook-disconnected", _webhook("instance_disconnected")
-        ),
+    consumers=_durables_of("health"),
+    verifies=(
+        subjects.STREAM_TICKS,
+        subjects.STREAM_HEALTH,
+        subjects.STREAM_WEBHOOKS,
+        DEAD_LETTER_STREAM,
     ),
-    verifies=(subjects.STREAM_TICKS, subjects.STREAM_HEALTH, subjects.STREAM_WEBHOOKS),
     reads_last=(subjects.STREAM_TICKS,),
 )
 
@@ -195,17 +203,13 @@ SENDER: Final = Role(
         f"{DEAD_LETTER_SUBJECTS}.sender.>",
     ),
     serves=(_SENDER_API_ALL,),
-    consumers=(
-        Durable(subjects.STREAM_SEND, "commands", subjects.SEND_COMMANDS_ALL),
-        Durable(subjects.STREAM_WEBHOOKS, "receipts", _webhook("message_status")),
-        Durable(subjects.STREAM_HEALTH, "states", subjects.STATE_CHANGED_ALL),
-        Durable(subjects.STREAM_TICKS, "ticks", subjects.SENDER_TICK),
-    ),
+    consumers=_durables_of("sender"),
     verifies=(
         subjects.STREAM_SEND,
         subjects.STREAM_WEBHOOKS,
         subjects.STREAM_HEALTH,
         subjects.STREAM_TICKS,
+        DEAD_LETTER_STREAM,
     ),
     reads_last=(subjects.STREAM_TICKS,),
 )
