@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -9,6 +13,16 @@ import structlog
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+# pytest keeps only the newest three `pytest-N` folders under one temp root and deletes the
+# older ones when a run starts, so two checkouts testing at once on one machine delete each
+# other's embedded PostgreSQL data directories mid-run. One temp root per checkout (short, for
+# PostgreSQL's socket path limit) keeps concurrent runs from different checkouts apart.
+# pytest reads the variable lazily, at the first use of a temporary path.
+_checkout = hashlib.sha256(str(Path(__file__).resolve().parent).encode()).hexdigest()[:10]
+_temp_root = Path(tempfile.gettempdir()) / f"zapgate-pytest-{_checkout}"
+_temp_root.mkdir(mode=0o700, exist_ok=True)
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", str(_temp_root))
 
 pytest_plugins = [
     "zapgate.devservers.pytest_plugin",
