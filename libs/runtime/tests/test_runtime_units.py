@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 from pydantic import ValidationError
@@ -11,7 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from zapgate.runtime.clock import ManualClock, SystemClock
 from zapgate.runtime.connection import InvalidPublishError, check_publish
 from zapgate.runtime.logging import REDACTED, redact, redact_processor
-from zapgate.runtime.settings import ServiceSettings
+from zapgate.runtime.settings import Duration, PositiveDuration, ServiceSettings, iso_duration
 from zapgate.runtime.streams import ConsumerSpec, StreamSpec, go_duration
 
 pytestmark = pytest.mark.unit
@@ -191,3 +192,58 @@ def test_consumer_spec_names_its_durable_and_dead_letter_subject_and_backs_off()
         }
         with pytest.raises(ValueError, match=r"\w"):
             ConsumerSpec(**options)  # type: ignore[arg-type]
+
+
+class _DurationSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ZAPGATE_DURTEST_")
+    environment: Literal["dev", "test", "prod"] = "dev"
+    ack_wait: PositiveDuration = timedelta(seconds=30)
+    grace: Duration = timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PT30S", timedelta(seconds=30)),
+        ("pt5m", timedelta(minutes=5)),
+        ("PT1H30M", timedelta(hours=1, minutes=30)),
+        ("P1DT2H", timedelta(days=1, hours=2)),
+        ("PT1.5S", timedelta(seconds=1.5)),
+        ("P2W", timedelta(weeks=2)),
+    ],
+)
+def test_durations_in_the_environment_are_iso_8601(
+    monkeypatch: pytest.MonkeyPatch, text: str, expected: timedelta
+) -> None:
+    """An ISO 8601 duration in the env becomes a timedelta, and renders back the same way."""
+    monkeypatch.setenv("ZAPGATE_DURTEST_ACK_WAIT", text)
+    settings = _DurationSettings(database_url="postgresql://u@h/db")  # type: ignore[arg-type]
+    assert settings.ack_wait == expected
+    assert (
+        _DurationSettings.model_validate(
+            {
+                "database_url": "postgresql://u@h/db",
+                "ack_wait": iso_duration(expected),
+            }
+        ).ack_wait
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["300", "00:05:00", "5m", "P", "PT", "P1Y", "P1M", "PT0S", "-PT1S"]
+)
+def test_other_duration_forms_and_non_positive_ones_are_refused(text: str) -> None:
+    """Seconds as a bare number, clock forms, units ISO does not have, years/months (variable
+    length) and zero or negative values for a positive duration are refused clearly."""
+    with pytest.raises(ValidationError, match=r"ISO 8601|greater than"):
+        _DurationSettings(database_url="postgresql://u@h/db", ack_wait=text)  # type: ignore[arg-type]
+
+
+def test_iso_duration_renders_what_the_environment_takes() -> None:
+    """timedelta -> ISO 8601 for docs and generated configuration."""
+    assert [
+        iso_duration(timedelta(minutes=5)),
+        iso_duration(timedelta(seconds=1.5)),
+        iso_duration(timedelta(days=1, hours=2)),
+    ] == ["PT5M", "PT1.5S", "P1DT2H"]

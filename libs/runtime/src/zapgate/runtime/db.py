@@ -1,4 +1,4 @@
-"""PostgreSQL access: the async engine, sessions, a ping, and per-service Alembic migrations.
+"""PostgreSQL access: the async engine, a ping, and per-service Alembic migrations.
 
 Every service owns its tables and its own Alembic history in one shared database; histories are
 kept apart by a version table per service (`alembic_version_<svc>`).
@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,11 +44,6 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         # Recycle before typical proxy/firewall idle cut-offs.
         pool_recycle=1800,
     )
-
-
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """SQLModel async sessions; objects stay usable after commit (handlers publish them)."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
 async def ping(engine: AsyncEngine) -> None:

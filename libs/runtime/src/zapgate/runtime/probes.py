@@ -1,23 +1,20 @@
-"""`/healthz`, `/readyz` and `/metrics` for every service, served by uvicorn inside its loop."""
+"""`/healthz`, `/readyz` and `/metrics` for every service, served inside its loop (`http.py`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zapgate.runtime.db import ping
+from zapgate.runtime.http import EmbeddedServer, serve_http
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from nats.aio.client import Client
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,60 +84,11 @@ def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     return check
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn as one task of a service's loop: no signal handlers, no process exit."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The service owns SIGTERM/SIGINT; uvicorn must not take them over.
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets=sockets)
-        except SystemExit as exc:
-            # uvicorn calls sys.exit() when it cannot bind; that must not end the service.
-            raise OSError(f"probe server could not start (exit {exc.code})") from None
-        self.ready.set()
+ProbeServer = EmbeddedServer
+"""A running probe server (the embedded HTTP server of `zapgate.runtime.http`)."""
 
 
-@dataclass
-class ProbeServer:
-    """A running probe server; `port` is the bound one (useful with port 0)."""
-
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-
-    @property
-    def port(self) -> int:
-        port: int = self.server.servers[0].sockets[0].getsockname()[1]
-        return port
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
-async def serve_probes(app: Starlette, host: str, port: int) -> ProbeServer:
-    """Start uvicorn for `app` as a task of the running loop; returns once it listens."""
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,  # logging is ours (configure_logging), not uvicorn's
-        access_log=False,  # probes are polled every few seconds: no line per poll
-        lifespan="off",
-    )
-    server = _EmbeddedServer(config)
-    task = asyncio.create_task(server.serve(), name="probe-server")
-    ready = asyncio.create_task(server.ready.wait())
-    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if not server.ready.is_set():
-        ready.cancel()
-        await task  # re-raises why it could not start
-        raise OSError("probe server exited before it started")
-    return ProbeServer(server, task)
+async def serve_probes(app: Starlette, host: str, port: int) -> EmbeddedServer:
+    """Start the probe app in the running loop; returns once it listens. No access log: probes
+    are polled every few seconds and a line per poll would drown the service's own lines."""
+    return await serve_http(app, host=host, port=port, access_log=False, name="probe-server")

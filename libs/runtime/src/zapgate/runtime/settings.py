@@ -5,9 +5,18 @@ Never instantiate at import: build settings in the service's `create_app`, or in
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -20,6 +29,40 @@ MIN_SECRET_LENGTH = 32
 """Characters a secret needs in prod (`secrets.token_urlsafe(32)` gives 43)."""
 _MIN_DISTINCT_CHARACTERS = 8
 _GENERATE_HINT = 'Gere um com: python -c "import secrets; print(secrets.token_urlsafe(32))".'
+
+# ISO 8601 durations without years and months (their length varies): P[nW][nD][T[nH][nM][nS]].
+_ISO_DURATION = re.compile(r"^-?P(?!$)(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
+_TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+
+
+def _iso_8601_only(value: object) -> object:
+    # One convention: timedelta in code, ISO 8601 in the environment. pydantic alone would
+    # also take "300" (seconds) or "00:05:00", which read differently to different people.
+    if isinstance(value, str) and not _ISO_DURATION.fullmatch(value.strip().upper()):
+        raise ValueError(
+            f"{value!r} is not an ISO 8601 duration; write e.g. PT30S, PT5M, PT1H30M or P1D"
+        )
+    if isinstance(value, str):
+        return value.strip().upper()
+    if not isinstance(value, timedelta):
+        # ValueError, not TypeError: pydantic turns only ValueError into a validation error.
+        raise ValueError(  # noqa: TRY004
+            "a duration is a timedelta in code or an ISO 8601 string (e.g. PT5M)"
+        )
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_iso_8601_only)]
+"""A settings field holding a duration: `timedelta` in code, ISO 8601 (`PT5M`) in the env."""
+PositiveDuration = Annotated[timedelta, BeforeValidator(_iso_8601_only), Field(gt=timedelta(0))]
+"""A `Duration` that must be longer than zero."""
+
+
+def iso_duration(value: timedelta) -> str:
+    """`value` as ISO 8601, the form the environment takes (`timedelta(minutes=5)` -> `PT5M`)."""
+    rendered: str = _TIMEDELTA.dump_python(value, mode="json")
+    return rendered
+
 
 _PLACEHOLDERS = frozenset({"changeme", "change-me", "change_me", "placeholder", "secret", "todo"})
 _PLACEHOLDER_PREFIXES = ("dev-secret", "dev_secret", "changeme", "change-me", "change_me")
