@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from zapgate.contracts import subjects
 from zapgate.contracts.health import InstanceState
 from zapgate.contracts.sending import SendMessage, TextContent
-from zapgate.health.repository import instances
+from zapgate.health.adapters.db import instances
 from zapgate.runtime.db import create_engine
 
 if TYPE_CHECKING:

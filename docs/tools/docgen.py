@@ -173,6 +173,8 @@ def _health() -> list[Channel]:
             for kind in (
                 webhooks.WebhookKind.INSTANCE_CONNECTED.value,
                 webhooks.WebhookKind.INSTANCE_DISCONNECTED.value,
+                # Receipts are fresh delivery evidence: they lift a DELIVERY_STALLED gate.
+                webhooks.WebhookKind.MESSAGE_STATUS.value,
             )
         ),
         *(

@@ -47,6 +47,9 @@ FLOW_ENV: dict[str, dict[str, str]] = {
         "ZAPGATE_HEALTH_TICK_INTERVAL": "PT1S",
         "ZAPGATE_HEALTH_RESTART_COOLDOWN": "PT120S",
         "ZAPGATE_HEALTH_PHONE_MAX_AGE": "PT1H",
+        # Episodes settle and suspicions are confirmed quickly, so flows end in seconds.
+        "ZAPGATE_HEALTH_SETTLE_WINDOW": "PT1S",
+        "ZAPGATE_HEALTH_CONFIRM_DELAY": "PT0.5S",
     },
     "sender": {
         "ZAPGATE_SENDER_STUCK_WINDOW": "PT2S",

@@ -248,6 +248,8 @@ def provider_stack(start_stack: Callable[..., Stack]) -> Stack:
         health={
             "ZAPGATE_HEALTH_TICK_INTERVAL": "PT1S",
             "ZAPGATE_HEALTH_RESTART_COOLDOWN": "PT120S",
+            "ZAPGATE_HEALTH_SETTLE_WINDOW": "PT1S",
+            "ZAPGATE_HEALTH_CONFIRM_DELAY": "PT0.5S",
         },
         sender={
             "ZAPGATE_SENDER_MIN_SEND_GAP": "PT0S",

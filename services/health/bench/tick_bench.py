@@ -28,9 +28,11 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from zapgate.devservers.postgres_for_tests import postgres_for_tests
+from zapgate.health.adapters.db import PostgresHealthRepository, instances
+from zapgate.health.adapters.timer import AsyncioTimer
 from zapgate.health.migrations import SPEC
-from zapgate.health.repository import HealthRepository, instances
-from zapgate.health.service import HealthEvent, HealthService
+from zapgate.health.ports import HealthEvent
+from zapgate.health.service import HealthService
 from zapgate.health.settings import HealthSettings
 from zapgate.runtime.clock import ManualClock
 from zapgate.runtime.db import create_engine, migrate
@@ -99,10 +101,11 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
     async with WapiClient(base_url=sim.base_url, limits=limits) as wapi:
         publisher = CountingPublisher()
         service = HealthService(
-            repository=HealthRepository(engine),
+            repository=PostgresHealthRepository(engine),
             provider=wapi,
             publisher=publisher,
             clock=clock,
+            timer=AsyncioTimer(),
             settings=settings,
         )
         ticks: list[dict[str, object]] = []

@@ -25,7 +25,10 @@ from zapgate.runtime.clock import ManualClock
 from zapgate.wapi.client import WapiClient
 from zapgate.wapi.simulator.handle import Simulator
 
+from .fakes import AdvancingTimer
+
 TOKEN = "tok-secret-123"
+OPERATOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Harness:
     nats_url: str
     database_url: str
     clock: ManualClock
+    timer: AdvancingTimer
     simulator: Simulator
     provider: WapiClient
     nc: Client
@@ -54,6 +58,8 @@ class Harness:
             "provider_concurrency": 8,
             "probe_port": 0,
         }
+        if "operator_webhook_url" in overrides:
+            values["operator_webhook_secret"] = SecretStr(OPERATOR_SECRET)
         values.update(overrides)
         return HealthSettings(**values)
 
@@ -61,6 +67,7 @@ class Harness:
         app = create_app(
             self.settings(**overrides),
             clock=self.clock,
+            timer=self.timer,
             provider=self.provider,
             configure_logs=False,
             serve_probe=False,
@@ -128,10 +135,12 @@ async def harness(
     wapi_client: WapiClient,
 ) -> AsyncIterator[Harness]:
     nc = await nats.connect(nats_url)
+    clock = ManualClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
     h = Harness(
         nats_url=nats_url,
         database_url=database_url,
-        clock=ManualClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC)),
+        clock=clock,
+        timer=AdvancingTimer(clock),
         simulator=wapi_simulator,
         provider=wapi_client,
         nc=nc,

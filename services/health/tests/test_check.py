@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from zapgate.contracts.health import EvidenceSource, InstanceState
-from zapgate.health.check import CheckTarget, check_instance
+from zapgate.health.check import check_instance
 from zapgate.health.domain import Seen
+from zapgate.health.ports import CheckTarget
 from zapgate.wapi.failures import (
     ProviderRejected,
     ProviderTimeout,

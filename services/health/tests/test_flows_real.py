@@ -138,7 +138,7 @@ async def test_restarts_within_a_tick_run_side_by_side(harness: Harness) -> None
 async def test_one_outage_is_notified_once_across_many_ticks_and_recovery_once(
     harness: Harness,
 ) -> None:
-    """Disconnected for ten ticks: one outage notification; recovery by tick: one recovered."""
+    """Disconnected for ten ticks: one outage notification; back and settled: one recovered."""
     service = await harness.start()
     await harness.register(service, "I1", phone=PHONE)
     await service.tick()
@@ -152,6 +152,10 @@ async def test_one_outage_is_notified_once_across_many_ticks_and_recovery_once(
     await service.tick()
     [health] = await service.repository.health("I1")
     assert health.state is InstanceState.CONNECTED
+    assert health.outage_started_at is not None  # the settle window is still open
+    harness.clock.advance(timedelta(minutes=5))
+    await service.tick()
+    [health] = await service.repository.health("I1")
     assert health.outage_started_at is None
     notes = await harness.notifications("I1", 2)
     assert [n.kind for n in notes] == [
@@ -221,11 +225,15 @@ async def test_a_connected_webhook_without_phone_is_verified_with_fetch_instance
     assert "fetch-instance" in [c.operation for c in harness.simulator.calls(instance_id="I1")]
 
 
-async def test_a_disconnected_webhook_disconnects_and_restarts(harness: Harness) -> None:
-    """webhookDisconnected: connected -> disconnected, and one restart."""
+async def test_a_confirmed_disconnected_webhook_disconnects_and_restarts(
+    harness: Harness,
+) -> None:
+    """webhookDisconnected and the provider agrees: connected -> disconnected, one restart."""
     service = await harness.start()
     await harness.register(service, "I1", phone=PHONE)
     await service.tick()
+    harness.simulator.set_restart("I1", RestartMode.NEVER)
+    harness.simulator.set_connected("I1", connected=False)
     harness.clock.advance(timedelta(minutes=1))
     webhook = InstanceDisconnected(
         instance_id="I1",

@@ -45,7 +45,7 @@ async def test_migrations_create_health_tables_at_the_latest_revision(database_u
     finally:
         await engine.dispose()
     assert {"instances", "instance_transitions", "instance_notifications"} <= tables
-    assert version == "0002_health"
+    assert version == "0003_health"
 
 
 async def test_instance_gate_view_has_exactly_the_contract_columns(database_url: str) -> None:

@@ -67,7 +67,14 @@ class SessionProofOfLife(Envelope):
     instance_id: str
     phone: str
     source_kind: str = Field(description="Webhook kind that carried the proof.")
-    observed_at: AwareDatetime
+    observed_at: AwareDatetime = Field(
+        description="The provider's `moment` (or receipt time without one): data, not order."
+    )
+    received_at: AwareDatetime | None = Field(
+        default=None,
+        description="When ingest accepted the webhook (zapgate's clock); health orders "
+        "evidence by it, and by its own receipt time when absent.",
+    )
 
 
 class SessionObserved(Envelope):
@@ -104,19 +111,26 @@ class DeliverySignalled(Envelope):
 
 
 class NotificationKind(StrEnum):
+    """One outage notice when an episode opens, one instability notice when its flaps reach
+    the threshold, one recovered notice when it closes (after the settle window)."""
+
     OUTAGE = "outage"
     RECOVERED = "recovered"
+    UNSTABLE = "unstable"
 
 
 class InstanceNotification(Envelope):
-    """Once per outage: when it starts, and once when it ends. `text` is for people (pt-BR)."""
+    """One per kind per outage episode (see `NotificationKind`). `text` is for people (pt-BR)."""
 
     instance_id: str
     kind: NotificationKind
     state: InstanceState
     reason: str | None = None
-    since: AwareDatetime = Field(description="When the outage started.")
+    since: AwareDatetime = Field(description="When the outage episode started.")
     text: str
+    flaps: int = Field(
+        default=0, ge=0, description="Drops inside the episode after it started (so far)."
+    )
 
 
 class HealthTick(Contract):

@@ -7,14 +7,12 @@ stale, so a healthy instance costs one provider call per tick.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime, timedelta
-
-from pydantic import SecretStr
 
 from zapgate.contracts.health import EvidenceSource, InstanceState
 from zapgate.health.domain import Observation, Seen
-from zapgate.health.ports import SessionProvider
+from zapgate.health.ports import CheckTarget, SessionProvider
 from zapgate.wapi.credentials import InstanceCredentials
 from zapgate.wapi.failures import (
     ProviderFailure,
@@ -22,24 +20,6 @@ from zapgate.wapi.failures import (
     ProviderUnauthorized,
 )
 from zapgate.wapi.results import DeviceInfo, InstanceDetails, InstanceStatus
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckTarget:
-    """What a check needs to know about one instance (a snapshot of its row)."""
-
-    instance_id: str
-    token: str
-    state: InstanceState
-    phone: str | None
-    phone_observed_at: datetime | None
-
-    def credentials(self) -> InstanceCredentials:
-        return InstanceCredentials(instance_id=self.instance_id, token=SecretStr(self.token))
-
-    def __repr__(self) -> str:
-        # Never let the token reach a log line or a traceback.
-        return f"CheckTarget(instance_id={self.instance_id!r}, state={self.state.value!r})"
 
 
 def _failure_seen(failure: ProviderFailure) -> Seen:
@@ -57,6 +37,7 @@ def _failed(failure: ProviderFailure, source: EvidenceSource, at: datetime) -> O
         source=source,
         observed_at=at,
         detail=f"{failure.operation}: {failure.code} {failure.detail}"[:300],
+        live=True,
     )
 
 
@@ -77,17 +58,45 @@ async def check_instance(  # noqa: PLR0913 - keyword-only knobs of one check
     source: EvidenceSource,
     phone_max_age: timedelta,
     force_phone_lookup: bool = False,
+    confirming: bool = False,
 ) -> Observation:
-    """Ask the provider about one instance; never raises for provider trouble."""
+    """Ask the provider about one instance now; never raises for provider trouble.
+
+    The observation is `live` (stamped `now`, health's clock). `confirming` marks the second
+    check that confirms or clears a suspicion.
+    """
+    observation = await _look(
+        wapi, target, now=now, source=source, phone_max_age=phone_max_age, force=force_phone_lookup
+    )
+    return replace(observation, confirming=confirming) if confirming else observation
+
+
+async def _look(  # noqa: PLR0913 - keyword-only knobs of one check
+    wapi: SessionProvider,
+    target: CheckTarget,
+    *,
+    now: datetime,
+    source: EvidenceSource,
+    phone_max_age: timedelta,
+    force: bool,
+) -> Observation:
     credentials = target.credentials()
     status = await wapi.status_instance(credentials)
     if not isinstance(status, InstanceStatus):
         return _failed(status, source, now)
     if not status.connected:
-        return Observation(seen=Seen.DISCONNECTED, source=source, observed_at=now)
-    if not force_phone_lookup and phone_is_fresh(target, now, phone_max_age):
-        # Phone known and fresh: status-instance alone is enough.
-        return Observation(seen=Seen.CONNECTED, source=source, observed_at=now, phone=target.phone)
+        return Observation(seen=Seen.DISCONNECTED, source=source, observed_at=now, live=True)
+    if not force and phone_is_fresh(target, now, phone_max_age):
+        # Phone known and fresh: status-instance alone is enough. It repeats the known phone,
+        # it does not show it again, so the phone's age keeps counting.
+        return Observation(
+            seen=Seen.CONNECTED,
+            source=source,
+            observed_at=now,
+            phone=target.phone,
+            phone_fresh=False,
+            live=True,
+        )
     return await _with_phone(wapi, credentials, target, now=now, source=source)
 
 
@@ -105,19 +114,29 @@ async def _with_phone(
         first_failure = details
     else:
         if details.connected is False:
-            return Observation(seen=Seen.DISCONNECTED, source=source, observed_at=now)
+            return Observation(seen=Seen.DISCONNECTED, source=source, observed_at=now, live=True)
         if details.connected_phone:
             return Observation(
-                seen=Seen.CONNECTED, source=source, observed_at=now, phone=details.connected_phone
+                seen=Seen.CONNECTED,
+                source=source,
+                observed_at=now,
+                phone=details.connected_phone,
+                live=True,
             )
     device = await wapi.device(credentials)
     if isinstance(device, DeviceInfo) and device.connected_phone:
         return Observation(
-            seen=Seen.CONNECTED, source=source, observed_at=now, phone=device.connected_phone
+            seen=Seen.CONNECTED,
+            source=source,
+            observed_at=now,
+            phone=device.connected_phone,
+            live=True,
         )
     if first_failure is None or isinstance(device, DeviceInfo):
         # At least one of them answered, and none had a phone: the session is incomplete.
-        return Observation(seen=Seen.CONNECTED_WITHOUT_PHONE, source=source, observed_at=now)
+        return Observation(
+            seen=Seen.CONNECTED_WITHOUT_PHONE, source=source, observed_at=now, live=True
+        )
     if target.phone is not None:
         # The provider says connected and both phone lookups failed: keep the phone we knew
         # (its age is unchanged, so the next check looks again).
@@ -128,5 +147,6 @@ async def _with_phone(
             phone=target.phone,
             phone_fresh=False,
             detail="phone lookups failed; kept the known phone",
+            live=True,
         )
     return _failed(first_failure, source, now)

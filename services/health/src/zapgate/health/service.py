@@ -1,7 +1,9 @@
-"""Health's use cases: ticks, checks, observations, restarts, the registry and the outbox.
+"""Health's use cases: rounds of checks, evidence from other services, confirmations, restarts,
+episodes settling, the registry, and the outboxes (events and operator notices).
 
-Plain async code over ports (repository, provider, publisher, clock): the FastStream handlers
-in `app.py` only decode messages and call these.
+Plain async code over the ports in `ports.py`. The repository locks and loads; `domain` decides;
+the repository saves; then this module carries out what the decision wants (confirm, verify,
+restart). Handlers in `handlers.py` only decode messages and call these.
 """
 
 from __future__ import annotations
@@ -9,46 +11,55 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 import structlog
 
-from zapgate.contracts.health import (
-    EvidenceSource,
-    InstanceHealth,
-    InstanceNotification,
-    InstanceStateChanged,
-    InstanceSummary,
+from zapgate.contracts.health import EvidenceSource, InstanceHealth, InstanceSummary
+from zapgate.health.check import check_instance
+from zapgate.health.domain import (
+    Decision,
+    Observation,
+    Seen,
+    Status,
+    apply_observation,
+    settle,
+    stall_recheck_due,
 )
-from zapgate.health.check import CheckTarget, check_instance
-from zapgate.health.domain import Observation, Seen
-from zapgate.health.notify import OperatorChannel
-from zapgate.health.ports import SessionProvider
-from zapgate.health.repository import Applied, HealthRepository
+from zapgate.health.ports import (
+    Change,
+    CheckTarget,
+    EventPublisher,
+    HealthRepository,
+    InstanceRecord,
+    OperatorChannel,
+    SessionProvider,
+    Timer,
+)
 from zapgate.health.settings import HealthSettings
+from zapgate.health.texts import notification_text
 from zapgate.runtime.clock import Clock
 from zapgate.wapi.results import Acknowledged
 
 _log = structlog.get_logger("zapgate.health")
 
-HealthEvent = InstanceStateChanged | InstanceNotification
-
-
-class EventPublisher(Protocol):
-    """Publishes health's events to JetStream (stream ZG_HEALTH, Nats-Msg-Id = event id)."""
-
-    async def publish(self, event: HealthEvent) -> None: ...
+NOTICE_LEASE = timedelta(minutes=5)
+"""How long a claimed operator notice is reserved for its sender (longer than one round)."""
+_MAX_ROUND_WAIT = timedelta(hours=1)
 
 
 @dataclass(slots=True)
 class RoundReport:
-    """What one round of checks (a tick or a check-now) did."""
+    """What one round of checks (a tick, a check-now, a confirmation) did."""
 
     checked: int = 0
     transitions: int = 0
     restarts: int = 0
-    applied: list[Applied] = field(default_factory=list)
+    blips: int = 0
+    confirmations: int = 0
+    notices: int = 0
+    changes: list[Change] = field(default_factory=list)
 
 
 class HealthService:
@@ -61,6 +72,7 @@ class HealthService:
         provider: SessionProvider,
         publisher: EventPublisher,
         clock: Clock,
+        timer: Timer,
         settings: HealthSettings,
         operator: OperatorChannel | None = None,
         on_tick: Callable[[RoundReport], None] | None = None,
@@ -69,7 +81,9 @@ class HealthService:
         self._provider = provider
         self._publisher = publisher
         self._clock = clock
+        self._timer = timer
         self._settings = settings
+        self._policy = settings.policy
         self._operator = operator
         self._on_tick = on_tick
         self._restart_slots = asyncio.Semaphore(settings.provider_concurrency)
@@ -77,18 +91,22 @@ class HealthService:
     # --- rounds of checks --------------------------------------------------------------------
 
     async def tick(self, heartbeat: Callable[[], Awaitable[None]] | None = None) -> RoundReport:
-        """Check every managed, unpaused instance not checked within the minimum gap."""
+        """Check every unpaused instance (managed or not) not checked within the minimum gap;
+        confirm suspicions; settle episodes that stayed good; flush the outboxes."""
         started = time.perf_counter()
         targets = await self.repository.claim_due(
             now=self._clock.now(), min_gap=self._settings.effective_check_min_gap
         )
-        report = await self._check_all(targets, EvidenceSource.TICK, heartbeat=heartbeat)
+        report = await self._round(targets, EvidenceSource.TICK, heartbeat=heartbeat)
+        await self._settle_episodes(report)
         await self.flush_outbox()
         _log.info(
             "health tick",
             checked=report.checked,
             transitions=report.transitions,
             restarts=report.restarts,
+            blips=report.blips,
+            confirmations=report.confirmations,
             duration_s=round(time.perf_counter() - started, 3),
         )
         if self._on_tick is not None:
@@ -96,10 +114,10 @@ class HealthService:
         return report
 
     async def check_now(self, instance_id: str | None = None) -> list[InstanceHealth]:
-        """Check one instance (registered, even if paused) or every managed one, right now."""
+        """Check one instance (registered, even if paused) or every unpaused one, right now."""
         ids = [instance_id] if instance_id is not None else None
         targets = await self.repository.mark_checking(ids, now=self._clock.now())
-        report = await self._check_all(targets, EvidenceSource.CHECK_NOW)
+        report = await self._round(targets, EvidenceSource.CHECK_NOW)
         await self.flush_outbox()
         _log.info(
             "check now",
@@ -111,23 +129,38 @@ class HealthService:
         checked = {target.instance_id for target in targets}
         return [h for h in await self.repository.health(instance_id) if h.instance_id in checked]
 
-    async def _check_all(
+    async def _round(
         self,
         targets: Sequence[CheckTarget],
         source: EvidenceSource,
         *,
-        force_phone_lookup: bool = False,
         heartbeat: Callable[[], Awaitable[None]] | None = None,
     ) -> RoundReport:
+        """Check, decide, restart; then confirm the suspicions once after the confirm delay."""
         report = RoundReport()
+        first = await self._check_all(targets, source, report, heartbeat=heartbeat)
+        await self._follow_up(first, report, confirm_after=self._settings.confirm_delay)
+        return report
+
+    async def _check_all(  # noqa: PLR0913 - keyword-only knobs of one batch of checks
+        self,
+        targets: Sequence[CheckTarget],
+        source: EvidenceSource,
+        report: RoundReport,
+        *,
+        confirming: bool = False,
+        force_phone_lookup: bool = False,
+        heartbeat: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[Change]:
+        """Bounded concurrent checks; results decided and saved in batches as they arrive."""
         pending = iter(targets)
         results: asyncio.Queue[tuple[str, Observation] | None] = asyncio.Queue()
+        changes: list[Change] = []
 
         async def checker() -> None:
-            # `concurrency` workers share one iterator: bounded calls towards the provider.
             for target in pending:
-                observation = await self._observe_safely(
-                    target, source, force_phone_lookup=force_phone_lookup
+                observation = await self._look(
+                    target, source, confirming=confirming, force=force_phone_lookup
                 )
                 results.put_nowait((target.instance_id, observation))
 
@@ -143,7 +176,9 @@ class HealthService:
                     item = results.get_nowait()
                 done = item is None
                 if batch:
-                    await self._apply(batch, report)
+                    decided = await self._decide(batch, report)
+                    changes.extend(decided)
+                    await self._restart_all(decided, report)
                     if heartbeat is not None:
                         await heartbeat()
 
@@ -155,37 +190,126 @@ class HealthService:
                     checks.create_task(checker())
             results.put_nowait(None)
             await write
-        return report
+        return changes
 
-    async def _observe_safely(
-        self, target: CheckTarget, source: EvidenceSource, *, force_phone_lookup: bool
+    async def _look(
+        self, target: CheckTarget, source: EvidenceSource, *, confirming: bool, force: bool
     ) -> Observation:
+        now = self._clock.now()
+        stalled = Status(state=target.state, reason=target.reason, since=target.since)
+        force = force or confirming or stall_recheck_due(stalled, now=now, policy=self._policy)
         try:
             return await check_instance(
                 self._provider,
                 target,
-                now=self._clock.now(),
+                now=now,
                 source=source,
                 phone_max_age=self._settings.phone_max_age,
-                force_phone_lookup=force_phone_lookup,
+                force_phone_lookup=force,
+                confirming=confirming,
             )
         except Exception as exc:  # noqa: BLE001 - one broken check must not stop the round
             _log.exception("check failed", instance_id=target.instance_id)
             return Observation(
                 seen=Seen.UNREACHABLE,
                 source=source,
-                observed_at=self._clock.now(),
+                observed_at=now,
+                live=True,
+                confirming=confirming,
                 detail=f"check raised {type(exc).__name__}",
             )
 
-    # --- observations from other services ----------------------------------------------------
+    # --- deciding ----------------------------------------------------------------------------
 
-    async def observe(self, instance_id: str, observation: Observation) -> Applied | None:
-        """Apply one observation; verify a claim when the state machine asks for it."""
+    async def _decide(
+        self, batch: Sequence[tuple[str, Observation]], report: RoundReport
+    ) -> list[Change]:
+        """Lock and load, decide each observation in order, save: one transaction."""
+        now = self._clock.now()
+        changes: list[Change] = []
+        async with self.repository.locked([i for i, _ in batch], now=now) as unit:
+            statuses = {i: record.status for i, record in unit.records.items()}
+            for instance_id, observation in batch:
+                record = unit.records.get(instance_id)
+                if record is None:
+                    continue
+                before = statuses[instance_id]
+                decision = apply_observation(before, observation, now=now, policy=self._policy)
+                statuses[instance_id] = decision.status
+                change = self._change(replace(record, status=before), decision, observation)
+                unit.save(change)
+                changes.append(change)
+        report.checked += len(batch)
+        for change in changes:
+            _count_and_log(change, report)
+        report.changes.extend(changes)
+        return changes
+
+    def _change(
+        self,
+        record: InstanceRecord,
+        decision: Decision,
+        observation: Observation | None,
+    ) -> Change:
+        intent = decision.notification
+        text = None
+        if intent is not None:
+            text = notification_text(
+                intent.kind,
+                display_name=record.display_name,
+                instance_id=record.instance_id,
+                state=intent.state,
+                reason=intent.reason,
+                since=intent.since,
+                flaps=intent.flaps,
+            )
+        return Change(
+            record=record,
+            decision=decision,
+            observation=observation,
+            notice_text=text,
+            webhook_target=self._operator.target if self._operator is not None else None,
+        )
+
+    async def _follow_up(
+        self, changes: Sequence[Change], report: RoundReport, *, confirm_after: timedelta
+    ) -> None:
+        """Confirm suspicions (after `confirm_after`) and verify claims with live checks."""
+        confirm = [c for c in changes if c.decision.confirm_wanted]
+        verify = [c for c in changes if c.decision.verify_wanted]
+        if confirm:
+            if confirm_after > timedelta(0):
+                await self._timer.sleep(confirm_after)
+            by_source: dict[EvidenceSource, list[str]] = {}
+            for change in confirm:
+                source = change.observation.source if change.observation else EvidenceSource.TICK
+                by_source.setdefault(source, []).append(change.record.instance_id)
+            for source, ids in by_source.items():
+                targets = await self._targets(ids)
+                report.confirmations += len(targets)
+                await self._check_all(targets, source, report, confirming=True)
+        for change in verify:
+            _log.info(
+                "verifying a connected claim with fetch-instance",
+                instance_id=change.record.instance_id,
+                source=change.observation.source.value if change.observation else None,
+            )
+            targets = await self._targets([change.record.instance_id])
+            source = change.observation.source if change.observation else EvidenceSource.TICK
+            await self._check_all(targets, source, report, force_phone_lookup=True)
+
+    async def _targets(self, instance_ids: Sequence[str]) -> list[CheckTarget]:
+        found = [await self.repository.target(i) for i in instance_ids]
+        return [target for target in found if target is not None]
+
+    # --- evidence from other services --------------------------------------------------------
+
+    async def observe(self, instance_id: str, observation: Observation) -> Change | None:
+        """Apply one piece of outside evidence. A suspicion it raises is confirmed by a live
+        check at once (the evidence itself was the first look); a claim is verified."""
         report = RoundReport()
-        await self._apply([(instance_id, observation)], report)
-        await self.flush_outbox()
-        if not report.applied:
+        changes = await self._decide([(instance_id, observation)], report)
+        if not changes:
             _log.info(
                 "observation for unknown instance ignored",
                 instance_id=instance_id,
@@ -193,113 +317,106 @@ class HealthService:
                 source=observation.source.value,
             )
             return None
-        return report.applied[0]
+        await self._restart_all(changes, report)
+        await self._follow_up(
+            changes,
+            report,
+            confirm_after=self._settings.confirm_delay if observation.live else timedelta(0),
+        )
+        await self.flush_outbox()
+        return changes[0]
+
+    async def delivery_evidence(self, instance_id: str, observation: Observation) -> None:
+        """A receipt for one of the instance's messages: lifts a delivery stall that began
+        before it was received. Cheap when the instance is not stalled (no lock taken)."""
+        status = await self.repository.status(instance_id)
+        if status is None or not status.stalled:
+            return
+        await self.observe(instance_id, observation)
 
     async def reconnect_requested(self, instance_id: str, requested_by: str) -> None:
-        """Someone saw the session down: check it now; a disconnected result restarts it
-        (under the cooldown)."""
+        """Someone saw the session down: check it now (a drop is confirmed, then restarted)."""
         target = await self.repository.target(instance_id)
         if target is None:
             _log.info("reconnect request for unknown instance", instance_id=instance_id)
             return
         _log.info("reconnect requested", instance_id=instance_id, requested_by=requested_by)
-        report = await self._check_all([target], EvidenceSource.CHECK_NOW)
+        await self._round([target], EvidenceSource.CHECK_NOW)
         await self.flush_outbox()
-        del report
 
-    # --- applying decisions ------------------------------------------------------------------
+    # --- episodes ----------------------------------------------------------------------------
 
-    async def _apply(self, batch: list[tuple[str, Observation]], report: RoundReport) -> None:
-        applied = await self.repository.apply(batch, now=self._clock.now())
-        report.checked += len(batch)
-        report.applied.extend(applied)
-        verify: list[Applied] = []
-        restart: list[Applied] = []
-        for item in applied:
-            decision = item.decision
-            if decision.transition is not None:
-                report.transitions += 1
-                _log_transition(item)
-            elif decision.ignored is not None:
-                _log.info(
-                    "observation ignored",
-                    instance_id=item.instance_id,
-                    seen=item.observation.seen.value,
-                    source=item.observation.source.value,
-                    why=decision.ignored.value,
-                    observed_at=item.observation.observed_at.isoformat(),
-                )
-            if decision.restart_wanted:
-                restart.append(item)
-            if decision.verify_wanted:
-                verify.append(item)
-        # Side by side, bounded like the checks: a mass outage must not make a tick take
-        # one provider round trip per disconnected instance.
-        restarted = await asyncio.gather(*(self._restart(item) for item in restart))
+    async def _settle_episodes(self, report: RoundReport) -> None:
+        now = self._clock.now()
+        async with self.repository.settling(
+            now=now, settle_window=self._settings.settle_window
+        ) as unit:
+            for record in unit.records.values():
+                decision = settle(record.status, now=now, policy=self._policy)
+                if decision.status == record.status:
+                    continue
+                change = self._change(record, decision, None)
+                unit.save(change)
+                report.changes.append(change)
+                _count_and_log(change, report)
+
+    # --- restarts ----------------------------------------------------------------------------
+
+    async def _restart_all(self, changes: Sequence[Change], report: RoundReport) -> None:
+        # Side by side, bounded like the checks: a mass outage must not make a tick take one
+        # provider round trip per disconnected instance.
+        wanted = [c for c in changes if c.decision.restart_wanted]
+        restarted = await asyncio.gather(*(self._restart(c.record) for c in wanted))
         report.restarts += sum(restarted)
-        for item in verify:
-            await self._verify(item)
 
-    async def _verify(self, item: Applied) -> None:
-        target = await self.repository.target(item.instance_id)
-        if target is None:
-            return
-        _log.info(
-            "verifying a connected claim with fetch-instance",
-            instance_id=item.instance_id,
-            source=item.observation.source.value,
-        )
-        observation = await self._observe_safely(
-            target, item.observation.source, force_phone_lookup=True
-        )
-        if observation.seen is Seen.CONNECTED_CLAIM:  # pragma: no cover - checks never claim
-            return
-        await self._apply([(item.instance_id, observation)], RoundReport())
-
-    async def _restart(self, item: Applied) -> bool:
-        if not item.managed or item.paused:
+    async def _restart(self, record: InstanceRecord) -> bool:
+        if not record.managed or record.paused:
             _log.info(
                 "restart skipped",
-                instance_id=item.instance_id,
-                why="paused" if item.paused else "not managed",
+                instance_id=record.instance_id,
+                why="paused" if record.paused else "not managed",
             )
             return False
         # Claim and call under one slot: a crash leaves at most `provider_concurrency` claims
         # without their call (those instances wait for the cooldown).
         async with self._restart_slots:
-            return await self._claim_and_restart(item)
-
-    async def _claim_and_restart(self, item: Applied) -> bool:
-        now = self._clock.now()
-        target = await self.repository.try_claim_restart(
-            item.instance_id, now=now, cooldown=self._settings.restart_cooldown
-        )
-        if target is None:
-            _log.info(
-                "restart skipped",
-                instance_id=item.instance_id,
-                why="cooldown",
-                cooldown_s=self._settings.restart_cooldown.total_seconds(),
+            target = await self.repository.try_claim_restart(
+                record.instance_id,
+                now=self._clock.now(),
+                cooldown=self._settings.restart_cooldown,
             )
-            return False
-        result = await self._provider.restart(target.credentials())
+            if target is None:
+                _log.info(
+                    "restart skipped",
+                    instance_id=record.instance_id,
+                    why="cooldown",
+                    cooldown_s=self._settings.restart_cooldown.total_seconds(),
+                )
+                return False
+            result = await self._provider.restart(target.credentials())
         if isinstance(result, Acknowledged):
-            _log.info("restart requested", instance_id=item.instance_id, outcome="accepted")
+            _log.info(
+                "restart requested",
+                instance_id=record.instance_id,
+                why="confirmed disconnected",
+                outcome="accepted",
+            )
         else:
             _log.warning(
                 "restart requested",
-                instance_id=item.instance_id,
+                instance_id=record.instance_id,
+                why="confirmed disconnected",
                 outcome="failed",
                 code=result.code,
                 detail=result.detail,
             )
         return True
 
-    # --- outbox ------------------------------------------------------------------------------
+    # --- outboxes ----------------------------------------------------------------------------
 
     async def flush_outbox(self) -> None:
-        """Publish stored transitions and notifications not yet published; deliver to the
-        operator webhook. Failures stay stored and are retried on the next flush."""
+        """Publish stored transitions and notifications not yet published; deliver due notices
+        to the operator webhook. Failures stay stored and are retried later."""
         try:
             # Drain: a tick over thousands of instances may store more than one page.
             publish = self._publisher.publish
@@ -308,20 +425,43 @@ class HealthService:
         except Exception:  # noqa: BLE001 - the rows stay unpublished; the next flush retries
             _log.exception("publishing health events failed; will retry on the next flush")
         if self._operator is not None:
-            await self._deliver_to_operator(self._operator)
+            await self._deliver_notices(self._operator)
 
-    async def _deliver_to_operator(self, operator: OperatorChannel) -> None:
-        pending = await self.repository.undelivered_notifications(
-            max_attempts=self._settings.operator_webhook_attempts
+    async def _deliver_notices(self, operator: OperatorChannel) -> None:
+        claimed = await self.repository.claim_notices(
+            target=operator.target,
+            now=self._clock.now(),
+            lease=NOTICE_LEASE,
+            max_attempts=self._settings.operator_webhook_max_attempts,
         )
-        for notification in pending:
-            delivered, attempts = await operator.deliver(notification)
-            await self.repository.record_webhook_delivery(
-                str(notification.event_id),
-                delivered=delivered,
-                attempts=attempts,
-                now=self._clock.now(),
+        for notice in claimed:
+            result = await operator.deliver(notice.notification)
+            now = self._clock.now()
+            attempts = notice.attempts + result.attempts
+            next_at = None if result.delivered else now + self._next_round(attempts)
+            if not result.delivered:
+                gave_up = attempts >= self._settings.operator_webhook_max_attempts
+                _log.warning(
+                    "operator notice delivery failed",
+                    instance_id=notice.notification.instance_id,
+                    notification_id=str(notice.notification.event_id),
+                    attempts=attempts,
+                    why=result.error,
+                    next_attempt_at=None if gave_up or next_at is None else next_at.isoformat(),
+                    gave_up=gave_up,
+                )
+            await self.repository.record_notice_delivery(
+                str(notice.notification.event_id),
+                delivered=result.delivered,
+                attempts=result.attempts,
+                now=now,
+                next_attempt_at=next_at,
             )
+
+    def _next_round(self, attempts: int) -> timedelta:
+        rounds = max(attempts // self._settings.operator_webhook_attempts, 1)
+        wait: timedelta = self._settings.operator_webhook_retry_after * (2 ** (rounds - 1))
+        return min(wait, _MAX_ROUND_WAIT)
 
     # --- registry ----------------------------------------------------------------------------
 
@@ -348,25 +488,86 @@ class HealthService:
 
     async def remove(self, instance_id: str) -> InstanceSummary:
         summary = await self.repository.remove(instance_id)
-        _log.info("instance removed", instance_id=instance_id)
+        _log.info("instance removed", instance_id=instance_id, why="operator")
         return summary
 
+    async def list_instances(self) -> list[InstanceSummary]:
+        return await self.repository.list_instances()
 
-def _log_transition(item: Applied) -> None:
-    transition = item.decision.transition
-    if transition is None:  # pragma: no cover - caller checked
-        return
-    _log.info(
-        "instance state changed",
-        instance_id=item.instance_id,
-        from_state=transition.from_state.value,
-        from_reason=transition.from_reason,
-        to_state=transition.to_state.value,
-        reason=transition.reason,
-        source=item.observation.source.value,
-        observed_at=item.observation.observed_at.isoformat(),
-        detail=item.observation.detail,
-        notification=(
-            item.decision.notification.kind.value if item.decision.notification else None
-        ),
-    )
+    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
+        return await self.repository.health(instance_id)
+
+
+def _count_and_log(change: Change, report: RoundReport) -> None:
+    decision = change.decision
+    observation = change.observation
+    instance_id = change.record.instance_id
+    seen = observation.seen.value if observation else None
+    source = observation.source.value if observation else None
+    if decision.transition is not None:
+        report.transitions += 1
+        transition = decision.transition
+        _log.info(
+            "instance state changed",
+            instance_id=instance_id,
+            from_state=transition.from_state.value,
+            from_reason=transition.from_reason,
+            to_state=transition.to_state.value,
+            reason=transition.reason,
+            source=source,
+            confirmed=bool(observation and observation.confirming),
+            observed_at=observation.observed_at.isoformat() if observation else None,
+            provider_moment=(
+                observation.provider_moment.isoformat()
+                if observation and observation.provider_moment
+                else None
+            ),
+            detail=observation.detail if observation else None,
+            flaps=decision.status.flaps,
+        )
+    elif decision.confirm_wanted:
+        _log.info(
+            "outage suspected; confirming with a live check",
+            instance_id=instance_id,
+            seen=seen,
+            source=source,
+            why="a connected instance looked bad once",
+            detail=observation.detail if observation else None,
+        )
+    elif decision.ignored is not None:
+        _log.info(
+            "observation ignored",
+            instance_id=instance_id,
+            seen=seen,
+            source=source,
+            why=decision.ignored.value,
+            observed_at=observation.observed_at.isoformat() if observation else None,
+        )
+    if decision.blip:
+        report.blips += 1
+        _log.info(
+            "check blip",
+            instance_id=instance_id,
+            why="the confirming check found the session good",
+            blips=decision.status.blips,
+        )
+    if decision.notification is not None:
+        report.notices += 1
+        _log.info(
+            "notice queued",
+            instance_id=instance_id,
+            kind=decision.notification.kind.value,
+            why=_notice_reason(change),
+            flaps=decision.notification.flaps,
+        )
+
+
+def _notice_reason(change: Change) -> str:
+    intent = change.decision.notification
+    if intent is None:  # pragma: no cover - caller checked
+        return ""
+    return {
+        "outage": "an outage episode opened",
+        "unstable": "flaps in the episode reached the threshold",
+        "recovered": "the session stayed good for the settle window",
+    }.get(intent.kind.value, intent.kind.value)

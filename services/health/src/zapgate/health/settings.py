@@ -1,12 +1,17 @@
-"""Health's settings (env prefix `ZAPGATE_HEALTH_`). Built in `create_app`, never at import."""
+"""Health's settings (env prefix `ZAPGATE_HEALTH_`). Built in `create_app`, never at import.
+
+Durations are `timedelta` in code and ISO 8601 (`PT3S`, `PT2M`) or seconds in the environment.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from zapgate.health.domain import Policy
+from zapgate.runtime import signing
 from zapgate.runtime.settings import ServiceSettings
 from zapgate.wapi.client import DEFAULT_BASE_URL
 
@@ -22,18 +27,80 @@ class HealthSettings(ServiceSettings):
     restart_cooldown: timedelta = timedelta(minutes=30)
     provider_concurrency: int = Field(default=32, ge=1, le=1024)
     phone_max_age: timedelta = Field(
-        default=timedelta(hours=1), description="Look the phone up again when older than this."
+        default=timedelta(hours=1),
+        description="Look the phone up again (fetch-instance) when the provider or a webhook "
+        "last showed it longer ago than this.",
     )
     check_min_gap: timedelta | None = Field(
         default=None,
         description="An instance is not re-checked by a tick sooner than this "
         "(default: half the tick interval); protects against redelivered ticks.",
     )
+    confirm_delay: timedelta = Field(
+        default=timedelta(seconds=3),
+        ge=timedelta(0),
+        description="A connected instance that looks bad is checked again this much later; "
+        "only a second bad look changes its state (else the first was a blip).",
+    )
+    settle_window: timedelta = Field(
+        default=timedelta(minutes=2),
+        ge=timedelta(0),
+        description="An outage episode closes (one recovery notice) after the session stayed "
+        "good this long; drops inside it are flaps of the same episode.",
+    )
+    instability_threshold: int = Field(
+        default=3, ge=1, description="Flaps in one episode that send the instability notice."
+    )
+    stall_recheck_after: timedelta = Field(
+        default=timedelta(minutes=10),
+        gt=timedelta(0),
+        description="A DELIVERY_STALLED instance older than this is re-checked live with a "
+        "phone lookup; a complete session lifts the stall.",
+    )
     apply_batch_size: int = Field(default=200, ge=1, le=5000)
     operator_webhook_url: str | None = None
-    operator_webhook_attempts: int = Field(default=3, ge=1, le=20)
+    operator_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks secret (`whsec_<base64>`) that signs operator notices; "
+        "required with operator_webhook_url.",
+    )
+    operator_webhook_attempts: int = Field(
+        default=3, ge=1, le=20, description="POST attempts per delivery round (backoff between)."
+    )
+    operator_webhook_backoff: timedelta = Field(default=timedelta(seconds=0.5), gt=timedelta(0))
+    operator_webhook_max_attempts: int = Field(
+        default=15,
+        ge=1,
+        le=200,
+        description="Attempts over all rounds before a notice is given up.",
+    )
+    operator_webhook_retry_after: timedelta = Field(
+        default=timedelta(minutes=1),
+        gt=timedelta(0),
+        description="Wait before the next round after a failed one (doubling, up to 1 hour).",
+    )
     consumer_prefix: str = Field(default="health", pattern=r"^[A-Za-z0-9_\-]+$")
+
+    @model_validator(mode="after")
+    def _operator_webhook_is_signed(self) -> HealthSettings:
+        if self.operator_webhook_url is None:
+            return self
+        if self.operator_webhook_secret is None:
+            raise ValueError(
+                "operator_webhook_url needs operator_webhook_secret (whsec_<base64>): "
+                "notices are signed"
+            )
+        signing.check_secret(self.operator_webhook_secret.get_secret_value())
+        return self
 
     @property
     def effective_check_min_gap(self) -> timedelta:
         return self.check_min_gap if self.check_min_gap is not None else self.tick_interval / 2
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            settle_window=self.settle_window,
+            instability_threshold=self.instability_threshold,
+            stall_recheck_after=self.stall_recheck_after,
+        )

@@ -48,6 +48,10 @@ class Instance(SQLModel, table=True):
     last_restart_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
     outage_started_at: datetime | None = Field(default=None, sa_column=_ts())
     outage_notified: bool = False
+    good_since: datetime | None = Field(default=None, sa_column=_ts())
+    episode_flaps: int = 0
+    instability_notified: bool = False
+    blip_count: int = 0
     created_at: datetime = Field(sa_column=_ts(nullable=False))
     updated_at: datetime = Field(sa_column=_ts(nullable=False))
 
@@ -72,7 +76,8 @@ class InstanceTransition(SQLModel, table=True):
 
 
 class InstanceNotificationRow(SQLModel, table=True):
-    """One outage/recovered notification; the outbox of `InstanceNotification`."""
+    """One notice of an outage episode; the outbox of `InstanceNotification` and of the
+    operator webhook."""
 
     __tablename__ = "instance_notifications"
 
@@ -84,7 +89,12 @@ class InstanceNotificationRow(SQLModel, table=True):
     reason: str | None = None
     since: datetime = Field(sa_column=_ts(nullable=False))
     text: str
+    flaps: int = 0
     created_at: datetime = Field(sa_column=_ts(nullable=False))
     published_at: datetime | None = Field(default=None, sa_column=_ts())
+    webhook_target: str | None = Field(default=None, max_length=64)
+    """Hash of the operator URL configured when the notice was created (None: never sent)."""
+    webhook_claimed_until: datetime | None = Field(default=None, sa_column=_ts())
+    webhook_next_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
     webhook_delivered_at: datetime | None = Field(default=None, sa_column=_ts())
     webhook_attempts: int = 0

@@ -35,15 +35,23 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%d/%m/%Y %H:%M:%S UTC")
 
 
-def notification_text(  # noqa: PLR0913, PLR0917 - every field of the notification it words
+def notification_text(  # noqa: PLR0913 - every field of the notification it words
     kind: NotificationKind,
+    *,
     display_name: str,
     instance_id: str,
     state: InstanceState,
     reason: str | None,
     since: datetime,
+    flaps: int = 0,
 ) -> str:
     who = f"Instância {display_name} ({instance_id})"
     if kind is NotificationKind.OUTAGE:
         return f"{who} fora do ar desde {_when(since)}: {describe(state, reason)}."
-    return f"{who} voltou a funcionar. Estava com problema desde {_when(since)}."
+    if kind is NotificationKind.UNSTABLE:
+        return (
+            f"{who} instável: a sessão caiu e voltou {flaps} vezes desde {_when(since)}. "
+            "Avisaremos uma única vez quando ela ficar estável."
+        )
+    quedas = f" A sessão caiu e voltou {flaps} vezes nesse período." if flaps else ""
+    return f"{who} voltou a funcionar. Estava com problema desde {_when(since)}.{quedas}"

@@ -1,11 +1,15 @@
-"""PostgreSQL adapter: the registry, state changes in batches, the restart compare-and-set and
-the outboxes of events and notifications. Health is the only writer of these tables."""
+"""PostgreSQL adapter of `HealthRepository`: the registry, locked loads and saves of state, the
+restart compare-and-set, and the outboxes of events and operator notices.
+
+Health is the only writer of these tables. The repository decides nothing: it locks and loads
+(`locked`, `settling`), the service decides with domain code, and the repository saves.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,35 +26,21 @@ from zapgate.contracts.health import (
     InstanceSummary,
     NotificationKind,
 )
-from zapgate.health.check import CheckTarget
-from zapgate.health.domain import Decision, Observation, Status, apply_observation
+from zapgate.health.domain import Status
+from zapgate.health.ports import (
+    AlreadyRegisteredError,
+    Change,
+    CheckTarget,
+    ClaimedNotice,
+    HealthEvent,
+    InstanceRecord,
+    NotRegisteredError,
+)
 from zapgate.health.tables import Instance, InstanceNotificationRow, InstanceTransition
-from zapgate.health.texts import notification_text
 
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 transitions: sa.Table = InstanceTransition.__table__  # type: ignore[attr-defined]
 notifications: sa.Table = InstanceNotificationRow.__table__  # type: ignore[attr-defined]
-
-
-class AlreadyRegisteredError(Exception):
-    pass
-
-
-class NotRegisteredError(Exception):
-    pass
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Applied:
-    """The outcome of one observation on one instance, after it was stored."""
-
-    instance_id: str
-    display_name: str
-    managed: bool
-    paused: bool
-    observation: Observation
-    before: Status
-    decision: Decision
 
 
 def _status(row: sa.Row[Any]) -> Status:
@@ -63,6 +53,20 @@ def _status(row: sa.Row[Any]) -> Status:
         state_observed_at=row.state_observed_at,
         outage_started_at=row.outage_started_at,
         outage_notified=row.outage_notified,
+        good_since=row.good_since,
+        flaps=row.episode_flaps,
+        instability_notified=row.instability_notified,
+        blips=row.blip_count,
+    )
+
+
+def _record(row: sa.Row[Any]) -> InstanceRecord:
+    return InstanceRecord(
+        instance_id=row.instance_id,
+        display_name=row.display_name,
+        managed=row.managed,
+        paused=row.paused,
+        status=_status(row),
     )
 
 
@@ -94,17 +98,23 @@ def _summary(row: sa.Row[Any]) -> InstanceSummary:
 _TARGET_COLUMNS = (
     instances.c.instance_id,
     instances.c.token,
+    instances.c.managed,
     instances.c.state,
+    instances.c.reason,
+    instances.c.since,
     instances.c.phone,
     instances.c.phone_observed_at,
 )
 
 
-def _target(row: sa.Row[Any, Any, Any, Any, Any]) -> CheckTarget:
+def _target(row: sa.Row[Any, Any, Any, Any, Any, Any, Any, Any]) -> CheckTarget:
     return CheckTarget(
         instance_id=row.instance_id,
         token=row.token,
+        managed=row.managed,
         state=InstanceState(row.state),
+        reason=row.reason,
+        since=row.since,
         phone=row.phone,
         phone_observed_at=row.phone_observed_at,
     )
@@ -113,8 +123,23 @@ def _target(row: sa.Row[Any, Any, Any, Any, Any]) -> CheckTarget:
 _ToEvent = Callable[[sa.Row[Any]], InstanceStateChanged | InstanceNotification]
 
 
-class HealthRepository:
-    """Every SQL statement health runs."""
+class _Locked:
+    """Loaded, locked records plus the changes to write when the transaction ends."""
+
+    def __init__(self, records: dict[str, InstanceRecord]) -> None:
+        self._records = records
+        self.changes: list[Change] = []
+
+    @property
+    def records(self) -> Mapping[str, InstanceRecord]:
+        return self._records
+
+    def save(self, change: Change) -> None:
+        self.changes.append(change)
+
+
+class PostgresHealthRepository:
+    """`HealthRepository` over PostgreSQL: every SQL statement health runs."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -175,8 +200,19 @@ class HealthRepository:
         statement = (
             instances.delete().where(instances.c.instance_id == instance_id).returning(*instances.c)
         )
+        abandon = (
+            notifications.update()
+            .where(
+                notifications.c.instance_id == instance_id,
+                notifications.c.webhook_delivered_at.is_(None),
+            )
+            .values(webhook_target=None)
+        )
         async with self._engine.begin() as conn:
             row = (await conn.execute(statement)).first()
+            if row is not None:
+                # A removed instance's notices are never sent, even if it is added again.
+                await conn.execute(abandon)
         if row is None:
             raise NotRegisteredError(instance_id)
         return _summary(row)
@@ -196,14 +232,12 @@ class HealthRepository:
     # --- checks ------------------------------------------------------------------------------
 
     async def claim_due(self, *, now: datetime, min_gap: timedelta) -> list[CheckTarget]:
-        """Claim every managed, unpaused instance not checked within `min_gap` (one statement).
-
-        A redelivered tick, or a second replica handling a tick, finds nothing left to claim.
+        """Claim every unpaused instance, managed or not, not checked within `min_gap` (one
+        statement). A redelivered tick, or a second replica handling a tick, finds nothing left.
         """
         statement = (
             instances.update()
             .where(
-                instances.c.managed,
                 sa.not_(instances.c.paused),
                 sa.or_(
                     instances.c.last_check_at.is_(None),
@@ -219,10 +253,10 @@ class HealthRepository:
     async def mark_checking(
         self, instance_ids: Sequence[str] | None, *, now: datetime
     ) -> list[CheckTarget]:
-        """Targets for a check now (one instance or every managed one), stamping last_check_at."""
+        """Targets for a check now (the given ids, or every unpaused one); stamps last_check_at."""
         statement = instances.update().values(last_check_at=now).returning(*_TARGET_COLUMNS)
         if instance_ids is None:
-            statement = statement.where(instances.c.managed)
+            statement = statement.where(sa.not_(instances.c.paused))
         else:
             statement = statement.where(instances.c.instance_id.in_(list(instance_ids)))
         async with self._engine.begin() as conn:
@@ -237,59 +271,56 @@ class HealthRepository:
             ).first()
         return _target(row) if row is not None else None
 
-    # --- state -------------------------------------------------------------------------------
+    # --- state: lock and load, then save what the service decided ---------------------------
 
-    async def apply(
-        self, observations: Sequence[tuple[str, Observation]], *, now: datetime
-    ) -> list[Applied]:
-        """Apply observations in one transaction, rows locked; unknown instances are skipped."""
-        if not observations:
-            return []
-        ids = sorted({instance_id for instance_id, _ in observations})
+    async def status(self, instance_id: str) -> Status | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(instances.select().where(instances.c.instance_id == instance_id))
+            ).first()
+        return _status(row) if row is not None else None
+
+    @asynccontextmanager
+    async def locked(self, instance_ids: Sequence[str], *, now: datetime) -> AsyncIterator[_Locked]:
+        """One transaction: the rows locked in one order (no deadlocks), changes saved at exit."""
+        ids = sorted(set(instance_ids))
         async with self._engine.begin() as conn:
             rows = await conn.execute(
                 instances.select()
                 .where(instances.c.instance_id.in_(ids))
-                .order_by(instances.c.instance_id)  # one lock order: no deadlocks
+                .order_by(instances.c.instance_id)
                 .with_for_update()
             )
-            current = {row.instance_id: row for row in rows}
-            statuses = {instance_id: _status(row) for instance_id, row in current.items()}
-            applied: list[Applied] = []
-            for instance_id, observation in observations:
-                row = current.get(instance_id)
-                if row is None:
-                    continue
-                before = statuses[instance_id]
-                decision = apply_observation(before, observation)
-                statuses[instance_id] = decision.status
-                applied.append(
-                    Applied(
-                        instance_id=instance_id,
-                        display_name=row.display_name,
-                        managed=row.managed,
-                        paused=row.paused,
-                        observation=observation,
-                        before=before,
-                        decision=decision,
-                    )
-                )
-            await self._store(
-                conn, applied, statuses, {i: _status(r) for i, r in current.items()}, now
-            )
-        return applied
+            unit = _Locked({row.instance_id: _record(row) for row in rows})
+            yield unit
+            await self._save(conn, unit.changes, now=now)
 
-    async def _store(
-        self,
-        conn: AsyncConnection,
-        applied: list[Applied],
-        statuses: dict[str, Status],
-        originals: dict[str, Status],
-        now: datetime,
-    ) -> None:
+    @asynccontextmanager
+    async def settling(self, *, now: datetime, settle_window: timedelta) -> AsyncIterator[_Locked]:
+        """Episodes good for the settle window, locked (SKIP LOCKED: a busy row settles later)."""
+        async with self._engine.begin() as conn:
+            rows = await conn.execute(
+                instances.select()
+                .where(
+                    instances.c.state == InstanceState.CONNECTED.value,
+                    instances.c.good_since <= now - settle_window,
+                )
+                .order_by(instances.c.instance_id)
+                .with_for_update(skip_locked=True)
+            )
+            unit = _Locked({row.instance_id: _record(row) for row in rows})
+            yield unit
+            await self._save(conn, unit.changes, now=now)
+
+    async def _save(self, conn: AsyncConnection, changes: list[Change], *, now: datetime) -> None:
+        latest: dict[str, Status] = {}
+        originals: dict[str, Status] = {}
+        for change in changes:
+            originals.setdefault(change.record.instance_id, change.record.status)
+            latest[change.record.instance_id] = change.decision.status
         updates = [
             {"b_id": instance_id, **_status_values(status), "updated_at": now}
-            for instance_id, status in statuses.items()
+            for instance_id, status in latest.items()
             if status != originals[instance_id]
         ]
         if updates:
@@ -300,14 +331,12 @@ class HealthRepository:
                 updates,
             )
         transition_rows = [
-            _transition_row(item, now) for item in applied if item.decision.transition is not None
+            _transition_row(change, now) for change in changes if change.decision.transition
         ]
         if transition_rows:
             await conn.execute(transitions.insert(), transition_rows)
         notification_rows = [
-            _notification_row(item, now)
-            for item in applied
-            if item.decision.notification is not None
+            _notification_row(change, now) for change in changes if change.decision.notification
         ]
         if notification_rows:
             await conn.execute(notifications.insert(), notification_rows)
@@ -338,7 +367,7 @@ class HealthRepository:
 
     async def publish_pending(
         self,
-        publish: Callable[[InstanceStateChanged | InstanceNotification], Awaitable[None]],
+        publish: Callable[[HealthEvent], Awaitable[None]],
         *,
         now: datetime,
         limit: int = 500,
@@ -377,25 +406,58 @@ class HealthRepository:
             counts.append(len(done))
         return counts[0], counts[1]
 
-    async def undelivered_notifications(
-        self, *, max_attempts: int, limit: int = 100
-    ) -> list[InstanceNotification]:
-        statement = (
-            notifications.select()
+    async def claim_notices(
+        self, *, target: str, now: datetime, lease: timedelta, max_attempts: int, limit: int = 50
+    ) -> list[ClaimedNotice]:
+        """Claim due notices for `target` in one statement (SKIP LOCKED + a lease): of two
+        flushes or two replicas, exactly one sends each notice."""
+        due = (
+            sa.select(notifications.c.id)
             .where(
+                notifications.c.webhook_target == target,
                 notifications.c.webhook_delivered_at.is_(None),
                 notifications.c.webhook_attempts < max_attempts,
+                sa.or_(
+                    notifications.c.webhook_next_attempt_at.is_(None),
+                    notifications.c.webhook_next_attempt_at <= now,
+                ),
+                sa.or_(
+                    notifications.c.webhook_claimed_until.is_(None),
+                    notifications.c.webhook_claimed_until <= now,
+                ),
             )
             .order_by(notifications.c.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
-        async with self._engine.connect() as conn:
-            return [_notification(row) for row in await conn.execute(statement)]
+        statement = (
+            notifications.update()
+            .where(notifications.c.id.in_(due))
+            .values(webhook_claimed_until=now + lease)
+            .returning(*notifications.c)
+        )
+        async with self._engine.begin() as conn:
+            rows = sorted(await conn.execute(statement), key=lambda row: row.id)
+        return [
+            ClaimedNotice(notification=_notification(row), attempts=row.webhook_attempts)
+            for row in rows
+        ]
 
-    async def record_webhook_delivery(
-        self, event_id: str, *, delivered: bool, attempts: int, now: datetime
+    async def record_notice_delivery(
+        self,
+        event_id: str,
+        *,
+        delivered: bool,
+        attempts: int,
+        now: datetime,
+        next_attempt_at: datetime | None,
     ) -> None:
-        values: dict[str, Any] = {"webhook_attempts": notifications.c.webhook_attempts + attempts}
+        values: dict[str, Any] = {
+            "webhook_attempts": notifications.c.webhook_attempts + attempts,
+            "webhook_claimed_until": None,
+            "webhook_next_attempt_at": next_attempt_at,
+        }
         if delivered:
             values["webhook_delivered_at"] = now
         async with self._engine.begin() as conn:
@@ -414,45 +476,45 @@ def _status_values(status: Status) -> dict[str, Any]:
         "state_observed_at": status.state_observed_at,
         "outage_started_at": status.outage_started_at,
         "outage_notified": status.outage_notified,
+        "good_since": status.good_since,
+        "episode_flaps": status.flaps,
+        "instability_notified": status.instability_notified,
+        "blip_count": status.blips,
     }
 
 
-def _transition_row(item: Applied, now: datetime) -> dict[str, Any]:
-    transition = item.decision.transition
+def _transition_row(change: Change, now: datetime) -> dict[str, Any]:
+    transition = change.decision.transition
+    observation = change.observation
     assert transition is not None  # noqa: S101 - filtered by the caller
     return {
         "event_id": str(uuid.uuid4()),
-        "instance_id": item.instance_id,
+        "instance_id": change.record.instance_id,
         "from_state": transition.from_state.value,
         "from_reason": transition.from_reason,
         "to_state": transition.to_state.value,
         "reason": transition.reason,
-        "source": item.observation.source.value,
-        "phone": item.decision.status.phone,
-        "observed_at": item.observation.observed_at,
+        "source": (observation.source if observation else EvidenceSource.TICK).value,
+        "phone": change.decision.status.phone,
+        "observed_at": observation.observed_at if observation else now,
         "recorded_at": now,
     }
 
 
-def _notification_row(item: Applied, now: datetime) -> dict[str, Any]:
-    intent = item.decision.notification
+def _notification_row(change: Change, now: datetime) -> dict[str, Any]:
+    intent = change.decision.notification
     assert intent is not None  # noqa: S101 - filtered by the caller
     return {
         "event_id": str(uuid.uuid4()),
-        "instance_id": item.instance_id,
+        "instance_id": change.record.instance_id,
         "kind": intent.kind.value,
         "state": intent.state.value,
         "reason": intent.reason,
         "since": intent.since,
-        "text": notification_text(
-            intent.kind,
-            item.display_name,
-            item.instance_id,
-            intent.state,
-            intent.reason,
-            intent.since,
-        ),
+        "flaps": intent.flaps,
+        "text": change.notice_text or "",
         "created_at": now,
+        "webhook_target": change.webhook_target,
     }
 
 
@@ -481,7 +543,8 @@ def _notification(row: sa.Row[Any]) -> InstanceNotification:
         reason=row.reason,
         since=row.since,
         text=row.text,
+        flaps=row.flaps,
     )
 
 
-__all__ = ["AlreadyRegisteredError", "Applied", "HealthRepository", "NotRegisteredError"]
+__all__ = ["PostgresHealthRepository"]

@@ -1,0 +1,260 @@
+"""Health's subjects and API verbs: decode, bind ids for the log, call one use case, reply.
+
+Durable pull consumers (JetStream, NACK on error so a failed message comes back):
+the tick, proof of life, the sender's looks and delivery signals, reconnect requests, and the
+connected / disconnected / message-status webhooks. Request-reply verbs (queue group
+`health-api`, one replica answers each request) for the registry, health and check-now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js.api import ConsumerConfig
+from pydantic import BaseModel, ValidationError
+
+from zapgate.contracts import subjects
+from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.health import (
+    CheckNow,
+    CheckNowReply,
+    DeliverySignalled,
+    GetInstanceHealth,
+    HealthReply,
+    InstanceListReply,
+    ListInstances,
+    PauseInstance,
+    ReconnectRequested,
+    RegisterInstance,
+    RegistryReply,
+    RemoveInstance,
+    SessionObserved,
+    SessionProofOfLife,
+)
+from zapgate.contracts.webhooks import (
+    InstanceConnected,
+    InstanceDisconnected,
+    MessageStatusReported,
+    WebhookKind,
+)
+from zapgate.health import observations
+from zapgate.health.ports import AlreadyRegisteredError, NotRegisteredError
+from zapgate.health.service import HealthService
+from zapgate.health.settings import HealthSettings
+from zapgate.runtime.clock import Clock
+
+_log = structlog.get_logger("zapgate.health.handlers")
+_API_QUEUE = "health-api"
+M = TypeVar("M", bound=BaseModel)
+_Decorator = Callable[[Callable[..., Awaitable[Any]]], object]
+
+
+@contextlib.contextmanager
+def _bound(instance_id: str, event_id: str) -> Iterator[None]:
+    with structlog.contextvars.bound_contextvars(instance_id=instance_id, event_id=event_id):
+        yield
+
+
+def _decode(model: type[M], msg: NatsMessage) -> M | Problem:
+    try:
+        return model.model_validate_json(msg.body)
+    except ValidationError as exc:
+        return Problem.of(
+            ErrorCode.INVALID_COMMAND, detail=str(exc.errors(include_url=False))[:500]
+        )
+
+
+async def _answer(reply_type: Callable[..., M], call: Callable[[], Awaitable[M]]) -> M:
+    try:
+        return await call()
+    except AlreadyRegisteredError:
+        return reply_type(ok=False, error=Problem.of(ErrorCode.INSTANCE_EXISTS))
+    except NotRegisteredError:
+        return reply_type(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+    except Exception as exc:  # noqa: BLE001 - the caller gets a coded answer, not a timeout
+        _log.exception("health API request failed")
+        return reply_type(ok=False, error=Problem.of(ErrorCode.INTERNAL, detail=type(exc).__name__))
+
+
+def register_consumers(  # noqa: C901 - one small handler per subject
+    broker: NatsBroker, service: HealthService, settings: HealthSettings, clock: Clock
+) -> None:
+    """Declare health's durable pull consumers on `broker`."""
+    prefix = settings.consumer_prefix
+
+    def durable(subject: str, stream: str, name: str, **config: Any) -> _Decorator:  # noqa: ANN401 - ConsumerConfig fields
+        return broker.subscriber(
+            subject,
+            stream=JStream(stream, declare=False),
+            durable=f"{prefix}-{name}",
+            pull_sub=PullSub(batch_size=config.pop("batch_size", 16), timeout=1.0),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            config=ConsumerConfig(**config) if config else None,
+        )
+
+    tick_ack_wait = max(settings.tick_interval.total_seconds(), 60.0)
+
+    @durable(
+        subjects.HEALTH_TICK, subjects.STREAM_TICKS, "tick", batch_size=1, ack_wait=tick_ack_wait
+    )
+    async def on_health_tick(msg: NatsMessage) -> None:
+        sequence = msg.raw_message.metadata.sequence.stream
+        with structlog.contextvars.bound_contextvars(tick_sequence=sequence):
+            # Long ticks (thousands of instances) must not be redelivered to another replica.
+            await service.tick(heartbeat=msg.in_progress)
+
+    @durable(subjects.PROOF_OF_LIFE_ALL, subjects.STREAM_HEALTH, "proof-of-life")
+    async def on_proof_of_life(event: SessionProofOfLife) -> None:
+        with _bound(event.instance_id, str(event.event_id)):
+            observation = observations.from_proof_of_life(event, now=clock.now())
+            await service.observe(event.instance_id, observation)
+
+    @durable(subjects.SESSION_OBSERVED_ALL, subjects.STREAM_HEALTH, "session-observed")
+    async def on_session_observed(event: SessionObserved) -> None:
+        with _bound(event.instance_id, str(event.event_id)):
+            observation = observations.from_session_observed(event, now=clock.now())
+            if observation is None:
+                _log.info("session observation says nothing", why="connected is unknown")
+                return
+            await service.observe(event.instance_id, observation)
+
+    @durable(subjects.DELIVERY_STALL_ALL, subjects.STREAM_HEALTH, "delivery-signal")
+    async def on_delivery_signalled(event: DeliverySignalled) -> None:
+        with _bound(event.instance_id, str(event.event_id)):
+            observation = observations.from_delivery_signal(event, now=clock.now())
+            await service.observe(event.instance_id, observation)
+
+    @durable(subjects.RECONNECT_REQUESTED_ALL, subjects.STREAM_HEALTH, "reconnect")
+    async def on_reconnect_requested(event: ReconnectRequested) -> None:
+        with _bound(event.instance_id, str(event.event_id)):
+            await service.reconnect_requested(event.instance_id, event.requested_by)
+
+    async def on_connection_webhook(event: InstanceConnected | InstanceDisconnected) -> None:
+        if event.instance_id is None:
+            _log.info("connection webhook ignored", kind=event.kind.value, why="no instance id")
+            return
+        with _bound(event.instance_id, str(event.event_id)):
+            observation = observations.from_connection_webhook(event, now=clock.now())
+            await service.observe(event.instance_id, observation)
+
+    @durable(
+        subjects.webhook_subject(WebhookKind.INSTANCE_CONNECTED),
+        subjects.STREAM_WEBHOOKS,
+        "webhook-connected",
+    )
+    async def on_instance_connected(event: InstanceConnected) -> None:
+        await on_connection_webhook(event)
+
+    @durable(
+        subjects.webhook_subject(WebhookKind.INSTANCE_DISCONNECTED),
+        subjects.STREAM_WEBHOOKS,
+        "webhook-disconnected",
+    )
+    async def on_instance_disconnected(event: InstanceDisconnected) -> None:
+        await on_connection_webhook(event)
+
+    @durable(
+        subjects.webhook_subject(WebhookKind.MESSAGE_STATUS),
+        subjects.STREAM_WEBHOOKS,
+        "webhook-status",
+        batch_size=64,
+    )
+    async def on_message_status(event: MessageStatusReported) -> None:
+        if event.instance_id is None:
+            return
+        observation = observations.from_receipt(event, now=clock.now())
+        if observation is not None:
+            with _bound(event.instance_id, str(event.event_id)):
+                await service.delivery_evidence(event.instance_id, observation)
+
+
+def register_api(broker: NatsBroker, service: HealthService) -> None:  # noqa: C901 - one verb each
+    """Declare health's request-reply verbs on `broker`."""
+
+    def api(subject: str) -> _Decorator:
+        return broker.subscriber(subject, queue=_API_QUEUE)
+
+    @api(subjects.API_HEALTH_REGISTER)
+    async def register_instance(msg: NatsMessage) -> RegistryReply:
+        command = _decode(RegisterInstance, msg)
+        if isinstance(command, Problem):
+            return RegistryReply(ok=False, error=command)
+
+        async def run() -> RegistryReply:
+            summary = await service.register(
+                instance_id=command.instance_id,
+                display_name=command.display_name,
+                token=command.token.get_secret_value(),
+                managed=command.managed,
+                replace=command.replace,
+            )
+            return RegistryReply(ok=True, instance=summary)
+
+        return await _answer(RegistryReply, run)
+
+    @api(subjects.API_HEALTH_PAUSE)
+    async def pause_instance(msg: NatsMessage) -> RegistryReply:
+        command = _decode(PauseInstance, msg)
+        if isinstance(command, Problem):
+            return RegistryReply(ok=False, error=command)
+
+        async def run() -> RegistryReply:
+            summary = await service.set_paused(command.instance_id, paused=command.paused)
+            return RegistryReply(ok=True, instance=summary)
+
+        return await _answer(RegistryReply, run)
+
+    @api(subjects.API_HEALTH_REMOVE)
+    async def remove_instance(msg: NatsMessage) -> RegistryReply:
+        command = _decode(RemoveInstance, msg)
+        if isinstance(command, Problem):
+            return RegistryReply(ok=False, error=command)
+
+        async def run() -> RegistryReply:
+            return RegistryReply(ok=True, instance=await service.remove(command.instance_id))
+
+        return await _answer(RegistryReply, run)
+
+    @api(subjects.API_HEALTH_LIST)
+    async def list_instances(msg: NatsMessage) -> InstanceListReply:
+        command = _decode(ListInstances, msg)
+        if isinstance(command, Problem):
+            return InstanceListReply(ok=False, error=command)
+
+        async def run() -> InstanceListReply:
+            return InstanceListReply(ok=True, instances=await service.list_instances())
+
+        return await _answer(InstanceListReply, run)
+
+    @api(subjects.API_HEALTH_GET)
+    async def get_instance_health(msg: NatsMessage) -> HealthReply:
+        query = _decode(GetInstanceHealth, msg)
+        if isinstance(query, Problem):
+            return HealthReply(ok=False, error=query)
+
+        async def run() -> HealthReply:
+            found = await service.health(query.instance_id)
+            if query.instance_id is not None and not found:
+                return HealthReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+            return HealthReply(ok=True, instances=found)
+
+        return await _answer(HealthReply, run)
+
+    @api(subjects.API_HEALTH_CHECK_NOW)
+    async def check_now(msg: NatsMessage) -> CheckNowReply:
+        command = _decode(CheckNow, msg)
+        if isinstance(command, Problem):
+            return CheckNowReply(ok=False, error=command)
+
+        async def run() -> CheckNowReply:
+            checked = await service.check_now(command.instance_id)
+            if command.instance_id is not None and not checked:
+                return CheckNowReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+            return CheckNowReply(ok=True, checked=checked)
+
+        return await _answer(CheckNowReply, run)
