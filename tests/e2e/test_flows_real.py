@@ -244,28 +244,24 @@ async def test_a_dropped_session_is_restarted_once_notified_once_and_recovers(
     assert await none_within(notes, InstanceNotification, 2) == []
 
 
-async def test_a_phantom_disconnect_is_healed_by_the_next_webhook_without_a_restart(
+async def test_a_phantom_disconnect_is_checked_live_and_never_marks_the_session_down(
     flow_stack: Stack, nc: Client, wapi_simulator: Simulator
 ) -> None:
-    """A `disconnected` webhook while the phone works; the next incoming message heals it."""
+    """A `disconnected` webhook while the phone works: health checks the session live before
+    believing it (#13 d), finds it connected, never marks it down and never restarts it."""
     instance_id = unique("phantom")
     wapi_simulator.add_instance(
         instance_id, TOKEN, phone="5511900000003", webhook_url=flow_stack.webhook_url
     )
-    # Unmanaged: no tick checks it, so only webhooks move its state.
     await register(nc, instance_id, TOKEN, managed=False)
     states = await nc.subscribe(subjects.state_changed_subject(instance_id))
     await wapi_simulator.post_webhook(
         instance_id, WebhookSlot.DISCONNECTED, payloads.disconnected(instance_id=instance_id)
     )
-    await next_event(
-        states, InstanceStateChanged, 20, lambda e: e.to_state is InstanceState.DISCONNECTED
-    )
-    await wapi_simulator.receive(instance_id, {"conversation": "oi"}, chat_id=CUSTOMER)
-    healed = await next_event(
-        states, InstanceStateChanged, 20, lambda e: e.to_state is InstanceState.CONNECTED
-    )
-    assert healed.source in {EvidenceSource.PROOF_OF_LIFE, EvidenceSource.WEBHOOK}
+    checked = await next_event(states, InstanceStateChanged, 20)
+    assert (checked.to_state, checked.source) == (InstanceState.CONNECTED, EvidenceSource.WEBHOOK)
+    assert wapi_simulator.calls(operation="status-instance", instance_id=instance_id) != []
+    assert await none_within(states, InstanceStateChanged, 2) == []
     assert wapi_simulator.calls(operation="restart", instance_id=instance_id) == []
 
 
