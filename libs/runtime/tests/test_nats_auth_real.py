@@ -16,11 +16,15 @@ import nats
 import pytest
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsConfigDict
 
 from zapgate.contracts import subjects
 from zapgate.devservers.nats import NatsServer
 from zapgate.devservers.nats_auth import DevCredentials
 from zapgate.runtime import nats_auth
+from zapgate.runtime.provision_cli import provision
+from zapgate.runtime.settings import ServiceSettings
 from zapgate.runtime.streams import ensure_streams
 from zapgate.runtime.topology import ALL_STREAMS
 
@@ -312,3 +316,60 @@ async def test_the_operator_registers_but_a_caller_cannot(bus: AuthServer) -> No
     with pytest.raises(TimeoutError):
         await caller.nc.request(subjects.API_HEALTH_REGISTER, b"{}", timeout=0.5)
     assert await caller.denied("publish", subjects.API_HEALTH_REGISTER)
+
+
+async def test_services_start_against_streams_the_admin_provisioned(
+    auth_server: tuple[str, DevCredentials],
+) -> None:
+    """On an empty server a service's `ensure_streams` is refused; after `provision` as admin
+    it only looks (STREAM.INFO) and succeeds without a violation."""
+    url, credentials = auth_server
+    server = AuthServer(url, credentials)
+    admin = await server.connect("admin")
+    for info in await admin.nc.jetstream().streams_info():
+        if info.config.name is not None:
+            await admin.nc.jetstream().delete_stream(info.config.name)
+    sender = await server.connect("sender")
+    try:
+        with pytest.raises(TimeoutError):
+            await ensure_streams(sender.nc, ALL_STREAMS[:1])
+        assert await sender.denied("publish", f"$JS.API.STREAM.CREATE.{ALL_STREAMS[0].name}")
+
+        names = await provision(url, credentials.seed("admin"))
+        assert names == [spec.name for spec in ALL_STREAMS]
+        for user in ("ingest", "health", "sender", "api"):
+            session = await server.connect(user)
+            await ensure_streams(session.nc, ALL_STREAMS)
+            assert session.errors == [], user
+    finally:
+        for session in server.sessions:
+            await session.nc.close()
+
+
+async def test_service_settings_log_in_as_the_services_own_user(
+    bus: AuthServer,
+) -> None:
+    """`nats_seed` in settings gives `nats_connect_options()`: nkey and `_INBOX_<service>`."""
+    settings = _HealthLikeSettings(
+        environment="test",
+        database_url=SecretStr("postgresql+psycopg://t@127.0.0.1/t"),
+        nats_seed=SecretStr(bus.credentials.seed("health")),
+    )
+    assert settings.nats_user_name == "health"
+    assert bus.credentials.seed("health") not in repr(settings)
+    nc = await nats.connect(bus.url, allow_reconnect=False, **settings.nats_connect_options())
+    try:
+        reply = await nc.jetstream().stream_info(subjects.STREAM_HEALTH)
+        assert reply.config.name == subjects.STREAM_HEALTH
+    finally:
+        await nc.close()
+    with pytest.raises(ValidationError, match="NATS_SEED_INVALID"):
+        _HealthLikeSettings(
+            environment="test",
+            database_url=SecretStr("postgresql+psycopg://t@127.0.0.1/t"),
+            nats_seed=SecretStr("SUnot-a-seed"),
+        )
+
+
+class _HealthLikeSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ZAPGATE_HEALTH_")

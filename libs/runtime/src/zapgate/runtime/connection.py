@@ -24,6 +24,7 @@ import nats
 import stamina
 import structlog
 from nats.errors import NoServersError
+from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -99,6 +100,8 @@ class ConnectionOptions:
     max_control_line: int = DEFAULT_MAX_CONTROL_LINE
     inbox_prefix: str | None = None
     retry_wait_max: timedelta = timedelta(seconds=2)
+    nkeys_seed: SecretStr | None = None
+    """The nkey seed (`ServiceSettings.nats_seed`); use with `inbox_prefix` `_INBOX_<user>`."""
 
 
 class NatsConnection:
@@ -229,6 +232,8 @@ class NatsConnection:
         extra: dict[str, object] = {}
         if options.inbox_prefix is not None:
             extra["inbox_prefix"] = options.inbox_prefix
+        if options.nkeys_seed is not None:
+            extra["nkeys_seed_str"] = options.nkeys_seed.get_secret_value()
         return await nats.connect(
             self._servers,
             name=options.name,

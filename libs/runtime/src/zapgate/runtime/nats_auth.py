@@ -36,7 +36,7 @@ import nkeys
 
 from zapgate.contracts import subjects
 from zapgate.runtime import topology
-from zapgate.runtime.streams import DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECT_PREFIX
+from zapgate.runtime.streams import DEAD_LETTER_SUBJECT_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -151,6 +151,9 @@ def _durables_of(service: str) -> tuple[Durable, ...]:
     )
 
 
+_ALL_STREAMS: Final = tuple(spec.name for spec in topology.ALL_STREAMS)
+"""Services run `ensure_streams` over the whole topology, which only looks (STREAM.INFO) when
+the admin already provisioned every stream as declared."""
 _HEALTH_API_READ: Final = (subjects.API_HEALTH_GET, subjects.API_HEALTH_LIST)
 _HEALTH_API_ALL: Final = "zg.api.health.instances.*"
 _SENDER_API_ALL: Final = "zg.api.sender.*"
@@ -166,7 +169,7 @@ INGEST: Final = Role(
     consumers=_durables_of("ingest"),
     # The archiver follows instance states with an ordered (ephemeral) consumer.
     ephemeral_on=(subjects.STREAM_HEALTH,),
-    verifies=(subjects.STREAM_WEBHOOKS, subjects.STREAM_HEALTH, DEAD_LETTER_STREAM),
+    verifies=_ALL_STREAMS,
 )
 
 HEALTH: Final = Role(
@@ -180,12 +183,7 @@ HEALTH: Final = Role(
     ),
     serves=(_HEALTH_API_ALL,),
     consumers=_durables_of("health"),
-    verifies=(
-        subjects.STREAM_TICKS,
-        subjects.STREAM_HEALTH,
-        subjects.STREAM_WEBHOOKS,
-        DEAD_LETTER_STREAM,
-    ),
+    verifies=_ALL_STREAMS,
     reads_last=(subjects.STREAM_TICKS,),
 )
 
@@ -204,13 +202,7 @@ SENDER: Final = Role(
     ),
     serves=(_SENDER_API_ALL,),
     consumers=_durables_of("sender"),
-    verifies=(
-        subjects.STREAM_SEND,
-        subjects.STREAM_WEBHOOKS,
-        subjects.STREAM_HEALTH,
-        subjects.STREAM_TICKS,
-        DEAD_LETTER_STREAM,
-    ),
+    verifies=_ALL_STREAMS,
     reads_last=(subjects.STREAM_TICKS,),
 )
 
@@ -224,7 +216,7 @@ API: Final = Role(
         Durable(subjects.STREAM_SEND, "status", subjects.MESSAGE_STATUS_ALL),
         Durable(subjects.STREAM_WEBHOOKS, "received", _webhook("message_received")),
     ),
-    verifies=(subjects.STREAM_SEND, subjects.STREAM_WEBHOOKS),
+    verifies=_ALL_STREAMS,
 )
 
 CONSOLE: Final = Role(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -21,6 +21,9 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from zapgate.runtime.connection import ConnectionOptions
 
 Environment = Literal["dev", "test", "prod"]
 """`prod` (the default) refuses weak secrets; `test` refuses placeholders; `dev` accepts all."""
@@ -181,6 +184,17 @@ class ServiceSettings(BaseSettings):
         "(local stack) accepts anything; test (test fixtures) refuses placeholders",
     )
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_seed: SecretStr | None = Field(
+        default=None,
+        description="nkey seed (`SU...`) of this service's NATS user, made by "
+        "`zapgate-nats-auth keys`; unset: no credentials (a server with auth refuses them)",
+    )
+    nats_user: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="NATS user name, for its private inbox prefix `_INBOX_<user>` "
+        "(default: the service, from the env prefix)",
+    )
     database_url: SecretStr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool | None = Field(
@@ -191,6 +205,51 @@ class ServiceSettings(BaseSettings):
     stream_replicas: int = Field(
         default=1, ge=1, le=5, description="JetStream replicas per stream (3 on a cluster)"
     )
+
+    @field_validator("nats_seed")
+    @classmethod
+    def _nats_seed_is_an_nkey(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        # Imported here: nats_auth imports the topology, which is not needed for settings alone.
+        from zapgate.runtime.nats_auth import public_key  # noqa: PLC0415
+
+        try:
+            public_key(value.get_secret_value())
+        except ValueError:
+            raise PydanticCustomError(
+                "NATS_SEED_INVALID",
+                "NATS_SEED_INVALID: nats_seed: não é a semente de um usuário nkey (SU...); "
+                "gere uma com zapgate-nats-auth keys.",
+            ) from None
+        return value
+
+    @property
+    def nats_user_name(self) -> str:
+        """This service's NATS user: `nats_user`, else the env prefix (`ZAPGATE_HEALTH_`)."""
+        if self.nats_user is not None:
+            return self.nats_user
+        prefix = str(self.model_config.get("env_prefix", ""))
+        return prefix.removeprefix("ZAPGATE_").strip("_").lower() or "zapgate"
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """Credentials for `nats.connect(**...)` / `NatsBroker(**...)`: the nkey seed and the
+        user's private inbox prefix; empty without a seed. Never log the result."""
+        if self.nats_seed is None:
+            return {}
+        return {
+            "nkeys_seed_str": self.nats_seed.get_secret_value(),
+            "inbox_prefix": f"_INBOX_{self.nats_user_name}",
+        }
+
+    def nats_connection_options(self, name: str, **options: Any) -> ConnectionOptions:  # noqa: ANN401 - ConnectionOptions fields
+        """`ConnectionOptions` for `NatsConnection` with this service's credentials."""
+        from zapgate.runtime.connection import ConnectionOptions  # noqa: PLC0415 - no cycle
+
+        if self.nats_seed is not None:
+            options.setdefault("nkeys_seed", self.nats_seed)
+            options.setdefault("inbox_prefix", f"_INBOX_{self.nats_user_name}")
+        return ConnectionOptions(name=name, **options)
 
     @field_validator("database_url")
     @classmethod

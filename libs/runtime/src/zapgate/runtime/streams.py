@@ -170,6 +170,11 @@ async def ensure_streams(nc: Client, specs: Iterable[StreamSpec]) -> None:
 
 async def _ensure_stream(nc: Client, spec: StreamSpec) -> None:
     body = spec.to_api()
+    # Look first: a stream that already matches needs no create right, so services running as
+    # their own NATS users (STREAM.INFO only) start against streams the admin provisioned.
+    info = await _js_api(nc, f"STREAM.INFO.{spec.name}", {})
+    if _config_matches(info.get("config"), body):
+        return
     # The raw API carries every field the server knows, whatever this nats-py's StreamConfig
     # has (allow_msg_schedules is missing from older clients).
     created = await _js_api(nc, f"STREAM.CREATE.{spec.name}", body)
@@ -217,6 +222,21 @@ async def ensure_schedule(  # noqa: PLR0913 - all keyword-only, each names part 
         if all(current_headers.get(key) == value for key, value in headers.items()):
             return False
     await js.publish(schedule_subject, body, stream=stream, headers=headers)
+    return True
+
+
+def _config_matches(current: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    if current is None:
+        return False
+    for key, value in wanted.items():
+        have = current.get(key)
+        if key == "allow_rollup_hdrs" and wanted.get("allow_msg_schedules"):
+            continue  # the server turns rollups on for a stream with message schedules
+        if key == "subjects":
+            if sorted(have or []) != sorted(value):
+                return False
+        elif have != value:
+            return False
     return True
 
 
