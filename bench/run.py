@@ -172,7 +172,46 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 " of the bare loop's calls/s"
             ),
         ]
+    lines += provider_lines(figures.get("provider"))
     return "\n".join(lines) + "\n"
+
+
+PROVIDER_SIDES = {
+    "wapi_client": "`WapiClient` (the adapter every service uses)",
+    "bare_aiohttp": "bare aiohttp `ClientSession` loop (the ceiling)",
+    "httpx_aiohttp": "bare httpx over `httpx_aiohttp.AiohttpTransport`",
+    "bare_httpx": "bare httpx `AsyncClient` loop",
+}
+
+
+def provider_lines(provider: dict[str, Any] | None) -> list[str]:
+    """The provider-client section: the adapter beside bare client loops, same run."""
+    if not provider:
+        return []
+    lines = [
+        "",
+        "## Provider client: send-text calls/s against the simulator",
+        "",
+        (
+            f"`bench/provider_client.py`: {provider['rounds']} rounds x "
+            f"{provider['calls_per_round']} send-text calls per side, {provider['workers']} "
+            "concurrent workers (one per instance), the simulator (`zapgate-wapi-sim`) in its own "
+            "process; sides interleaved, the order rotating each round. Medians."
+        ),
+        "",
+        "| client | calls/s | p50 ms | p99 ms | of bare aiohttp | of bare httpx | per round |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for side, label in PROVIDER_SIDES.items():
+        figures = provider["sides"][side]
+        lines.append(
+            f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} | "
+            f"{figures['p99_ms']:.1f} | {provider['ratio_to_aiohttp'][side]:.2f} | "
+            f"{provider['ratio_to_httpx'][side]:.1f}x | "
+            + ", ".join(str(r) for r in figures["per_round_rps"])
+            + " |"
+        )
+    return lines
 
 
 SOAK_MARKER = "<!-- soak: written by bench/soak.py, kept by bench/run.py -->"
@@ -192,11 +231,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="webhooks per round")
     parser.add_argument("--sends", type=int, default=2000, help="sends per round")
     parser.add_argument("--instances", type=int, default=10_000, help="health tick size")
-    parser.add_argument("--only", choices=["ingest", "sender", "health"], action="append")
+    parser.add_argument(
+        "--only", choices=["ingest", "sender", "health", "provider"], action="append"
+    )
     parser.add_argument("--note", help="a line added to the report (e.g. why rounds were cut)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    only = set(args.only or ["ingest", "sender", "health"])
+    only = set(args.only or ["ingest", "sender", "health", "provider"])
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="zg-bench-") as tmp:
         work = Path(tmp)
@@ -213,6 +254,12 @@ def main() -> None:
                 "services/sender/bench/sender_bench.py",
                 [*rounds, "--sends", str(args.sends)],
                 work / "sender.json",
+            )
+        if "provider" in only:
+            figures["provider"] = run_script(
+                "bench/provider_client.py",
+                [*rounds, "--calls", str(args.sends)],
+                work / "provider.json",
             )
         if "health" in only:
             figures["health"] = run_script(

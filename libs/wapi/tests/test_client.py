@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import httpx
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from zapgate.wapi import (
@@ -26,6 +28,9 @@ from zapgate.wapi import (
     Reachable,
     SendAccepted,
     WapiClient,
+    WapiLimits,
+    WapiMetrics,
+    WapiTimeouts,
     WebhookLogs,
     WebhooksConfigured,
     WebhookSlot,
@@ -41,6 +46,13 @@ PHONE = "5511988887777"
 CREDS = InstanceCredentials(instance_id=INSTANCE, token=SecretStr(TOKEN))
 TO = "5511912345678"
 T = TypeVar("T")
+PROVIDER_FAILURES = (
+    ProviderBadResponse,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnauthorized,
+    ProviderUnavailable,
+)
 
 
 def expect(kind: type[T], result: object) -> T:
@@ -319,7 +331,7 @@ async def test_a_hanging_provider_gives_a_timeout_with_unknown_outcome(
 ) -> None:
     """A provider that never answers ends in ProviderTimeout (uncertain) at the read timeout."""
     sim.fail(INSTANCE, FaultKind.HANG)
-    timeout = httpx.Timeout(connect=1.0, read=0.2, write=1.0, pool=1.0)
+    timeout = WapiTimeouts(connect=1.0, pool=1.0, read=0.2, total=5.0)
     async with WapiClient(base_url=wapi_simulator_server.base_url, timeout=timeout) as client:
         result = await client.send_text(CREDS, TO, "oi")
     assert isinstance(result, ProviderTimeout)
@@ -386,5 +398,189 @@ async def test_the_token_never_appears_in_logs_reprs_or_results(
     assert TOKEN not in seen
     assert {entry["log_level"] for entry in logs} == {"debug", "warning"}
     assert all(
-        {"instance_id", "operation", "status_code", "latency_ms"} <= entry.keys() for entry in logs
+        {"instance_id", "operation", "status_code", "latency_ms", "retried"} <= entry.keys()
+        for entry in logs
     )
+
+
+# --- transport: blips, retries of reads only, bounds, metrics ----------------------------------
+
+READS = ["status-instance", "fetch-instance", "device", "qr-code", "fetch-webhook-logs"]
+
+
+async def _read(client: WapiClient, operation: str) -> object:
+    calls: dict[str, Callable[[InstanceCredentials], Awaitable[object]]] = {
+        "status-instance": client.status_instance,
+        "fetch-instance": client.fetch_instance,
+        "device": client.device,
+        "qr-code": client.qr_code,
+        "fetch-webhook-logs": client.fetch_webhook_logs,
+    }
+    return await calls[operation](CREDS)
+
+
+@pytest.mark.parametrize("operation", READS)
+async def test_a_read_whose_connection_drops_once_is_retried_on_a_fresh_connection(
+    sim: Simulator, wapi_simulator_server: SimulatorServer, operation: str
+) -> None:
+    """One "server disconnected" on an idempotent read is a blip: asked again at once, answered."""
+    registry = CollectorRegistry()
+    async with WapiClient(
+        base_url=wapi_simulator_server.base_url,
+        timeout=WapiTimeouts(connect=2.0, pool=2.0, read=5.0, total=10.0),
+        metrics=WapiMetrics.for_registry(registry),
+    ) as client:
+        sim.fail(INSTANCE, FaultKind.DISCONNECT, operations={operation}, times=1)
+        with structlog.testing.capture_logs() as logs:
+            result = await _read(client, operation)
+    assert not isinstance(result, PROVIDER_FAILURES), result
+    assert len(sim.calls(operation=operation)) == 2
+    assert (
+        registry.get_sample_value("zapgate_wapi_read_retries_total", {"operation": operation})
+        == 1.0
+    )
+    retried = [entry for entry in logs if entry["event"] == "wapi.call.retried"]
+    assert [entry["reason"].split(":")[0] for entry in retried] == ["ServerDisconnectedError"]
+    (line,) = [entry for entry in logs if entry["event"] == "wapi.call"]
+    assert line["retried"] is True
+
+
+async def test_a_read_that_drops_twice_fails_after_exactly_two_attempts(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """The retry is one retry: a second drop is an uncertain ProviderTimeout, not a third call."""
+    sim.fail(INSTANCE, FaultKind.DISCONNECT, operations={"status-instance"}, times=2)
+    result = await wapi_client.status_instance(CREDS)
+    assert isinstance(result, ProviderTimeout)
+    assert "ServerDisconnectedError" in result.detail
+    assert len(sim.calls(operation="status-instance")) == 2
+
+
+@pytest.mark.parametrize(
+    "operation", ["send-text", "restart", "disconnect", "pairing-code", "update-webhook-received"]
+)
+async def test_a_call_that_is_not_a_read_is_made_once_and_a_drop_is_uncertain(
+    sim: Simulator, wapi_client: WapiClient, operation: str
+) -> None:
+    """Sends, restarts, disconnects, pairing codes: never repeated; a drop is ProviderTimeout."""
+    sim.fail(INSTANCE, FaultKind.DISCONNECT, operations={operation}, times=1)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "send-text": lambda: wapi_client.send_text(CREDS, TO, "oi"),
+        "restart": lambda: wapi_client.restart(CREDS),
+        "disconnect": lambda: wapi_client.disconnect(CREDS),
+        "pairing-code": lambda: wapi_client.pairing_code(CREDS, PHONE),
+        "update-webhook-received": lambda: wapi_client.update_webhook(
+            CREDS, WebhookSlot.RECEIVED, "https://example.test/hook"
+        ),
+    }
+    result = await calls[operation]()
+    assert isinstance(result, ProviderTimeout)
+    assert (result.uncertain, result.retryable) == (True, False)
+    assert len(sim.calls(operation=operation)) == 1
+
+
+async def test_a_dropped_send_did_not_reach_the_session(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """The blip fault closes before acting: the next send is the only one the provider ran."""
+    sim.fail(INSTANCE, FaultKind.DISCONNECT, operations={"send-text"}, times=1)
+    assert isinstance(await wapi_client.send_text(CREDS, TO, "oi"), ProviderTimeout)
+    assert isinstance(await wapi_client.send_text(CREDS, TO, "oi"), SendAccepted)
+    details = expect(InstanceDetails, await wapi_client.fetch_instance(CREDS))
+    assert details.raw["messagesSent"] == 2  # both calls reached it; one was answered
+
+
+async def test_calls_of_one_instance_are_bounded_and_others_pass(
+    sim: Simulator, wapi_simulator_server: SimulatorServer
+) -> None:
+    """With one slot per instance, a hung call makes the next one of that instance wait (and
+    give up, unsent, at the pool timeout) while another instance's call goes through."""
+    other = InstanceCredentials(instance_id="SIM009-OTHER", token=SecretStr("tok-other"))
+    sim.add_instance(other.instance_id, "tok-other", phone="5511900000009")
+    sim.fail(INSTANCE, FaultKind.HANG, operations={"send-text"})
+    async with WapiClient(
+        base_url=wapi_simulator_server.base_url,
+        timeout=WapiTimeouts(connect=1.0, pool=0.3, read=30.0, total=30.0),
+        limits=WapiLimits(per_instance=1),
+    ) as client:
+        hung = asyncio.create_task(client.send_text(CREDS, TO, "oi"))
+        await sim.wait_for_calls(operation="send-text", instance_id=INSTANCE)
+        queued = await client.status_instance(CREDS)
+        passed = await client.status_instance(other)
+        sim.reset()  # releases the hung call
+        assert isinstance(await hung, (ProviderTimeout, ProviderUnavailable))
+    assert isinstance(queued, ProviderUnavailable)
+    assert "no free slot" in queued.detail
+    assert passed == InstanceStatus(connected=True)
+    assert sim.calls(operation="status-instance") == []  # reset cleared the log
+    assert client.instances_in_flight == 0
+
+
+async def test_the_connection_limit_queues_calls_and_a_pool_timeout_is_certainly_unsent(
+    sim: Simulator, wapi_simulator_server: SimulatorServer
+) -> None:
+    """With one connection in total, a call waiting for it past the pool timeout was never sent."""
+    other = InstanceCredentials(instance_id="SIM009-OTHER", token=SecretStr("tok-other"))
+    sim.add_instance(other.instance_id, "tok-other", phone="5511900000009")
+    sim.fail(INSTANCE, FaultKind.HANG, operations={"send-text"})
+    async with WapiClient(
+        base_url=wapi_simulator_server.base_url,
+        timeout=WapiTimeouts(connect=1.0, pool=0.3, read=30.0, total=30.0),
+        limits=WapiLimits(total=1),
+    ) as client:
+        hung = asyncio.create_task(client.send_text(CREDS, TO, "oi"))
+        await sim.wait_for_calls(operation="send-text", instance_id=INSTANCE)
+        waited = await client.send_text(other, TO, "oi")
+        assert sim.calls(instance_id=other.instance_id) == []
+        sim.reset()
+        await hung
+    assert isinstance(waited, ProviderUnavailable)
+    assert (waited.uncertain, waited.retryable) == (False, True)
+    assert "ConnectionTimeoutError" in waited.detail
+
+
+async def test_provider_metrics_count_latency_and_failures_by_call_without_ids(
+    sim: Simulator, wapi_simulator_server: SimulatorServer
+) -> None:
+    """Every call lands in the latency histogram by operation and outcome; failures by code;
+    no label ever carries an instance id, phone or token."""
+    registry = CollectorRegistry()
+    async with WapiClient(
+        base_url=wapi_simulator_server.base_url, metrics=WapiMetrics.for_registry(registry)
+    ) as client:
+        await client.status_instance(CREDS)
+        await client.status_instance(CREDS)
+        await client.send_text(CREDS, TO, "oi")
+        sim.fail(INSTANCE, FaultKind.SERVICE_UNAVAILABLE, operations={"send-text"}, times=1)
+        await client.send_text(CREDS, TO, "oi")
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    histogram = "zapgate_wapi_call_duration_seconds_count"
+    assert value(histogram, operation="status-instance", outcome="ok") == 2.0
+    assert value(histogram, operation="send-text", outcome="ok") == 1.0
+    assert value(histogram, operation="send-text", outcome="PROVIDER_UNAVAILABLE") == 1.0
+    assert (
+        value(
+            "zapgate_wapi_call_failures_total", operation="send-text", code="PROVIDER_UNAVAILABLE"
+        )
+        == 1.0
+    )
+    assert value("zapgate_wapi_calls_in_flight") == 0.0
+    labels = {
+        label
+        for family in registry.collect()
+        for sample in family.samples
+        for label in sample.labels.values()
+    }
+    assert not any(secret in label for label in labels for secret in (INSTANCE, TO, TOKEN))
+    assert WapiMetrics.for_registry(registry) is WapiMetrics.for_registry(registry)
+
+
+def test_a_client_is_built_outside_an_event_loop_and_closes_unused() -> None:
+    """Construction opens nothing (services build it in create_app); closing an unused one is
+    a no-op."""
+    client = WapiClient(base_url="http://127.0.0.1:9/v1")
+    asyncio.run(client.aclose())
+    assert repr(client) == "WapiClient(base_url='http://127.0.0.1:9/v1')"

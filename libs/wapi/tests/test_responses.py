@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
+import aiohttp
 import pytest
 
 from zapgate.wapi import (
@@ -18,7 +18,7 @@ from zapgate.wapi import (
 )
 from zapgate.wapi.responses import classify, parse_details, parse_send, parse_status
 from zapgate.wapi.simulator import payloads
-from zapgate.wapi.transport_errors import failure_from_exception
+from zapgate.wapi.transport_errors import failure_from_exception, is_broken_exchange
 
 pytestmark = pytest.mark.unit
 
@@ -90,31 +90,48 @@ def test_429_is_a_retryable_rejection() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "expected", "uncertain"),
+    ("exc", "expected", "uncertain", "retryable"),
     [
-        (httpx.ConnectError("refused"), ProviderUnavailable, False),
-        (httpx.ConnectTimeout("slow"), ProviderUnavailable, False),
-        (httpx.PoolTimeout("busy"), ProviderUnavailable, False),
-        (httpx.ReadTimeout("late"), ProviderTimeout, True),
-        (httpx.WriteTimeout("late"), ProviderTimeout, True),
-        (httpx.ReadError("reset"), ProviderTimeout, True),
-        (httpx.RemoteProtocolError("closed"), ProviderTimeout, True),
-        (httpx.DecodingError("gzip"), ProviderBadResponse, True),
-        (httpx.UnsupportedProtocol("ftp"), ProviderUnavailable, False),
+        (aiohttp.ConnectionTimeoutError("no free connection"), ProviderUnavailable, False, True),
+        (aiohttp.InvalidURL("ftp://x"), ProviderUnavailable, False, False),
+        (ValueError("newline in header"), ProviderUnavailable, False, False),
+        (aiohttp.ServerDisconnectedError(), ProviderTimeout, True, False),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), ProviderTimeout, True, False),
+        (aiohttp.SocketTimeoutError("late"), ProviderTimeout, True, False),
+        (TimeoutError(), ProviderTimeout, True, False),
+        (aiohttp.ClientPayloadError("cut"), ProviderBadResponse, True, False),
     ],
 )
 def test_transport_errors_split_on_whether_the_provider_could_have_acted(
-    exc: httpx.HTTPError, expected: type, *, uncertain: bool
+    exc: BaseException, expected: type, *, uncertain: bool, retryable: bool
 ) -> None:
     """Never sent: unavailable; possibly delivered: uncertain."""
     failure = failure_from_exception("send-text", exc)
     assert isinstance(failure, expected)
-    assert failure.uncertain is uncertain
+    assert (failure.uncertain, failure.retryable) == (uncertain, retryable)
+
+
+@pytest.mark.parametrize(
+    ("exc", "broken"),
+    [
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), True),
+        (aiohttp.ClientPayloadError("cut"), True),
+        (aiohttp.SocketTimeoutError("late"), False),
+        (aiohttp.ConnectionTimeoutError("slow"), False),
+        (TimeoutError(), False),
+    ],
+)
+def test_only_a_broken_exchange_is_worth_retrying_a_read(
+    exc: BaseException, *, broken: bool
+) -> None:
+    """Drops and resets are retried once; timeouts (a slow provider) and connect failures not."""
+    assert is_broken_exchange(exc) is broken
 
 
 def test_failures_carry_codes_and_portuguese_messages() -> None:
     """Every failure has a stable code and a human message."""
-    failure = failure_from_exception("status-instance", httpx.ConnectError("x"))
+    failure = failure_from_exception("status-instance", aiohttp.ConnectionTimeoutError("x"))
     assert failure.code == "PROVIDER_UNAVAILABLE"
     assert "indisponível" in failure.message
 

@@ -37,7 +37,7 @@ from zapgate.health.settings import HealthSettings
 from zapgate.runtime.clock import ManualClock
 from zapgate.runtime.db import create_engine, migrate
 from zapgate.runtime.logging import configure_logging
-from zapgate.wapi.client import WapiClient
+from zapgate.wapi.client import WapiClient, WapiLimits
 from zapgate.wapi.simulator.server import SimulatorServer
 
 
@@ -97,8 +97,7 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
         provider_concurrency=concurrency,
         apply_batch_size=200,
     )
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with WapiClient(base_url=sim.base_url, limits=limits) as wapi:
+    async with WapiClient(base_url=sim.base_url, limits=WapiLimits(total=concurrency)) as wapi:
         publisher = CountingPublisher()
         service = HealthService(
             repository=PostgresHealthRepository(engine),

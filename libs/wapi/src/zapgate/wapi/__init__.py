@@ -1,6 +1,14 @@
-"""zapgate.wapi: the W-API port, its httpx adapter, and (in `.simulator`) a simulator."""
+"""zapgate.wapi: the W-API port, its aiohttp adapter, and (in `.simulator`) a simulator."""
 
-from zapgate.wapi.client import DEFAULT_BASE_URL, DEFAULT_LIMITS, DEFAULT_TIMEOUT, WapiClient
+from zapgate.wapi.client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_LIMITS,
+    DEFAULT_TIMEOUT,
+    IDEMPOTENT_READS,
+    WapiClient,
+    WapiLimits,
+    WapiTimeouts,
+)
 from zapgate.wapi.credentials import InstanceCredentials
 from zapgate.wapi.failures import (
     ProviderBadResponse,
@@ -11,6 +19,7 @@ from zapgate.wapi.failures import (
     ProviderUnavailable,
     is_failure,
 )
+from zapgate.wapi.metrics import WapiMetrics
 from zapgate.wapi.port import WapiPort
 from zapgate.wapi.results import (
     Acknowledged,
@@ -31,6 +40,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
+    "IDEMPOTENT_READS",
     "Acknowledged",
     "DeviceInfo",
     "InstanceCredentials",
@@ -47,7 +57,10 @@ __all__ = [
     "Reachable",
     "SendAccepted",
     "WapiClient",
+    "WapiLimits",
+    "WapiMetrics",
     "WapiPort",
+    "WapiTimeouts",
     "WebhookLogs",
     "WebhookSlot",
     "WebhooksConfigured",

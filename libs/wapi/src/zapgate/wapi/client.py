@@ -1,26 +1,52 @@
-"""`WapiClient`: the W-API port over one shared `httpx.AsyncClient`.
+"""`WapiClient`: the W-API port over one shared aiohttp `ClientSession`.
 
 One client (one connection pool) serves every instance: credentials travel with each call.
 The token goes only into the `Authorization` header of the request; it is never logged, never
 part of a URL, and never in a result or failure.
+
+Why aiohttp directly (measured by `bench/provider_client.py`, see docs/benchmarks.md): against
+the simulator at 50 concurrent workers, plain httpx 0.28 manages ~330 calls/s, httpx over
+`httpx_aiohttp.AiohttpTransport` ~3,700 and aiohttp's `ClientSession` ~8,200 on our machines;
+and the httpx-aiohttp transport translates "server disconnected" into `httpx.ConnectTimeout`,
+which would make an uncertain send look certainly unsent. Here aiohttp's own exceptions are
+classified (`transport_errors`).
+
+Connection policy:
+- one pool of at most `WapiLimits.total` connections, and at most `WapiLimits.per_instance`
+  calls of one instance in flight (a slow instance cannot take the whole pool);
+- idle connections are closed after `WapiLimits.keepalive_s` (4 s by default), below the
+  common server idle timeouts (uvicorn and Node 5 s, nginx 75 s, AWS ALB 60 s), so the client,
+  not the server, ends an idle connection;
+- an idempotent read (`status-instance`, `fetch-instance`, `device`, `qr-code`,
+  `fetch-webhook-logs`) whose exchange breaks before an answer ("server disconnected", a reset)
+  is retried once, at once, on a fresh connection; nothing else is ever retried here: a send,
+  restart, disconnect or pairing-code request is made exactly once per method call, and a
+  broken exchange on it is an uncertain `ProviderTimeout`. aiohttp's own silent retry of
+  "idempotent" HTTP methods is switched off because W-API restarts and disconnects on GET.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self, TypeVar
 
-import httpx
+import aiohttp
 import structlog
+from yarl import URL
 
 from zapgate.wapi import responses
-from zapgate.wapi.failures import ProviderFailure, is_failure
+from zapgate.wapi.failures import ProviderFailure, ProviderUnavailable, is_failure
+from zapgate.wapi.metrics import OK, WapiMetrics
 from zapgate.wapi.results import Reachable, WebhooksConfigured
-from zapgate.wapi.transport_errors import failure_from_exception
+from zapgate.wapi.transport_errors import failure_from_exception, is_broken_exchange
 from zapgate.wapi.webhook_slots import ALL_WEBHOOK_SLOTS, WebhookSlot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
     from zapgate.wapi.credentials import InstanceCredentials
@@ -36,42 +62,133 @@ if TYPE_CHECKING:
     )
 
 DEFAULT_BASE_URL = "https://api.w-api.app/v1"
-# Connect fails fast (a refused connect is certain "not sent", cheap to retry later); read
-# waits longer because a send answered late is still far better than an unknown outcome.
-DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=10.0, pool=3.0)
-# Bounded so a health tick over thousands of instances queues in the pool (PoolTimeout is a
-# certain "not sent") instead of opening thousands of sockets to the provider.
-DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+IDEMPOTENT_READS = frozenset(
+    {"status-instance", "fetch-instance", "device", "qr-code", "fetch-webhook-logs"}
+)
+_SERVER_ERROR = 500
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 _log = structlog.get_logger("zapgate.wapi.client")
 
 T = TypeVar("T")
 
 
-class WapiClient:
-    """The W-API adapter. Build once per process (in a lifespan), share, `aclose()` at exit.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WapiTimeouts:
+    """Seconds allowed for each phase of one provider call.
 
-    `transport` lets a caller swap httpx's transport (e.g. an aiohttp-based one, or a
-    benchmark stub); `http_client` hands in a fully built client that this adapter will not
-    close. With a custom transport, `limits` must be set on that transport instead.
+    - `connect`: opening a TCP (and TLS) connection. Fails fast: a refused connect is a certain
+      "not sent" (`ProviderUnavailable`), cheap to retry later.
+    - `pool`: waiting for a free slot of the instance and then for a connection (including
+      opening it). Beyond it the call is `ProviderUnavailable`: nothing was sent.
+    - `read`: the longest silence while waiting for or reading the answer. Longer, because a
+      send answered late is far better than an unknown outcome (`ProviderTimeout`).
+    - `total`: the whole exchange after the slot is taken, including writing a large media
+      body; beyond it the outcome is unknown (`ProviderTimeout`).
+    """
+
+    connect: float = 3.0
+    pool: float = 3.0
+    read: float = 10.0
+    total: float = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WapiLimits:
+    """How much of the provider one client may use at once.
+
+    - `total`: connections open to the provider (every instance together); more calls queue.
+    - `per_instance`: calls of one instance in flight; more queue (within `WapiTimeouts.pool`).
+    - `keepalive_s`: an idle pooled connection is closed after this many seconds. Keep it
+      below the server's idle timeout: a connection the server closes while idle fails the next
+      request sent on it ("server disconnected without sending a response").
+    - `fresh_total`: one-shot connections open at once for retries of reads.
+    """
+
+    total: int = 64
+    per_instance: int = 4
+    keepalive_s: float = 4.0
+    fresh_total: int = 8
+
+
+DEFAULT_TIMEOUT = WapiTimeouts()
+DEFAULT_LIMITS = WapiLimits()
+
+
+class _SlotWaitTimeoutError(Exception):
+    """No slot of the instance came free within the pool timeout."""
+
+
+class _InstanceSlots:
+    """At most `size` calls per instance in flight; entries live only while in use."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._held: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, instance_id: str, timeout: float) -> AsyncIterator[None]:
+        entry = self._held.get(instance_id)
+        if entry is None:
+            entry = self._held[instance_id] = (asyncio.Semaphore(self._size), [0])
+        semaphore, users = entry
+        users[0] += 1
+        try:
+            if semaphore.locked():
+                try:
+                    async with asyncio.timeout(timeout):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    raise _SlotWaitTimeoutError(timeout) from None
+            else:
+                await semaphore.acquire()
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._held[instance_id]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class WapiClient:
+    """The W-API adapter. Build once per process, share it, `aclose()` at exit.
+
+    The aiohttp session is created on first use (so the client can be built outside a running
+    loop, e.g. in `create_app`) and lives on that loop. `session` hands in a session this
+    adapter will use for pooled calls and will not close (benchmarks, special transports);
+    `limits.total` and `keepalive_s` are then that session's business. `metrics` defaults to
+    the provider metrics on prometheus_client's default registry (`WapiMetrics.for_registry`).
     """
 
     def __init__(
         self,
         *,
         base_url: str = DEFAULT_BASE_URL,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        limits: httpx.Limits = DEFAULT_LIMITS,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        timeout: WapiTimeouts = DEFAULT_TIMEOUT,
+        limits: WapiLimits = DEFAULT_LIMITS,
+        session: aiohttp.ClientSession | None = None,
+        metrics: WapiMetrics | None = None,
     ) -> None:
-        if http_client is not None and transport is not None:
-            raise ValueError("pass either http_client or transport, not both")
         self._base_url = base_url.rstrip("/")
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            timeout=timeout, limits=limits, transport=transport, follow_redirects=False
+        self._timeouts = timeout
+        self._limits = limits
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=timeout.total,
+            connect=timeout.pool,
+            sock_connect=timeout.connect,
+            sock_read=timeout.read,
         )
+        self._session = session
+        self._owns_session = session is None
+        self._fresh: aiohttp.ClientSession | None = None
+        self._slots = _InstanceSlots(limits.per_instance)
+        self._metrics = metrics or WapiMetrics.for_registry()
+        self._urls: dict[str, URL] = {}
 
     def __repr__(self) -> str:
         return f"WapiClient(base_url={self._base_url!r})"
@@ -79,6 +196,11 @@ class WapiClient:
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    @property
+    def instances_in_flight(self) -> int:
+        """How many instances have a call in flight or queued (bounded per instance)."""
+        return len(self._slots)
 
     async def __aenter__(self) -> Self:
         return self
@@ -92,18 +214,24 @@ class WapiClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._fresh is not None:
+            await self._fresh.close()
+            self._fresh = None
 
     async def ping(self) -> Reachable | ProviderFailure:
         started = time.perf_counter()
         try:
-            response = await self._http.get(self._base_url + "/")
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            status, content = await self._exchange(
+                self._pooled(), "GET", self._url("/"), query=None, headers=None, data=None
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return failure_from_exception("ping", exc)
         latency_ms = (time.perf_counter() - started) * 1000
-        if response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR:
-            classified = responses.classify("ping", response.status_code, response.content)
+        if status >= _SERVER_ERROR:
+            classified = responses.classify("ping", status, content)
             if not isinstance(classified, dict):
                 return classified
         return Reachable(latency_ms=latency_ms)
@@ -284,25 +412,119 @@ class WapiClient:
         body: dict[str, object] | None = None,
     ) -> T | ProviderFailure:
         operation = path.rsplit("/", 1)[-1]
+        url = self._url(path)
+        query = {"instanceId": credentials.instance_id, **(params or {})}
+        headers = {"Authorization": f"Bearer {credentials.token.get_secret_value()}"}
+        # Serialised once, so a retried read (which has no body today) and the log agree.
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        if data is not None:
+            headers.update(_JSON_HEADERS)
         started = time.perf_counter()
         status_code: int | None = None
+        retried = False
         result: T | ProviderFailure
+        self._metrics.in_flight.inc()
         try:
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                params={"instanceId": credentials.instance_id, **(params or {})},
-                headers={"Authorization": f"Bearer {credentials.token.get_secret_value()}"},
-                json=body,
+            async with self._slots.hold(credentials.instance_id, self._timeouts.pool):
+                try:
+                    status_code, content = await self._exchange(
+                        self._pooled(), method, url, query=query, headers=headers, data=data
+                    )
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    if operation not in IDEMPOTENT_READS or not is_broken_exchange(exc):
+                        raise
+                    retried = True
+                    self._metrics.read_retries.labels(operation).inc()
+                    _log.info(
+                        "wapi.call.retried",
+                        instance_id=credentials.instance_id,
+                        operation=operation,
+                        reason=f"{type(exc).__name__}: {exc}",
+                    )
+                    status_code, content = await self._exchange(
+                        self._fresh_session(),
+                        method,
+                        url,
+                        query=query,
+                        headers=headers,
+                        data=data,
+                    )
+        except _SlotWaitTimeoutError:
+            result = ProviderUnavailable(
+                operation=operation,
+                detail=f"no free slot of this instance within {self._timeouts.pool:g}s",
             )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             result = failure_from_exception(operation, exc)
         else:
-            status_code = response.status_code
-            classified = responses.classify(operation, status_code, response.content)
+            classified = responses.classify(operation, status_code, content)
             result = parse(operation, classified) if isinstance(classified, dict) else classified
-        _log_call(credentials.instance_id, operation, status_code, started, result)
+        finally:
+            self._metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        self._metrics.observe(operation, result.code if is_failure(result) else OK, elapsed)
+        _log_call(credentials.instance_id, operation, status_code, elapsed, result, retried=retried)
         return result
+
+    async def _exchange(  # noqa: PLR0913 - one HTTP exchange, spelled out
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        *,
+        query: dict[str, str] | None,
+        headers: dict[str, str] | None,
+        data: bytes | None,
+    ) -> tuple[int, bytes]:
+        async with session.request(
+            method,
+            url,
+            params=query,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=self._client_timeout,
+        ) as response:
+            return response.status, await response.read()
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base_url + path)
+        return url
+
+    def _pooled(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = _new_session(
+                aiohttp.TCPConnector(
+                    limit=self._limits.total,
+                    limit_per_host=0,
+                    keepalive_timeout=self._limits.keepalive_s,
+                )
+            )
+        return self._session
+
+    def _fresh_session(self) -> aiohttp.ClientSession:
+        # force_close: every request on its own new connection, closed after the answer, so a
+        # retry can never land on another connection the server is about to close.
+        if self._fresh is None:
+            self._fresh = _new_session(
+                aiohttp.TCPConnector(limit=self._limits.fresh_total, force_close=True)
+            )
+        return self._fresh
+
+
+def _new_session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    session = aiohttp.ClientSession(
+        connector=connector,
+        # Responses are read as bytes and parsed by `responses`; no cookies between instances.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+    )
+    # aiohttp silently repeats a GET once when a pooled connection turns out closed; W-API
+    # restarts and disconnects on GET, so retries are decided here, per call, instead.
+    session._retry_connection = False  # noqa: SLF001 - no public switch (aiohttp's test_utils does the same)
+    return session
 
 
 def _send_body(
@@ -322,19 +544,21 @@ def _send_body(
     return body
 
 
-def _log_call(
+def _log_call(  # noqa: PLR0913 - the fields of the canonical line
     instance_id: str,
     operation: str,
     status_code: int | None,
-    started: float,
+    seconds: float,
     result: object,
+    *,
+    retried: bool,
 ) -> None:
-    latency_ms = round((time.perf_counter() - started) * 1000, 1)
     fields = {
         "instance_id": instance_id,
         "operation": operation,
         "status_code": status_code,
-        "latency_ms": latency_ms,
+        "latency_ms": round(seconds * 1000, 1),
+        "retried": retried,
     }
     if is_failure(result):
         _log.warning(

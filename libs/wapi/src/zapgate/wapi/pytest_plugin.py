@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
-from zapgate.wapi.client import WapiClient
+from zapgate.wapi.client import WapiClient, WapiTimeouts
 from zapgate.wapi.simulator.receiver import WebhookReceiver
 from zapgate.wapi.simulator.server import SimulatorServer
 
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from zapgate.wapi.simulator.handle import Simulator
 
 # Short enough that a hang fails a test fast, long enough for a loaded CI machine.
-TEST_TIMEOUT = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
+TEST_TIMEOUT = WapiTimeouts(connect=2.0, pool=2.0, read=5.0, total=10.0)
 
 
 @pytest.fixture(scope="session")

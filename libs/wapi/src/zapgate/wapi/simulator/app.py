@@ -12,10 +12,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from zapgate.wapi.simulator.control_routes import control_routes
-from zapgate.wapi.simulator.engine import ProviderRequest, SimulatorEngine
+from zapgate.wapi.simulator.engine import ProviderReply, ProviderRequest, SimulatorEngine
+from zapgate.wapi.simulator.protocol import connection_closer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from starlette.requests import Request
 
@@ -64,9 +65,7 @@ def create_app(
             ),
             client_gone,
         )
-        if reply.html is not None:
-            return HTMLResponse(reply.html, status_code=reply.status_code)
-        return JSONResponse(reply.json, status_code=reply.status_code)
+        return await _respond(reply, request, client_gone)
 
     return Starlette(
         routes=[
@@ -79,3 +78,19 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+async def _respond(
+    reply: ProviderReply, request: Request, client_gone: Callable[[], Awaitable[None]]
+) -> Response:
+    if reply.close_connection:
+        close = connection_closer(request.scope)
+        if close is None:
+            # Served without ClosableHttpProtocol: a 500 would be a different fault.
+            raise RuntimeError("dropping a connection needs ClosableHttpProtocol")
+        close()
+        await client_gone()  # uvicorn then sends nothing: the cycle is disconnected
+        return Response(status_code=500)
+    if reply.html is not None:
+        return HTMLResponse(reply.html, status_code=reply.status_code)
+    return JSONResponse(reply.json, status_code=reply.status_code)

@@ -9,6 +9,7 @@ import uvicorn
 from zapgate.wapi.simulator.app import create_app
 from zapgate.wapi.simulator.engine import SimulatorEngine
 from zapgate.wapi.simulator.models import InstanceSpec
+from zapgate.wapi.simulator.protocol import ClosableHttpProtocol
 
 
 def parse_instance(text: str) -> InstanceSpec:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level="info",
+        http=ClosableHttpProtocol,  # the DISCONNECT fault closes connections without answering
         # A hanging request must not hold shutdown forever.
         timeout_graceful_shutdown=2,
     )

@@ -66,6 +66,8 @@ class ProviderReply:
     status_code: int
     json: JsonValue = None
     html: str | None = None
+    close_connection: bool = False
+    """Answer nothing: close the connection instead."""
 
 
 def _error(status_code: int, message: str) -> ProviderReply:
@@ -520,6 +522,8 @@ class SimulatorEngine:
         self, fault: Fault, client_gone: Callable[[], Awaitable[None]]
     ) -> ProviderReply:
         message = fault.message or "Erro simulado."
+        if fault.kind is FaultKind.DISCONNECT:
+            return ProviderReply(0, close_connection=True)
         if fault.kind is FaultKind.HANG:
             await self._hang(client_gone)
             return _error(503, "A chamada ficou sem resposta.")

@@ -53,6 +53,11 @@ class FaultKind(StrEnum):
     """200 with a JSON object missing the expected fields (a send without messageId)."""
     NOT_JSON = "not_json"
     """200 with an HTML body."""
+    DISCONNECT = "disconnect"
+    """Read the request, then close the connection without answering: the client sees "server
+    disconnected without sending a response", like a keep-alive connection the server closed
+    as the request arrived. With `times=1` it is a single blip. The call is recorded, and not
+    carried out (a send sends nothing)."""
 
 
 class Fault(BaseModel):

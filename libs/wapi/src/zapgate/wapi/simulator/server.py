@@ -16,6 +16,7 @@ import uvicorn
 from zapgate.wapi.simulator.app import create_app
 from zapgate.wapi.simulator.engine import SimulatorEngine
 from zapgate.wapi.simulator.handle import Simulator
+from zapgate.wapi.simulator.protocol import ClosableHttpProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,7 +31,11 @@ class BackgroundServer:
     """uvicorn serving `app` on 127.0.0.1 and a free port, in a daemon thread."""
 
     def __init__(
-        self, app_factory: Callable[[Callable[[], None]], ASGIApp], host: str = "127.0.0.1"
+        self,
+        app_factory: Callable[[Callable[[], None]], ASGIApp],
+        host: str = "127.0.0.1",
+        *,
+        http: type[asyncio.Protocol] | str = "auto",
     ) -> None:
         self._ready = threading.Event()
         self._app_ready = False
@@ -47,7 +52,9 @@ class BackgroundServer:
         self.port: int = self._socket.getsockname()[1]
         self.loop = asyncio.new_event_loop()
         self._server = uvicorn.Server(
-            uvicorn.Config(self._app, lifespan="on", log_level="warning", access_log=False)
+            uvicorn.Config(
+                self._app, lifespan="on", log_level="warning", access_log=False, http=http
+            )
         )
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
         self._error: BaseException | None = None
@@ -92,7 +99,11 @@ class SimulatorServer:
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.engine = SimulatorEngine()
-        self._server = BackgroundServer(lambda ready: create_app(self.engine, on_ready=ready), host)
+        self._server = BackgroundServer(
+            lambda ready: create_app(self.engine, on_ready=ready),
+            host,
+            http=ClosableHttpProtocol,
+        )
         self.simulator = Simulator(self.engine, self._server.loop)
 
     @property
