@@ -2,11 +2,11 @@
 
     python docs/tools/docgen.py [docs-dir]     # what `./taskw docs:gen` runs
 
-AsyncAPI: FastStream's own generator sees only FastStream subscribers, and most of zapgate's
-traffic goes through raw nats-py (ingest entirely, the sender's consumers and publishers). So
-each service's channels are declared below from `zapgate.contracts.subjects` and the contract
-models, and a test checks the declarations against the FastStream apps' subscribers. Payload
-schemas are the contract models' JSON Schemas. tests/docs fails when a committed file drifts.
+AsyncAPI: generated from the declarations in `zapgate.runtime.topology` (streams, consumer
+specs, publications, request-reply verbs) and the contract models, the same declarations the
+services run with; nothing is declared a second time here. FastStream's own generator would see
+only FastStream subscribers, and most traffic goes through raw nats-py. Payload schemas are the
+contract models' JSON Schemas. tests/docs fails when a committed file drifts.
 """
 
 # ruff: noqa: INP001 - a script beside the docs, imported by tests/docs by path, not a package
@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import json
 import sys
-import typing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata
@@ -28,25 +27,23 @@ from pydantic import BaseModel, SecretStr
 from pydantic.json_schema import models_json_schema
 from pydantic_settings import BaseSettings
 
-from zapgate.contracts import health, sending, subjects, webhooks
 from zapgate.health import cli as health_cli
 from zapgate.health.settings import HealthSettings
 from zapgate.ingest import handlers as ingest_http
 from zapgate.ingest.settings import IngestSettings
-from zapgate.runtime import migrate_cli
+from zapgate.runtime import migrate_cli, topology
+from zapgate.runtime.settings import iso_duration
 from zapgate.sender import cli as sender_cli
 from zapgate.sender.settings import SenderSettings
 
 Action = Literal["send", "receive"]
 ASYNCAPI_VERSION = "3.0.0"
-INSTANCE = "instance_id"
-COMMAND = "command_id"
-SERVICES = ("ingest", "health", "sender")
+SERVICES = topology.SERVICES
 
 
 @dataclass(frozen=True)
 class Channel:
-    """One subject a service publishes to (`send`) or consumes from (`receive`)."""
+    """One subject a service publishes to (`send`) or consumes from (`receive`), as documented."""
 
     action: Action
     address: str
@@ -58,277 +55,53 @@ class Channel:
     parameters: tuple[str, ...] = field(default=())
 
 
-def _param(subject_fn: typing.Callable[[str], str], name: str) -> str:
-    """`zg.health.state.{instance_id}` from the contracts' own subject function."""
-    marker = "PARAMxMARKER"
-    return subject_fn(marker).replace(marker, "{" + name + "}")
-
-
-def _webhook_models() -> dict[str, type[BaseModel]]:
-    """kind -> model, read from the discriminated union ingest publishes."""
-    union = get_args(webhooks.AnyWebhookEvent)[0]
-    found: dict[str, type[BaseModel]] = {}
-    for model in get_args(union):
-        kind = model.model_fields["kind"].default
-        found[str(kind.value if hasattr(kind, "value") else kind)] = model
-    return found
-
-
-def _ingest() -> list[Channel]:
-    published = [
-        Channel(
-            "send",
-            subjects.webhook_subject(kind),
-            model,
-            f"One accepted W-API webhook routed as `{kind}` (Nats-Msg-Id = dedupe key).",
-            subjects.STREAM_WEBHOOKS,
-            operation=f"publish_{kind}",
-        )
-        for kind, model in sorted(_webhook_models().items())
-    ]
-    return [
-        *published,
-        Channel(
-            "send",
-            subjects.webhook_subject(webhooks.QUARANTINE_KIND),
-            webhooks.WebhookQuarantined,
-            "An authenticated body that is not a JSON object, kept byte for byte.",
-            subjects.STREAM_WEBHOOKS,
-            operation="publish_quarantined",
-        ),
-        Channel(
-            "send",
-            _param(subjects.proof_of_life_subject, INSTANCE),
-            health.SessionProofOfLife,
-            "A webhook carried `connectedPhone`: the session is alive and complete right now.",
-            subjects.STREAM_HEALTH,
-            operation="publish_proof_of_life",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "receive",
-            subjects.WEBHOOKS_ALL,
-            None,
-            "The archiver (durable pull) stores every webhook event in PostgreSQL in batches.",
-            subjects.STREAM_WEBHOOKS,
-            operation="archive_webhooks",
-        ),
-        Channel(
-            "receive",
-            _param(subjects.state_changed_subject, INSTANCE),
-            health.InstanceStateChanged,
-            "Followed to know each instance's last state (proof of life on stale state only).",
-            subjects.STREAM_HEALTH,
-            operation="follow_instance_states",
-            parameters=(INSTANCE,),
-        ),
-    ]
-
-
-def _health() -> list[Channel]:
-    api: list[tuple[str, type[BaseModel], type[BaseModel]]] = [
-        (subjects.API_HEALTH_REGISTER, health.RegisterInstance, health.RegistryReply),
-        (subjects.API_HEALTH_LIST, health.ListInstances, health.InstanceListReply),
-        (subjects.API_HEALTH_PAUSE, health.PauseInstance, health.RegistryReply),
-        (subjects.API_HEALTH_REMOVE, health.RemoveInstance, health.RegistryReply),
-        (subjects.API_HEALTH_GET, health.GetInstanceHealth, health.HealthReply),
-        (subjects.API_HEALTH_CHECK_NOW, health.CheckNow, health.CheckNowReply),
-    ]
-    observed: list[tuple[typing.Callable[[str], str], type[BaseModel], str]] = [
-        (subjects.proof_of_life_subject, health.SessionProofOfLife, "proof of life from ingest"),
-        (subjects.session_observed_subject, health.SessionObserved, "live sessions the sender saw"),
-        (subjects.delivery_signal_subject, health.DeliverySignalled, "delivery stall / resume"),
-        (subjects.reconnect_requested_subject, health.ReconnectRequested, "reconnect requests"),
-    ]
-    return [
-        Channel(
-            "receive",
-            subjects.HEALTH_TICK,
-            health.HealthTick,
-            "The server-scheduled tick: check every due instance (durable pull, one replica).",
-            subjects.STREAM_TICKS,
-            operation="on_health_tick",
-        ),
-        *(
-            Channel(
-                "receive",
-                _param(fn, INSTANCE),
-                model,
-                f"Observation: {what} (durable pull).",
-                subjects.STREAM_HEALTH,
-                operation=f"on_{fn.__name__.removesuffix('_subject')}",
-                parameters=(INSTANCE,),
-            )
-            for fn, model, what in observed
-        ),
-        *(
-            Channel(
-                "receive",
-                subjects.webhook_subject(kind),
-                _webhook_models()[kind],
-                f"The `{kind}` webhook as ingest published it.",
-                subjects.STREAM_WEBHOOKS,
-                operation=f"on_{kind}",
-            )
-            for kind in (
-                webhooks.WebhookKind.INSTANCE_CONNECTED.value,
-                webhooks.WebhookKind.INSTANCE_DISCONNECTED.value,
-                # Receipts are fresh delivery evidence: they lift a DELIVERY_STALLED gate.
-                webhooks.WebhookKind.MESSAGE_STATUS.value,
-            )
-        ),
-        *(
-            Channel(
-                "receive",
-                subject,
-                request,
-                "Request-reply API (core NATS, queue group `health-api`).",
-                reply=reply,
-                operation=subject.removeprefix("zg.api.health.").replace(".", "_"),
-            )
-            for subject, request, reply in api
-        ),
-        Channel(
-            "send",
-            _param(subjects.state_changed_subject, INSTANCE),
-            health.InstanceStateChanged,
-            "Every state transition, from the outbox (Nats-Msg-Id = event id).",
-            subjects.STREAM_HEALTH,
-            operation="publish_state_changed",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "send",
-            _param(subjects.notification_subject, INSTANCE),
-            health.InstanceNotification,
-            "One notification per outage and per recovery, from the outbox.",
-            subjects.STREAM_HEALTH,
-            operation="publish_notification",
-            parameters=(INSTANCE,),
-        ),
-    ]
-
-
-def _sender() -> list[Channel]:
-    return [
-        Channel(
-            "receive",
-            _param(subjects.send_command_subject, INSTANCE),
-            sending.SendMessage,
-            "Send commands (durable pull; per-instance lanes keep order within one replica).",
-            subjects.STREAM_SEND,
-            operation="on_send_command",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "receive",
-            subjects.webhook_subject(webhooks.WebhookKind.MESSAGE_STATUS.value),
-            webhooks.MessageStatusReported,
-            "Delivery receipts from W-API, matched to sends by messageId.",
-            subjects.STREAM_WEBHOOKS,
-            operation="on_message_status",
-        ),
-        Channel(
-            "receive",
-            _param(subjects.state_changed_subject, INSTANCE),
-            health.InstanceStateChanged,
-            "Instance recoveries release held sends.",
-            subjects.STREAM_HEALTH,
-            operation="on_instance_state_changed",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "receive",
-            subjects.SENDER_TICK,
-            None,
-            "The server-scheduled sweep tick: stuck `sent` messages and expired holds.",
-            subjects.STREAM_TICKS,
-            operation="on_sender_tick",
-        ),
-        Channel(
-            "receive",
-            subjects.API_SENDER_OUTCOME,
-            sending.GetSendOutcome,
-            "Request-reply: the stored outcome of one command.",
-            reply=sending.SendOutcomeReply,
-            operation="get_send_outcome",
-        ),
-        Channel(
-            "receive",
-            subjects.API_SENDER_RETRY,
-            sending.RetrySend,
-            "Request-reply: retry a failed send as a new command.",
-            reply=sending.SendOutcomeReply,
-            operation="retry_send",
-        ),
-        Channel(
-            "receive",
-            subjects.API_SENDER_CANCEL,
-            sending.CancelSend,
-            "Request-reply: cancel a held command (it fails with CANCELLED, never sent).",
-            reply=sending.SendOutcomeReply,
-            operation="cancel_send",
-        ),
-        Channel(
-            "send",
-            _param(subjects.send_outcome_subject, COMMAND),
-            sending.SendOutcome,
-            "The honest outcome of a command (Nats-Msg-Id per command and status).",
-            subjects.STREAM_SEND,
-            operation="publish_send_outcome",
-            parameters=(COMMAND,),
-        ),
-        Channel(
-            "send",
-            _param(subjects.message_status_subject, INSTANCE),
-            sending.MessageStatusChanged,
-            "A sent message moved forward (delivered, read, played).",
-            subjects.STREAM_SEND,
-            operation="publish_message_status",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "send",
-            _param(subjects.message_alert_subject, INSTANCE),
-            sending.MessageStuck,
-            "A message stayed `sent` longer than the stuck window.",
-            subjects.STREAM_SEND,
-            operation="publish_message_stuck",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "send",
-            _param(subjects.delivery_signal_subject, INSTANCE),
-            health.DeliverySignalled,
-            "Delivery stalled or resumed, for health.",
-            subjects.STREAM_HEALTH,
-            operation="publish_delivery_signal",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "send",
-            _param(subjects.session_observed_subject, INSTANCE),
-            health.SessionObserved,
-            "What the live pre-send check saw, for health.",
-            subjects.STREAM_HEALTH,
-            operation="publish_session_observed",
-            parameters=(INSTANCE,),
-        ),
-        Channel(
-            "send",
-            _param(subjects.reconnect_requested_subject, INSTANCE),
-            health.ReconnectRequested,
-            "A send found the session down: ask health to reconnect.",
-            subjects.STREAM_HEALTH,
-            operation="publish_reconnect_requested",
-            parameters=(INSTANCE,),
-        ),
-    ]
+def _address(subject: str, parameters: tuple[str, ...]) -> str:
+    """`zg.health.state.*` with parameters (`instance_id`,) -> `zg.health.state.{instance_id}`."""
+    names = iter(parameters)
+    return ".".join(
+        "{" + next(names) + "}" if part == "*" and parameters else part
+        for part in subject.split(".")
+    )
 
 
 def channels(service: str) -> list[Channel]:
-    """The declared channels of one service."""
-    return {"ingest": _ingest, "health": _health, "sender": _sender}[service]()
+    """The channels of one service, from the topology's declarations (nothing declared here)."""
+    consumed = [
+        Channel(
+            "receive",
+            _address(spec.filter_subjects[0], spec.parameters),
+            spec.message,
+            spec.description or "",
+            spec.stream,
+            operation=spec.operation,
+            parameters=spec.parameters,
+        )
+        for spec in topology.consumers_of(service)
+    ]
+    answered = [
+        Channel(
+            "receive",
+            spec.subject,
+            spec.request,
+            spec.description,
+            reply=spec.reply,
+            operation=spec.operation,
+        )
+        for spec in topology.requests_of(service)
+    ]
+    published = [
+        Channel(
+            "send",
+            _address(spec.subject, spec.parameters),
+            spec.message,
+            spec.description,
+            spec.stream,
+            operation=spec.operation,
+            parameters=spec.parameters,
+        )
+        for spec in topology.publications_of(service)
+    ]
+    return [*consumed, *answered, *published]
 
 
 _DESCRIPTIONS = {
@@ -506,7 +279,7 @@ def _type_name(annotation: Any) -> str:  # noqa: ANN401 - any type annotation
 
 def _default(value: object) -> str:
     if isinstance(value, timedelta):
-        return f"`{value.total_seconds():g}` (s)"
+        return f"`{iso_duration(value)}`"
     if isinstance(value, SecretStr):
         return "(secret)"
     if value is None:
@@ -527,9 +300,10 @@ def configuration_markdown() -> str:
         ),
         "",
         (
-            "Each service reads its own prefix. Durations take seconds (`300`) or ISO 8601 "
-            "(`PT5M`). `environment` is `prod` unless set: prod refuses secrets and database "
-            "passwords shorter than 32 characters, placeholders (`changeme...`, "
+            "Each service reads its own prefix. Durations are ISO 8601 (`PT30S`, `PT5M`, "
+            "`P1D`); settings not yet typed `Duration` also take seconds (`300`). "
+            "`environment` is `prod` unless set: prod refuses secrets and database passwords"
+            " shorter than 32 characters, placeholders (`changeme...`, "
             "`dev-secret...`), common passwords and a database URL without a password, each "
             "with a coded message (`SECRET_TOO_SHORT`, ...); `test` refuses placeholders; "
             "`dev` accepts anything. Booleans: `true`/`false`."

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from faststream import FastStream
+from faststream.specification import AsyncAPI
 from pydantic import SecretStr
 
 from zapgate.contracts.errors import ErrorCode
@@ -41,8 +43,14 @@ def _docgen() -> ModuleType:
 
 
 def _subscribed(app: FastStream) -> set[str]:
+    """The subjects the app's FastStream subscribers read, from FastStream's public AsyncAPI."""
     assert app.broker is not None
-    return {sub._resolved_subject_string for sub in app.broker.subscribers}  # type: ignore[attr-defined]
+    spec = json.loads(AsyncAPI(app.broker, schema_version="3.0.0").to_specification().to_json())
+    return {
+        spec["channels"][unquote(operation["channel"]["$ref"].rsplit("/", 1)[-1])]["address"]
+        for operation in spec["operations"].values()
+        if operation["action"] == "receive"
+    }
 
 
 def _receives(service: str) -> set[str]:

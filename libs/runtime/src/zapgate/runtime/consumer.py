@@ -197,6 +197,8 @@ class PullConsumer(Generic[M]):
         fetch_wait: timedelta = timedelta(seconds=1),
         dependency_errors: tuple[type[BaseException], ...] = DEPENDENCY_ERRORS,
     ) -> None:
+        if spec.ordered:
+            raise ValueError(f"{spec.name} is an ordered consumer: follow it, do not pull it")
         self.spec = spec
         self._connection = connection
         self._handler = handler

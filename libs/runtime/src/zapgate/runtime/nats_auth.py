@@ -148,6 +148,7 @@ def _durables_of(service: str) -> tuple[Durable, ...]:
             spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
         )
         for spec in topology.consumers_of(service)
+        if not spec.ordered  # an ordered consumer is ephemeral: see `ephemeral_on`
     )
 
 

@@ -91,6 +91,10 @@ class ConsumerSpec:
       `dead_letter_stream`.
     - `retry_delay` doubles per failure up to `max_retry_delay`; `dependency_delay` is the nak
       delay while a dependency is down.
+    - `parameters` name the `*` tokens of the filter subject in the AsyncAPI documents (e.g.
+      `("instance_id",)`); `ordered=True` declares an ephemeral ordered consumer (a follower
+      of the last state per subject, no durable, no dead letters: `PullConsumer` refuses it);
+      `handler` names the operation in the AsyncAPI document (default `on_<name>`).
     """
 
     service: str
@@ -109,6 +113,9 @@ class ConsumerSpec:
     deliver_new_only: bool = False
     dead_letter_stream: str = DEAD_LETTER_STREAM
     description: str | None = None
+    parameters: tuple[str, ...] = ()
+    ordered: bool = False
+    handler: str | None = None
 
     def __post_init__(self) -> None:
         if not self.filter_subjects:
@@ -128,6 +135,11 @@ class ConsumerSpec:
     def dead_letter_subject(self) -> str:
         """Where a dead-lettered copy of a message is published."""
         return f"{DEAD_LETTER_SUBJECT_PREFIX}.{self.service}.{self.name}"
+
+    @property
+    def operation(self) -> str:
+        """The operation id in the service's AsyncAPI document: `handler`, else `on_<name>`."""
+        return self.handler or "on_" + self.name.replace("-", "_")
 
     def with_prefix(self, prefix: str) -> ConsumerSpec:
         """The same consumer under the durable `<prefix>-<name>` (e.g. per test)."""
@@ -152,6 +164,33 @@ class ConsumerSpec:
         """The nak delay after the `failures`-th failure of a message (1, 2, 4, ... x delay)."""
         exponent = max(0, min(failures - 1, 30))
         return min(self.retry_delay * (1 << exponent), self.max_retry_delay)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublicationSpec:
+    """What a service publishes to a stream: the subject (with `*` for the `parameters`), the
+    contract model, and why. The AsyncAPI documents are generated from these declarations."""
+
+    service: str
+    subject: str
+    stream: str
+    message: type[BaseModel] | None
+    operation: str
+    description: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSpec:
+    """A request-reply verb a service answers (core NATS, queue group `queue`)."""
+
+    service: str
+    subject: str
+    request: type[BaseModel]
+    reply: type[BaseModel]
+    queue: str
+    operation: str
+    description: str
 
 
 def go_duration(every: timedelta) -> str:

@@ -1,38 +1,34 @@
-"""Every JetStream stream and durable consumer zapgate uses, declared once.
+"""Every JetStream stream, consumer, publication and request-reply verb of zapgate, declared once.
 
 Each service ensures the whole topology at startup (`ensure_streams(nc, all_streams())`); the
 call is idempotent, so the order in which services start does not matter. A service's pull
 loops take their `ConsumerSpec` from here (`PullConsumer(connection, SENDER_COMMANDS, ...)`).
+The AsyncAPI document of each service is generated from these declarations and the contract
+models (`docs/tools/docgen.py`): declare a new subject here, then run `./taskw docs:gen`.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final, get_args
 
-from zapgate.contracts import subjects
-from zapgate.contracts.health import (
-    DeliverySignalled,
-    HealthTick,
-    InstanceStateChanged,
-    ReconnectRequested,
-    SessionObserved,
-    SessionProofOfLife,
-)
-from zapgate.contracts.sending import SendMessage
-from zapgate.contracts.webhooks import (
-    InstanceConnected,
-    InstanceDisconnected,
-    MessageStatusReported,
-    WebhookKind,
-)
+from zapgate.contracts import health, sending, subjects, webhooks
+from zapgate.contracts.webhooks import WebhookKind
 from zapgate.runtime.streams import (
     DEAD_LETTER_STREAM,
     DEAD_LETTER_SUBJECT_PREFIX,
     ConsumerSpec,
+    PublicationSpec,
+    RequestSpec,
     StreamSpec,
 )
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+INSTANCE = "instance_id"
+COMMAND = "command_id"
 
 WEBHOOKS: Final = StreamSpec(
     name=subjects.STREAM_WEBHOOKS,
@@ -78,7 +74,7 @@ DEAD_LETTERS: Final = StreamSpec(
 
 ALL_STREAMS: Final = (WEBHOOKS, HEALTH, TICKS, SEND, DEAD_LETTERS)
 
-# --- durable pull consumers, by service -----------------------------------------------------
+# --- consumers, by service ----------------------------------------------------------------
 
 INGEST_ARCHIVER: Final = ConsumerSpec(
     service="ingest",
@@ -86,7 +82,22 @@ INGEST_ARCHIVER: Final = ConsumerSpec(
     stream=subjects.STREAM_WEBHOOKS,
     filter_subjects=(subjects.WEBHOOKS_ALL,),
     ack_wait=timedelta(seconds=15),
-    description="Keeps a database copy of every published webhook event",
+    description="The archiver (durable pull) stores every webhook event in PostgreSQL in batches.",
+    handler="archive_webhooks",
+)
+INGEST_STATES: Final = ConsumerSpec(
+    service="ingest",
+    name="states",
+    stream=subjects.STREAM_HEALTH,
+    filter_subjects=(subjects.STATE_CHANGED_ALL,),
+    message=health.InstanceStateChanged,
+    parameters=(INSTANCE,),
+    ordered=True,
+    description=(
+        "Followed (ordered consumer, last per subject) to know each instance's last state "
+        "(proof of life on stale state only)."
+    ),
+    handler="follow_instance_states",
 )
 
 SENDER_COMMANDS: Final = ConsumerSpec(
@@ -94,25 +105,30 @@ SENDER_COMMANDS: Final = ConsumerSpec(
     name="commands",
     stream=subjects.STREAM_SEND,
     filter_subjects=(subjects.SEND_COMMANDS_ALL,),
-    message=SendMessage,
+    message=sending.SendMessage,
+    parameters=(INSTANCE,),
     ack_wait=timedelta(minutes=5),
-    description="Send commands, decided and sent in per-instance order",
+    description="Send commands (durable pull; per-instance lanes keep order within one replica).",
+    handler="on_send_command",
 )
 SENDER_RECEIPTS: Final = ConsumerSpec(
     service="sender",
     name="receipts",
     stream=subjects.STREAM_WEBHOOKS,
     filter_subjects=(subjects.webhook_subject(WebhookKind.MESSAGE_STATUS.value),),
-    message=MessageStatusReported,
-    description="Delivery receipts applied to sent messages",
+    message=webhooks.MessageStatusReported,
+    description="Delivery receipts from W-API, matched to sends by messageId.",
+    handler="on_message_status",
 )
 SENDER_STATES: Final = ConsumerSpec(
     service="sender",
     name="states",
     stream=subjects.STREAM_HEALTH,
     filter_subjects=(subjects.STATE_CHANGED_ALL,),
-    message=InstanceStateChanged,
-    description="Instance state changes that release held sends",
+    message=health.InstanceStateChanged,
+    parameters=(INSTANCE,),
+    description="Instance recoveries release held sends.",
+    handler="on_instance_state_changed",
 )
 SENDER_TICKS: Final = ConsumerSpec(
     service="sender",
@@ -120,7 +136,8 @@ SENDER_TICKS: Final = ConsumerSpec(
     stream=subjects.STREAM_TICKS,
     filter_subjects=(subjects.SENDER_TICK,),
     ack_wait=timedelta(minutes=2),
-    description="The sender's scheduled sweep of stuck deliveries",
+    description="The server-scheduled sweep tick: stuck `sent` messages and expired holds.",
+    handler="on_sender_tick",
 )
 
 HEALTH_TICK: Final = ConsumerSpec(
@@ -128,61 +145,82 @@ HEALTH_TICK: Final = ConsumerSpec(
     name="tick",
     stream=subjects.STREAM_TICKS,
     filter_subjects=(subjects.HEALTH_TICK,),
-    message=HealthTick,
+    message=health.HealthTick,
     ack_wait=timedelta(minutes=1),
-    description="The scheduled health round over every instance",
+    description="The server-scheduled tick: check every due instance (durable pull, one replica).",
+    handler="on_health_tick",
 )
 HEALTH_PROOF_OF_LIFE: Final = ConsumerSpec(
     service="health",
     name="proof-of-life",
     stream=subjects.STREAM_HEALTH,
     filter_subjects=(subjects.PROOF_OF_LIFE_ALL,),
-    message=SessionProofOfLife,
-    description="Proof that a session works, reported by ingest",
+    message=health.SessionProofOfLife,
+    parameters=(INSTANCE,),
+    description="Observation: proof of life from ingest (durable pull).",
 )
 HEALTH_SESSION_OBSERVED: Final = ConsumerSpec(
     service="health",
     name="session-observed",
     stream=subjects.STREAM_HEALTH,
     filter_subjects=(subjects.SESSION_OBSERVED_ALL,),
-    message=SessionObserved,
-    description="Live session observations",
+    message=health.SessionObserved,
+    parameters=(INSTANCE,),
+    description="Observation: live sessions the sender saw (durable pull).",
 )
 HEALTH_DELIVERY_SIGNAL: Final = ConsumerSpec(
     service="health",
     name="delivery-signal",
     stream=subjects.STREAM_HEALTH,
     filter_subjects=(subjects.DELIVERY_STALL_ALL,),
-    message=DeliverySignalled,
-    description="Delivery stalls reported by the sender",
+    message=health.DeliverySignalled,
+    parameters=(INSTANCE,),
+    description="Observation: delivery stall / resume (durable pull).",
 )
 HEALTH_RECONNECT: Final = ConsumerSpec(
     service="health",
     name="reconnect",
     stream=subjects.STREAM_HEALTH,
     filter_subjects=(subjects.RECONNECT_REQUESTED_ALL,),
-    message=ReconnectRequested,
-    description="Requests to reconnect an instance",
+    message=health.ReconnectRequested,
+    parameters=(INSTANCE,),
+    description="Observation: reconnect requests (durable pull).",
+    handler="on_reconnect_requested",
 )
 HEALTH_WEBHOOK_CONNECTED: Final = ConsumerSpec(
     service="health",
     name="webhook-connected",
     stream=subjects.STREAM_WEBHOOKS,
     filter_subjects=(subjects.webhook_subject(WebhookKind.INSTANCE_CONNECTED.value),),
-    message=InstanceConnected,
-    description="The provider's connected webhooks",
+    message=webhooks.InstanceConnected,
+    description="The `instance_connected` webhook as ingest published it.",
+    handler="on_instance_connected",
 )
 HEALTH_WEBHOOK_DISCONNECTED: Final = ConsumerSpec(
     service="health",
     name="webhook-disconnected",
     stream=subjects.STREAM_WEBHOOKS,
     filter_subjects=(subjects.webhook_subject(WebhookKind.INSTANCE_DISCONNECTED.value),),
-    message=InstanceDisconnected,
-    description="The provider's disconnected webhooks",
+    message=webhooks.InstanceDisconnected,
+    description="The `instance_disconnected` webhook as ingest published it.",
+    handler="on_instance_disconnected",
+)
+HEALTH_WEBHOOK_STATUS: Final = ConsumerSpec(
+    service="health",
+    name="webhook-status",
+    stream=subjects.STREAM_WEBHOOKS,
+    filter_subjects=(subjects.webhook_subject(WebhookKind.MESSAGE_STATUS.value),),
+    message=webhooks.MessageStatusReported,
+    description=(
+        "The `message_status` webhook as ingest published it: receipts are fresh delivery "
+        "evidence and lift a DELIVERY_STALLED gate."
+    ),
+    handler="on_message_status",
 )
 
 ALL_CONSUMERS: Final = (
     INGEST_ARCHIVER,
+    INGEST_STATES,
     SENDER_COMMANDS,
     SENDER_RECEIPTS,
     SENDER_STATES,
@@ -194,12 +232,223 @@ ALL_CONSUMERS: Final = (
     HEALTH_RECONNECT,
     HEALTH_WEBHOOK_CONNECTED,
     HEALTH_WEBHOOK_DISCONNECTED,
+    HEALTH_WEBHOOK_STATUS,
 )
+
+# --- publications, by service -------------------------------------------------------------
+
+
+def webhook_models() -> dict[str, type[BaseModel]]:
+    """Webhook kind -> the typed event model ingest publishes for it (from the contracts'
+    discriminated union `AnyWebhookEvent`)."""
+    union = get_args(webhooks.AnyWebhookEvent)[0]
+    found: dict[str, type[BaseModel]] = {}
+    for model in get_args(union):
+        kind = model.model_fields["kind"].default
+        found[str(kind.value if hasattr(kind, "value") else kind)] = model
+    return dict(sorted(found.items()))
+
+
+def _published(  # noqa: PLR0913, PLR0917 - a compact table of declarations, read in order
+    service: str,
+    subject: str,
+    stream: str,
+    message: type[BaseModel] | None,
+    operation: str,
+    description: str,
+    parameters: tuple[str, ...] = (),
+) -> PublicationSpec:
+    return PublicationSpec(
+        service=service,
+        subject=subject,
+        stream=stream,
+        message=message,
+        operation=operation,
+        description=description,
+        parameters=parameters,
+    )
+
+
+def _publications() -> tuple[PublicationSpec, ...]:
+    ingest = [
+        _published(
+            "ingest",
+            subjects.webhook_subject(kind),
+            subjects.STREAM_WEBHOOKS,
+            model,
+            f"publish_{kind}",
+            f"One accepted W-API webhook routed as `{kind}` (Nats-Msg-Id = dedupe key).",
+        )
+        for kind, model in webhook_models().items()
+    ]
+    ingest += [
+        _published(
+            "ingest",
+            subjects.webhook_subject(webhooks.QUARANTINE_KIND),
+            subjects.STREAM_WEBHOOKS,
+            webhooks.WebhookQuarantined,
+            "publish_quarantined",
+            "An authenticated body that is not a JSON object, kept byte for byte.",
+        ),
+        _published(
+            "ingest",
+            subjects.PROOF_OF_LIFE_ALL,
+            subjects.STREAM_HEALTH,
+            health.SessionProofOfLife,
+            "publish_proof_of_life",
+            "A webhook carried `connectedPhone`: the session is alive and complete right now.",
+            (INSTANCE,),
+        ),
+    ]
+    health_events = [
+        _published(
+            "health",
+            subjects.STATE_CHANGED_ALL,
+            subjects.STREAM_HEALTH,
+            health.InstanceStateChanged,
+            "publish_state_changed",
+            "Every state transition, from the outbox (Nats-Msg-Id = event id).",
+            (INSTANCE,),
+        ),
+        _published(
+            "health",
+            subjects.NOTIFICATIONS_ALL,
+            subjects.STREAM_HEALTH,
+            health.InstanceNotification,
+            "publish_notification",
+            "One notification per outage and per recovery, from the outbox.",
+            (INSTANCE,),
+        ),
+    ]
+    sender = [
+        _published(
+            "sender",
+            subjects.SEND_OUTCOMES_ALL,
+            subjects.STREAM_SEND,
+            sending.SendOutcome,
+            "publish_send_outcome",
+            "The honest outcome of a command (Nats-Msg-Id per command and status).",
+            (COMMAND,),
+        ),
+        _published(
+            "sender",
+            subjects.MESSAGE_STATUS_ALL,
+            subjects.STREAM_SEND,
+            sending.MessageStatusChanged,
+            "publish_message_status",
+            "A sent message moved forward (delivered, read, played).",
+            (INSTANCE,),
+        ),
+        _published(
+            "sender",
+            subjects.MESSAGE_ALERTS_ALL,
+            subjects.STREAM_SEND,
+            sending.MessageStuck,
+            "publish_message_stuck",
+            "A message stayed `sent` longer than the stuck window.",
+            (INSTANCE,),
+        ),
+        _published(
+            "sender",
+            subjects.DELIVERY_STALL_ALL,
+            subjects.STREAM_HEALTH,
+            health.DeliverySignalled,
+            "publish_delivery_signal",
+            "Delivery stalled or resumed, for health.",
+            (INSTANCE,),
+        ),
+        _published(
+            "sender",
+            subjects.SESSION_OBSERVED_ALL,
+            subjects.STREAM_HEALTH,
+            health.SessionObserved,
+            "publish_session_observed",
+            "What the live pre-send check saw, for health.",
+            (INSTANCE,),
+        ),
+        _published(
+            "sender",
+            subjects.RECONNECT_REQUESTED_ALL,
+            subjects.STREAM_HEALTH,
+            health.ReconnectRequested,
+            "publish_reconnect_requested",
+            "A send found the session down: ask health to reconnect.",
+            (INSTANCE,),
+        ),
+    ]
+    return (*ingest, *health_events, *sender)
+
+
+ALL_PUBLICATIONS: Final = _publications()
+
+# --- request-reply verbs (core NATS, queue groups) ------------------------------------------
+
+_HEALTH_API = "Request-reply API (core NATS, queue group `health-api`)."
+ALL_REQUESTS: Final = (
+    *(
+        RequestSpec(
+            service="health",
+            subject=subject,
+            request=request,
+            reply=reply,
+            queue="health-api",
+            operation=subject.removeprefix("zg.api.health.").replace(".", "_"),
+            description=_HEALTH_API,
+        )
+        for subject, request, reply in (
+            (subjects.API_HEALTH_REGISTER, health.RegisterInstance, health.RegistryReply),
+            (subjects.API_HEALTH_LIST, health.ListInstances, health.InstanceListReply),
+            (subjects.API_HEALTH_PAUSE, health.PauseInstance, health.RegistryReply),
+            (subjects.API_HEALTH_REMOVE, health.RemoveInstance, health.RegistryReply),
+            (subjects.API_HEALTH_GET, health.GetInstanceHealth, health.HealthReply),
+            (subjects.API_HEALTH_CHECK_NOW, health.CheckNow, health.CheckNowReply),
+        )
+    ),
+    RequestSpec(
+        service="sender",
+        subject=subjects.API_SENDER_OUTCOME,
+        request=sending.GetSendOutcome,
+        reply=sending.SendOutcomeReply,
+        queue="sender-api",
+        operation="get_send_outcome",
+        description="Request-reply: the stored outcome of one command.",
+    ),
+    RequestSpec(
+        service="sender",
+        subject=subjects.API_SENDER_RETRY,
+        request=sending.RetrySend,
+        reply=sending.SendOutcomeReply,
+        queue="sender-api",
+        operation="retry_send",
+        description="Request-reply: retry a failed send as a new command.",
+    ),
+    RequestSpec(
+        service="sender",
+        subject=subjects.API_SENDER_CANCEL,
+        request=sending.CancelSend,
+        reply=sending.SendOutcomeReply,
+        queue="sender-api",
+        operation="cancel_send",
+        description="Request-reply: cancel a held command (it fails with CANCELLED, never sent).",
+    ),
+)
+
+SERVICES: Final = ("ingest", "health", "sender")
 
 
 def consumers_of(service: str) -> tuple[ConsumerSpec, ...]:
     """The consumer specs of one service, in declaration order."""
     return tuple(spec for spec in ALL_CONSUMERS if spec.service == service)
+
+
+def publications_of(service: str) -> tuple[PublicationSpec, ...]:
+    """What one service publishes, in declaration order."""
+    return tuple(spec for spec in ALL_PUBLICATIONS if spec.service == service)
+
+
+def requests_of(service: str) -> tuple[RequestSpec, ...]:
+    """The request-reply verbs one service answers."""
+    return tuple(spec for spec in ALL_REQUESTS if spec.service == service)
 
 
 def all_streams(replicas: int = 1) -> tuple[StreamSpec, ...]:
