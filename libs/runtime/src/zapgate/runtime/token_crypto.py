@@ -68,9 +68,15 @@ class TokenCipher:
         """`fernet:v1:<ciphertext>` of `token` under the newest key (a new nonce each call)."""
         return PREFIX + self._fernet.encrypt(token.encode()).decode()
 
-    def decrypt(self, stored: str) -> str:
-        """The token in clear; `TokenDecryptError` if no key opens it or it is not encrypted."""
+    def decrypt(self, stored: str, *, allow_plaintext: bool = False) -> str:
+        """The token in clear; `TokenDecryptError` if no key opens it or it is not encrypted.
+
+        `allow_plaintext`: return a value stored before encryption existed as it is (health
+        encrypts such rows at start; tests and benchmarks insert rows directly).
+        """
         if not is_encrypted(stored):
+            if allow_plaintext:
+                return stored
             raise TokenDecryptError(
                 "TOKEN_NOT_ENCRYPTED", "o token guardado não está criptografado."
             )

@@ -64,7 +64,7 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
         settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5, graceful_timeout=15
     )
     service = HealthService(
-        repository=PostgresHealthRepository(engine),
+        repository=PostgresHealthRepository(engine, settings.token_cipher()),
         provider=provider,
         publisher=JetStreamPublisher(broker),
         clock=clock,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.contracts import subjects
 from zapgate.contracts.health import HealthTick
+from zapgate.health.adapters.db import PostgresHealthRepository
 from zapgate.health.service import HealthService
 from zapgate.health.settings import HealthSettings
 from zapgate.runtime.probes import (
@@ -63,6 +64,12 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
             await nc.close()
 
     async def after_startup() -> None:
+        # Tokens stored in clear before encryption existed are encrypted once, here.
+        encrypted = await PostgresHealthRepository(
+            engine, settings.token_cipher()
+        ).encrypt_plaintext_tokens()
+        if encrypted:
+            _log.info("plaintext tokens encrypted", count=encrypted)
         await service.flush_outbox()  # anything a previous run stored but could not publish
         if serve_probe:
             checks = {"nats": nats_check(broker.connection), "database": database_check(engine)}

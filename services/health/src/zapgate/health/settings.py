@@ -12,11 +12,11 @@ from pydantic_settings import SettingsConfigDict
 
 from zapgate.health.domain import Policy
 from zapgate.runtime import signing
-from zapgate.runtime.settings import ServiceSettings
+from zapgate.runtime.token_crypto import ProviderTokenSettings
 from zapgate.wapi.client import DEFAULT_BASE_URL
 
 
-class HealthSettings(ServiceSettings):
+class HealthSettings(ProviderTokenSettings):
     model_config = SettingsConfigDict(env_prefix="ZAPGATE_HEALTH_", extra="ignore", frozen=True)
 
     wapi_base_url: str = DEFAULT_BASE_URL

@@ -82,7 +82,7 @@ def create_app(  # noqa: C901 - one small subscriber per API verb and lifecycle 
         store = PostgresCommandStore(engine)
         deps = SenderDeps(
             store=store,
-            directory=PostgresInstanceDirectory(engine),
+            directory=PostgresInstanceDirectory(engine, settings.token_cipher()),
             provider=WapiProvider(provider, live_check_timeout=settings.live_check_timeout),
             publisher=JetStreamPublisher(nc),
             outcomes=JetStreamOutcomeLog(nc),

@@ -8,10 +8,10 @@ import phonenumbers
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from zapgate.runtime.settings import ServiceSettings
+from zapgate.runtime.token_crypto import ProviderTokenSettings
 
 
-class SenderSettings(ServiceSettings):
+class SenderSettings(ProviderTokenSettings):
     model_config = SettingsConfigDict(env_prefix="ZAPGATE_SENDER_", extra="ignore", frozen=True)
 
     wapi_base_url: str = "https://api.w-api.app/v1"

@@ -37,6 +37,8 @@ from zapgate.health.ports import (
     NotRegisteredError,
 )
 from zapgate.health.tables import Instance, InstanceNotificationRow, InstanceTransition
+from zapgate.runtime.token_crypto import DEV_TOKEN_KEY, TokenCipher
+from zapgate.runtime.token_crypto import PREFIX as TOKEN_PREFIX
 
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 transitions: sa.Table = InstanceTransition.__table__  # type: ignore[attr-defined]
@@ -107,10 +109,12 @@ _TARGET_COLUMNS = (
 )
 
 
-def _target(row: sa.Row[Any, Any, Any, Any, Any, Any, Any, Any]) -> CheckTarget:
+def _target(
+    row: sa.Row[Any, Any, Any, Any, Any, Any, Any, Any], cipher: TokenCipher
+) -> CheckTarget:
     return CheckTarget(
         instance_id=row.instance_id,
-        token=row.token,
+        token=cipher.decrypt(row.token, allow_plaintext=True),
         managed=row.managed,
         state=InstanceState(row.state),
         reason=row.reason,
@@ -139,10 +143,30 @@ class _Locked:
 
 
 class PostgresHealthRepository:
-    """`HealthRepository` over PostgreSQL: every SQL statement health runs."""
+    """`HealthRepository` over PostgreSQL: every SQL statement health runs.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Tokens are stored encrypted by `cipher` (default: the public dev key, for tests and
+    benchmarks; the app passes `settings.token_cipher()`) and decrypted only for checks.
+    """
+
+    def __init__(self, engine: AsyncEngine, cipher: TokenCipher | None = None) -> None:
         self._engine = engine
+        self._cipher = cipher or TokenCipher([DEV_TOKEN_KEY])
+
+    async def encrypt_plaintext_tokens(self) -> int:
+        """Encrypt every token stored in clear (rows from before encryption); returns how many."""
+        select = sa.select(instances.c.instance_id, instances.c.token).where(
+            sa.not_(instances.c.token.startswith(TOKEN_PREFIX))
+        )
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(select.with_for_update())).all()
+            for row in rows:
+                await conn.execute(
+                    instances.update()
+                    .where(instances.c.instance_id == row.instance_id)
+                    .values(token=self._cipher.encrypt(row.token))
+                )
+        return len(rows)
 
     # --- registry ------------------------------------------------------------------------------
 
@@ -156,6 +180,7 @@ class PostgresHealthRepository:
         replace_existing: bool,
         now: datetime,
     ) -> InstanceSummary:
+        token = self._cipher.encrypt(token)
         values = {
             "instance_id": instance_id,
             "display_name": display_name,
@@ -248,7 +273,7 @@ class PostgresHealthRepository:
             .returning(*_TARGET_COLUMNS)
         )
         async with self._engine.begin() as conn:
-            return [_target(row) for row in await conn.execute(statement)]
+            return [_target(row, self._cipher) for row in await conn.execute(statement)]
 
     async def mark_checking(
         self, instance_ids: Sequence[str] | None, *, now: datetime
@@ -260,7 +285,7 @@ class PostgresHealthRepository:
         else:
             statement = statement.where(instances.c.instance_id.in_(list(instance_ids)))
         async with self._engine.begin() as conn:
-            return [_target(row) for row in await conn.execute(statement)]
+            return [_target(row, self._cipher) for row in await conn.execute(statement)]
 
     async def target(self, instance_id: str) -> CheckTarget | None:
         async with self._engine.connect() as conn:
@@ -269,7 +294,7 @@ class PostgresHealthRepository:
                     sa.select(*_TARGET_COLUMNS).where(instances.c.instance_id == instance_id)
                 )
             ).first()
-        return _target(row) if row is not None else None
+        return _target(row, self._cipher) if row is not None else None
 
     # --- state: lock and load, then save what the service decided ---------------------------
 
@@ -361,7 +386,7 @@ class PostgresHealthRepository:
         )
         async with self._engine.begin() as conn:
             row = (await conn.execute(statement)).first()
-        return _target(row) if row is not None else None
+        return _target(row, self._cipher) if row is not None else None
 
     # --- outboxes ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from zapgate.contracts.health import InstanceState
 from zapgate.contracts.webhooks import DeliveryStatus
+from zapgate.runtime.token_crypto import DEV_TOKEN_KEY, TokenCipher
 from zapgate.sender.domain import EarlyReceipt, InstanceView, StuckMessage
 from zapgate.sender.ports import Claim, InstanceStuck, StoreUnavailableError
 from zapgate.sender.tables import (
@@ -359,7 +360,15 @@ _INSTANCE_VIEW = sa.select(instance_gate_view).where(
 
 
 class PostgresInstanceDirectory(_Database):
-    """Reads health's `instance_gate_view`; never writes anything of health's."""
+    """Reads health's `instance_gate_view`; never writes anything of health's.
+
+    The view's token is encrypted at rest; `cipher` (the app passes `settings.token_cipher()`;
+    default: the public dev key of tests) decrypts it for the provider call only.
+    """
+
+    def __init__(self, engine: AsyncEngine, cipher: TokenCipher | None = None) -> None:
+        super().__init__(engine)
+        self._cipher = cipher or TokenCipher([DEV_TOKEN_KEY])
 
     async def get(self, instance_id: str) -> InstanceView | None:
         async with self._connect() as conn:
@@ -372,7 +381,7 @@ class PostgresInstanceDirectory(_Database):
             return None
         return InstanceView(
             instance_id=found["instance_id"],
-            token=found["token"],
+            token=self._cipher.decrypt(found["token"], allow_plaintext=True),
             paused=bool(found["paused"]),
             state=_state(found["state"]),
             reason=found["reason"],
