@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -245,8 +246,8 @@ class ServiceProcess:
         self._close_log(None)
         log_file = self.spec.log_path.open("ab")
         if write_header:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            log_file.write(f"--- {stamp} start {shlex.join(self.spec.argv)[:200]!r}\n".encode())
+            # A JSON line like the service's own, so every line of the log parses.
+            log_file.write(_marker("process_started", argv=shlex.join(self.spec.argv)[:200]))
             log_file.flush()
         try:
             # Own session: a terminal's Ctrl-C reaches only the launcher, which stops the
@@ -277,7 +278,12 @@ class ServiceProcess:
         if self._log_file is None:
             return
         if footer is not None:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            self._log_file.write(f"--- {stamp} {footer}\n".encode())
+            self._log_file.write(_marker("process_stopped", detail=footer))
         self._log_file.close()
         self._log_file = None
+
+
+def _marker(event: str, **fields: str) -> bytes:
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    line = {"timestamp": stamp, "level": "info", "logger": "zapgate.localstack", "event": event}
+    return (json.dumps({**line, **fields}) + "\n").encode()

@@ -39,7 +39,7 @@ _NOT_READY = SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.INTERNAL, "se
 API_QUEUE = "sender"
 
 
-def create_app(  # noqa: C901 - one small subscriber per API verb and lifecycle hook
+def create_app(
     settings: SenderSettings | None = None,
     *,
     wapi: WapiPort | None = None,
@@ -48,6 +48,9 @@ def create_app(  # noqa: C901 - one small subscriber per API verb and lifecycle 
 ) -> FastStream:
     """The sender application. `wapi` and `clock` replace the real ones (tests, benchmarks)."""
     settings = settings or SenderSettings()
+    if configure_logs:
+        # Before FastStream logs its first line ("FastStream app starting..."), so that is JSON.
+        configure_logging(json=settings.log_json, level=settings.log_level)
     broker = NatsBroker(settings.nats_url, max_reconnect_attempts=-1)
     running: list[SenderHandlers] = []
     resources = AsyncExitStack()
@@ -65,11 +68,6 @@ def create_app(  # noqa: C901 - one small subscriber per API verb and lifecycle 
         return await running[0].on_cancel_send(msg.body) if running else _NOT_READY
 
     app = FastStream(broker)
-
-    @app.on_startup
-    def setup_logging() -> None:
-        if configure_logs:
-            configure_logging(json=settings.log_json, level=settings.log_level)
 
     @app.after_startup
     async def start_service() -> None:
