@@ -27,6 +27,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.json_schema import models_json_schema
 from pydantic_settings import BaseSettings
 
+from zapgate.api.settings import ApiSettings
 from zapgate.health import cli as health_cli
 from zapgate.health.settings import HealthSettings
 from zapgate.ingest import handlers as ingest_http
@@ -254,6 +255,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "health": HealthSettings,
     "sender": SenderSettings,
+    "api": ApiSettings,
 }
 
 

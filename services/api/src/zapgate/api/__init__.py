@@ -1,0 +1,1 @@
+"""zapgate HTTP API: REST over the sender and health NATS APIs (issue #16)."""

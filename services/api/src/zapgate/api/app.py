@@ -1,0 +1,228 @@
+"""Composition root: `create_app(runtime)` builds the FastAPI app; `running_api(settings)` wires
+NATS, PostgreSQL and the key hasher and serves it (`zapgate-api run`).
+
+Nothing is built at import: the OpenAPI document comes from `create_app()` without a runtime.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import nats
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pwdlib import PasswordHash
+from starlette.exceptions import HTTPException
+
+from zapgate.api.adapters.bus import NatsHealth, NatsSender
+from zapgate.api.adapters.db import PostgresKeyStore, PostgresRequestLog
+from zapgate.api.domain import API_MESSAGES_PT_BR, ApiErrorCode
+from zapgate.api.errors import field_errors
+from zapgate.api.handlers import router
+from zapgate.api.models import ErrorBody, FieldError
+from zapgate.api.service import ApiService, Authenticator, RateLimits, Refusal, RefusalKind
+from zapgate.runtime.clock import Clock, SystemClock
+from zapgate.runtime.db import create_engine
+from zapgate.runtime.probes import (
+    create_probe_app,
+    database_check,
+    nats_check,
+    serve_probes,
+)
+from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.topology import all_streams
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from starlette.responses import Response
+
+    from zapgate.api.settings import ApiSettings
+
+_log = structlog.get_logger("zapgate.api")
+TITLE = "zapgate API"
+VERSION = "1.0.0"
+_STATUS: dict[RefusalKind, int] = {
+    RefusalKind.UNAUTHORIZED: 401,
+    RefusalKind.FORBIDDEN: 403,
+    RefusalKind.NOT_FOUND: 404,
+    RefusalKind.CONFLICT: 409,
+    RefusalKind.UNPROCESSABLE: 422,
+    RefusalKind.RATE_LIMITED: 429,
+    RefusalKind.UNAVAILABLE: 503,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRuntime:
+    """What the routes use, built once by `running_api` (or by a test)."""
+
+    service: ApiService
+    auth: Authenticator
+    limits: RateLimits
+
+
+def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _api_error(code: ApiErrorCode, detail: str | None = None) -> ErrorBody:
+    return ErrorBody(code=code.value, message=API_MESSAGES_PT_BR[code], detail=detail)
+
+
+async def _on_refusal(_request: Request, exc: Exception) -> Response:
+    refusal = exc if isinstance(exc, Refusal) else None
+    if refusal is None:
+        raise exc
+    headers = None
+    if refusal.retry_after is not None:
+        headers = {"Retry-After": str(max(1, round(refusal.retry_after)))}
+    problem = refusal.problem
+    body = ErrorBody(code=problem.code, message=problem.message, detail=problem.detail)
+    return _error(_STATUS[refusal.kind], body, headers)
+
+
+async def _on_invalid(_request: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    body = _api_error(ApiErrorCode.INVALID_REQUEST)
+    return _error(422, body.model_copy(update={"errors": field_errors(errors)}))
+
+
+_UNREADABLE_BODY = FieldError(
+    location="body",
+    field="body",
+    code="json_invalid",
+    message="O corpo não é um JSON legível (UTF-8).",
+)
+
+
+async def _on_http(_request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 400:  # noqa: PLR2004 - FastAPI's "error parsing the body" (bytes, not JSON)
+        body = _api_error(ApiErrorCode.INVALID_REQUEST)
+        return _error(422, body.model_copy(update={"errors": [_UNREADABLE_BODY]}))
+    code = {404: ApiErrorCode.NOT_FOUND, 405: ApiErrorCode.METHOD_NOT_ALLOWED}.get(
+        status,
+        ApiErrorCode.INVALID_REQUEST if status < 500 else ApiErrorCode.INTERNAL,  # noqa: PLR2004
+    )
+    headers = getattr(exc, "headers", None)
+    return _error(status, _api_error(code), headers)
+
+
+async def _on_crash(_request: Request, exc: Exception) -> Response:
+    _log.error("api_internal_error", error=repr(exc))
+    return _error(500, _api_error(ApiErrorCode.INTERNAL))
+
+
+async def _canonical_line(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex)
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    _log.info(
+        "api_request",
+        method=request.method,
+        route=getattr(route, "path", None),
+        status=response.status_code,
+        key_id=getattr(request.state, "key_id", None),
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return response
+
+
+def create_app(runtime: ApiRuntime | None = None) -> FastAPI:
+    """The HTTP API. `runtime` is what its routes use; None only to render the OpenAPI document."""
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=(
+            "Send WhatsApp messages through zapgate and follow them: honest outcomes, "
+            "idempotent sends, instance health. Errors carry a stable `code` and a `message` "
+            "in Brazilian Portuguese."
+        ),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        # operationId = the route function's name (send_text, get_message, ...): stable and
+        # readable in generated clients.
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.state.runtime = runtime
+    app.include_router(router)
+    app.add_exception_handler(Refusal, _on_refusal)
+    app.add_exception_handler(RequestValidationError, _on_invalid)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_crash)
+    app.middleware("http")(_canonical_line)
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class RunningApi:
+    """A served API: `port` is the bound HTTP port (useful with port 0)."""
+
+    port: int
+    probe_port: int
+    runtime: ApiRuntime
+
+
+@asynccontextmanager
+async def running_api(
+    settings: ApiSettings,
+    *,
+    hasher: PasswordHash | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[RunningApi]:
+    """Connect, build and serve the API (and its probes) until the block ends."""
+    clock = clock or SystemClock()
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5)
+    engine = create_engine(settings.database_url.get_secret_value())
+    try:
+        await ensure_streams(nc, all_streams(settings.stream_replicas))
+        timeout = settings.request_timeout.total_seconds()
+        runtime = ApiRuntime(
+            service=ApiService(
+                NatsSender(
+                    nc,
+                    request_timeout=timeout,
+                    retry_timeout=settings.retry_timeout.total_seconds(),
+                ),
+                NatsHealth(nc, request_timeout=timeout),
+                PostgresRequestLog(engine),
+                clock,
+            ),
+            auth=Authenticator(
+                PostgresKeyStore(engine),
+                hasher or PasswordHash.recommended(),
+                clock,
+                cache_ttl=settings.key_cache_ttl.total_seconds(),
+            ),
+            limits=RateLimits(
+                settings.rate_limit_requests, settings.rate_limit_period.total_seconds()
+            ),
+        )
+        http = await serve_probes(create_app(runtime), settings.http_host, settings.http_port)
+        probes = await serve_probes(
+            create_probe_app({"nats": nats_check(nc), "database": database_check(engine)}),
+            settings.probe_host,
+            settings.probe_port,
+        )
+        _log.info("api_started", port=http.port, probe_port=probes.port)
+        try:
+            yield RunningApi(port=http.port, probe_port=probes.port, runtime=runtime)
+        finally:
+            await http.stop()
+            await probes.stop()
+    finally:
+        await nc.drain()
+        await engine.dispose()
+        _log.info("api_stopped")

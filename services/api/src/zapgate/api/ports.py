@@ -1,0 +1,74 @@
+"""Every port the API's use cases need: real adapters in `adapters/`, fakes in tests/fakes.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from zapgate.api.domain import ApiKey
+from zapgate.contracts.health import HealthReply
+from zapgate.contracts.sending import SendMessage, SendOutcome, SendOutcomeReply
+
+
+class BusUnavailableError(RuntimeError):
+    """NATS did not take the command or nobody answered the request in time."""
+
+
+class SenderGateway(Protocol):
+    """The sender's NATS API (commands on ZG_SEND, request-reply for outcome, retry, cancel)."""
+
+    async def submit(self, command: SendMessage) -> None:
+        """Store the command in JetStream (Nats-Msg-Id = command id). Raises BusUnavailableError."""
+        ...
+
+    async def send_and_wait(self, command: SendMessage, timeout: float) -> SendOutcome | None:
+        """Submit and wait up to `timeout` s for a final outcome; the last one seen (e.g. held)
+        or None when none came in time. Raises BusUnavailableError."""
+        ...
+
+    async def outcome(self, command_id: str) -> SendOutcomeReply:
+        """The stored outcome and timeline (`NOT_FOUND` when the sender has no such row)."""
+        ...
+
+    async def retry(self, command_id: str, new_command_id: str) -> SendOutcomeReply: ...
+
+    async def cancel(self, command_id: str) -> SendOutcomeReply: ...
+
+
+class HealthGateway(Protocol):
+    """Health's read API: one instance's health, or every instance's with None."""
+
+    async def health(self, instance_id: str | None) -> HealthReply: ...
+
+
+class KeyStore(Protocol):
+    """API keys, by key id (the secret is only ever stored hashed)."""
+
+    async def get(self, key_id: str) -> ApiKey | None: ...
+
+    async def add(self, key: ApiKey, now: datetime) -> None: ...
+
+    async def revoke(self, key_id: str, now: datetime) -> bool: ...
+
+    async def list_keys(self) -> list[ApiKey]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """The first request seen for one (API key, idempotency key)."""
+
+    command_id: str
+    key_id: str
+    instance_id: str
+    fingerprint: str
+
+
+class RequestLog(Protocol):
+    """Idempotency keys per API key, with the fingerprint of the request that first used them."""
+
+    async def remember(self, request: StoredRequest, now: datetime) -> StoredRequest:
+        """Insert once; return what is stored (ours when new, the first request otherwise)."""
+        ...
+
+    async def find(self, key_id: str, command_id: str) -> StoredRequest | None: ...
