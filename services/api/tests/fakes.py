@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from zapgate.api.ports import BusUnavailableError, StoredRequest
+from zapgate.api.ports import Attempt, BusUnavailableError, StoredRequest
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import HealthReply, InstanceHealth
 from zapgate.contracts.sending import (
@@ -18,7 +18,8 @@ from zapgate.contracts.sending import (
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from zapgate.api.domain import ApiKey
+    from zapgate.api.domain import ApiKey, Subscription
+    from zapgate.api.outbound import WebhookJob
 
 
 def outcome_of(command: SendMessage, status: SendStatus = SendStatus.SENT) -> SendOutcome:
@@ -113,3 +114,80 @@ class FakeRequestLog:
     async def find(self, key_id: str, command_id: str) -> StoredRequest | None:
         found = self.stored.get(command_id)
         return found if found is not None and found.key_id == key_id else None
+
+
+@dataclass
+class FakeSubscriptions:
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+
+    async def add(self, subscription: Subscription, now: datetime) -> None:
+        del now
+        self.subscriptions[subscription.subscription_id] = subscription
+
+    async def of_key(self, key_id: str) -> list[Subscription]:
+        return [s for s in self.subscriptions.values() if s.key_id == key_id]
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        return self.subscriptions.get(subscription_id)
+
+    async def remove(self, key_id: str, subscription_id: str, now: datetime) -> bool:
+        del now
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.key_id != key_id:
+            return False
+        del self.subscriptions[subscription_id]
+        return True
+
+    async def active(self) -> list[Subscription]:
+        return list(self.subscriptions.values())
+
+
+@dataclass
+class FakeDeliveryLog:
+    rows: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
+
+    async def start(self, subscription_id: str, webhook_id: str, now: datetime) -> Attempt:
+        row = self.rows.setdefault(
+            (subscription_id, webhook_id),
+            {"first": now, "attempts": 0, "delivered": False, "gave_up": False},
+        )
+        row["attempts"] = int(str(row["attempts"])) + 1
+        return Attempt(
+            first_attempt_at=row["first"],  # type: ignore[arg-type]
+            attempts=int(str(row["attempts"])),
+            delivered=bool(row["delivered"]),
+            gave_up=bool(row["gave_up"]),
+        )
+
+    async def finish(
+        self,
+        subscription_id: str,
+        webhook_id: str,
+        *,
+        delivered: bool,
+        status: int | None,
+        now: datetime,
+    ) -> None:
+        del status, now
+        row = self.rows[(subscription_id, webhook_id)]
+        row["delivered" if delivered else "gave_up"] = True
+
+
+@dataclass
+class FakePoster:
+    """Answers `statuses` in order (then 204), recording every POST."""
+
+    statuses: list[int | None] = field(default_factory=list)
+    posts: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int | None:
+        self.posts.append((url, body, headers))
+        return self.statuses.pop(0) if self.statuses else 204
+
+
+@dataclass
+class FakeJobs:
+    jobs: list[WebhookJob] = field(default_factory=list)
+
+    async def publish_job(self, job: WebhookJob) -> None:
+        self.jobs.append(job)

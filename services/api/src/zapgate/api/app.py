@@ -6,12 +6,14 @@ Nothing is built at import: the OpenAPI document comes from `create_app()` witho
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import nats
 import structlog
 from fastapi import FastAPI, Request
@@ -21,26 +23,51 @@ from pwdlib import PasswordHash
 from starlette.exceptions import HTTPException
 
 from zapgate.api.adapters.bus import NatsHealth, NatsSender
-from zapgate.api.adapters.db import PostgresKeyStore, PostgresRequestLog
+from zapgate.api.adapters.db import (
+    PostgresDeliveryLog,
+    PostgresKeyStore,
+    PostgresRequestLog,
+    PostgresSubscriptions,
+)
+from zapgate.api.adapters.http import HttpxPoster
 from zapgate.api.domain import API_MESSAGES_PT_BR, ApiErrorCode
 from zapgate.api.errors import field_errors
 from zapgate.api.handlers import router
 from zapgate.api.models import ErrorBody, FieldError
+from zapgate.api.outbound import (
+    API_HOOKS,
+    HOOKS_ALL,
+    RECEIVED_SUBJECT,
+    STREAM_API_HOOKS,
+    Outbound,
+    RetryPolicy,
+    Subscriptions,
+    WebhookJob,
+    hook_subject,
+)
 from zapgate.api.service import ApiService, Authenticator, RateLimits, Refusal, RefusalKind
+from zapgate.api.tables import dead_letters as dead_letter_rows
+from zapgate.contracts import subjects
 from zapgate.runtime.clock import Clock, SystemClock
+from zapgate.runtime.connection import ConnectionOptions, NatsConnection
+from zapgate.runtime.consumer import Delivery, PullConsumer
 from zapgate.runtime.db import create_engine
+from zapgate.runtime.dead_letters import SqlDeadLetterStore
 from zapgate.runtime.probes import (
     create_probe_app,
     database_check,
     nats_check,
     serve_probes,
 )
-from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.publisher import JetStreamPublisher
+from zapgate.runtime.streams import ConsumerSpec, ensure_streams
 from zapgate.runtime.topology import all_streams
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from nats.aio.client import Client
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from starlette.responses import Response
 
     from zapgate.api.settings import ApiSettings
@@ -66,6 +93,7 @@ class ApiRuntime:
     service: ApiService
     auth: Authenticator
     limits: RateLimits
+    subscriptions: Subscriptions
 
 
 def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -175,6 +203,111 @@ class RunningApi:
     runtime: ApiRuntime
 
 
+class _HookPublisher:
+    """`JobPublisher` over the runtime's JetStream publisher."""
+
+    def __init__(self, publisher: JetStreamPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_job(self, job: WebhookJob) -> None:
+        await self._publisher.publish(
+            hook_subject(job.subscription_id),
+            job.model_dump_json().encode(),
+            stream=STREAM_API_HOOKS,
+            msg_id=f"{job.subscription_id}:{job.webhook_id}",
+        )
+
+
+def event_consumers(settings: ApiSettings) -> tuple[ConsumerSpec, ...]:
+    """The API's durable consumers: two fan-outs (ZG_SEND, ZG_WEBHOOKS) and the deliveries."""
+    prefix = settings.consumer_prefix
+    return (
+        ConsumerSpec(
+            service="api",
+            name="events-send",
+            stream=subjects.STREAM_SEND,
+            filter_subjects=(subjects.SEND_OUTCOMES_ALL, subjects.MESSAGE_STATUS_ALL),
+            deliver_new_only=True,
+            description="Outcomes and status changes, fanned out to webhook subscriptions",
+        ).with_prefix(prefix),
+        ConsumerSpec(
+            service="api",
+            name="events-received",
+            stream=subjects.STREAM_WEBHOOKS,
+            filter_subjects=(RECEIVED_SUBJECT,),
+            deliver_new_only=True,
+            description="Received messages, fanned out to webhook subscriptions",
+        ).with_prefix(prefix),
+        ConsumerSpec(
+            service="api",
+            name="webhook-deliveries",
+            stream=STREAM_API_HOOKS,
+            filter_subjects=(HOOKS_ALL,),
+            ack_wait=settings.webhook_timeout * 3,
+            description="One signed POST per job, retried with backoff",
+        ).with_prefix(prefix),
+    )
+
+
+@asynccontextmanager
+async def _event_pipeline(
+    settings: ApiSettings, engine: AsyncEngine, outbound_args: dict[str, Any]
+) -> AsyncIterator[Outbound]:
+    connection = NatsConnection(settings.nats_url, ConnectionOptions(name="zapgate-api-events"))
+
+    async def declare(nc: Client) -> None:
+        await ensure_streams(nc, (*all_streams(settings.stream_replicas), API_HOOKS))
+
+    connection.on_connect(declare)
+    await connection.start()
+    http = httpx.AsyncClient(timeout=settings.webhook_timeout.total_seconds())
+    try:
+        await connection.wait_connected(timeout=30)
+        outbound = Outbound(
+            PostgresSubscriptions(engine),
+            PostgresDeliveryLog(engine),
+            HttpxPoster(http),
+            jobs=_HookPublisher(JetStreamPublisher(connection)),
+            **outbound_args,
+        )
+
+        async def on_event(data: bytes, delivery: Delivery) -> None:
+            await outbound.fan_out(delivery.subject, data)
+
+        async def on_job(job: WebhookJob, _delivery: Delivery) -> None:
+            await outbound.deliver(job)
+
+        dead_letters = SqlDeadLetterStore(engine, dead_letter_rows)
+        fan_send, fan_received, deliveries = event_consumers(settings)
+        consumers: list[PullConsumer[Any]] = [
+            PullConsumer(connection, fan_send, on_event, decode=bytes, dead_letters=dead_letters),
+            PullConsumer(
+                connection, fan_received, on_event, decode=bytes, dead_letters=dead_letters
+            ),
+            PullConsumer(
+                connection,
+                deliveries,
+                on_job,
+                decode=WebhookJob.model_validate_json,
+                dead_letters=dead_letters,
+                concurrency=settings.webhook_concurrency,
+            ),
+        ]
+        for consumer in consumers:
+            await consumer.start()
+        try:
+            yield outbound
+        finally:
+            for consumer in consumers:
+                # nats-py can turn the fetch that stop() cancels into a TimeoutError, which
+                # PullConsumer.stop does not absorb (only CancelledError): the loop is over.
+                with contextlib.suppress(TimeoutError):
+                    await consumer.stop()
+    finally:
+        await http.aclose()
+        await connection.close()
+
+
 @asynccontextmanager
 async def running_api(
     settings: ApiSettings,
@@ -182,46 +315,53 @@ async def running_api(
     hasher: PasswordHash | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[RunningApi]:
-    """Connect, build and serve the API (and its probes) until the block ends."""
+    """Connect, build and serve the API, its probes and its outbound events until the end."""
     clock = clock or SystemClock()
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5)
     engine = create_engine(settings.database_url.get_secret_value())
+    policy = RetryPolicy(
+        schedule=tuple(settings.webhook_retry_schedule), retry_for=settings.webhook_retry_for
+    )
     try:
-        await ensure_streams(nc, all_streams(settings.stream_replicas))
-        timeout = settings.request_timeout.total_seconds()
-        runtime = ApiRuntime(
-            service=ApiService(
-                NatsSender(
-                    nc,
-                    request_timeout=timeout,
-                    retry_timeout=settings.retry_timeout.total_seconds(),
+        await ensure_streams(nc, (*all_streams(settings.stream_replicas), API_HOOKS))
+        async with _event_pipeline(
+            settings, engine, {"clock": clock, "policy": policy}
+        ) as outbound:
+            timeout = settings.request_timeout.total_seconds()
+            runtime = ApiRuntime(
+                service=ApiService(
+                    NatsSender(
+                        nc,
+                        request_timeout=timeout,
+                        retry_timeout=settings.retry_timeout.total_seconds(),
+                    ),
+                    NatsHealth(nc, request_timeout=timeout),
+                    PostgresRequestLog(engine),
+                    clock,
                 ),
-                NatsHealth(nc, request_timeout=timeout),
-                PostgresRequestLog(engine),
-                clock,
-            ),
-            auth=Authenticator(
-                PostgresKeyStore(engine),
-                hasher or PasswordHash.recommended(),
-                clock,
-                cache_ttl=settings.key_cache_ttl.total_seconds(),
-            ),
-            limits=RateLimits(
-                settings.rate_limit_requests, settings.rate_limit_period.total_seconds()
-            ),
-        )
-        http = await serve_probes(create_app(runtime), settings.http_host, settings.http_port)
-        probes = await serve_probes(
-            create_probe_app({"nats": nats_check(nc), "database": database_check(engine)}),
-            settings.probe_host,
-            settings.probe_port,
-        )
-        _log.info("api_started", port=http.port, probe_port=probes.port)
-        try:
-            yield RunningApi(port=http.port, probe_port=probes.port, runtime=runtime)
-        finally:
-            await http.stop()
-            await probes.stop()
+                auth=Authenticator(
+                    PostgresKeyStore(engine),
+                    hasher or PasswordHash.recommended(),
+                    clock,
+                    cache_ttl=settings.key_cache_ttl.total_seconds(),
+                ),
+                limits=RateLimits(
+                    settings.rate_limit_requests, settings.rate_limit_period.total_seconds()
+                ),
+                subscriptions=Subscriptions(PostgresSubscriptions(engine), clock, outbound),
+            )
+            http = await serve_probes(create_app(runtime), settings.http_host, settings.http_port)
+            probes = await serve_probes(
+                create_probe_app({"nats": nats_check(nc), "database": database_check(engine)}),
+                settings.probe_host,
+                settings.probe_port,
+            )
+            _log.info("api_started", port=http.port, probe_port=probes.port)
+            try:
+                yield RunningApi(port=http.port, probe_port=probes.port, runtime=runtime)
+            finally:
+                await http.stop()
+                await probes.stop()
     finally:
         await nc.drain()
         await engine.dispose()

@@ -130,3 +130,74 @@ def fingerprint(value: Any) -> str:  # noqa: ANN401 - any JSON-ready value
     """SHA-256 of the canonical JSON of a request: equal requests, equal fingerprints."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- outbound events ------------------------------------------------------------------------
+
+
+class EventType(StrEnum):
+    """What a subscription can receive."""
+
+    MESSAGE_OUTCOME = "message.outcome"
+    """The sender decided one of the key's commands (sent, failed, uncertain, held)."""
+    MESSAGE_STATUS = "message.status"
+    """One of the key's sent messages moved on (delivered, read, played) or failed."""
+    MESSAGE_RECEIVED = "message.received"
+    """A message arrived at one of the key's instances."""
+
+
+# The Standard Webhooks retry schedule (~27.6 h in total); after it, every 10 h until the end
+# of the retry window.
+RETRY_SCHEDULE: Final[tuple[float, ...]] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def retry_delay(attempt: int, schedule: tuple[float, ...] = RETRY_SCHEDULE) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    if not schedule:
+        return 0.0
+    return schedule[min(max(attempt, 1), len(schedule)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Where one API key wants its events, signed with `secret` (Standard Webhooks)."""
+
+    subscription_id: str
+    key_id: str
+    url: str
+    secret: str
+    events: frozenset[EventType]
+    instances: frozenset[str] = frozenset()
+    """The key's instance scope at fan-out time (filled from the key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundEvent:
+    """One event as subscribers receive it; `webhook_id` is stable across replays and retries."""
+
+    webhook_id: str
+    type: EventType
+    instance_id: str | None
+    command_id: str | None
+    payload: dict[str, Any]
+
+    def body(self, timestamp: str) -> bytes:
+        document = {
+            "id": self.webhook_id,
+            "type": self.type.value,
+            "timestamp": timestamp,
+            "data": self.payload,
+        }
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def wants(subscription: Subscription, event: OutboundEvent) -> bool:
+    """Outcomes and statuses go to the key that sent the command; received messages to every
+    key whose scope has the instance."""
+    if event.type not in subscription.events:
+        return False
+    if event.command_id is not None:
+        return owns(subscription.key_id, event.command_id)
+    if event.instance_id is None:
+        return False
+    return ALL_INSTANCES in subscription.instances or event.instance_id in subscription.instances

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from zapgate.api.domain import IDEMPOTENCY_KEY_PATTERN, Caller
+from zapgate.api.domain import IDEMPOTENCY_KEY_PATTERN, ApiErrorCode, Caller, Subscription
 from zapgate.api.models import (
     INSTANCE_EXAMPLE,
     ErrorBody,
@@ -21,7 +21,12 @@ from zapgate.api.models import (
     SendImage,
     SendText,
     SendVideo,
+    SubscriptionCreate,
+    SubscriptionCreated,
+    SubscriptionList,
+    SubscriptionPublic,
 )
+from zapgate.api.service import Refusal, RefusalKind
 from zapgate.contracts.health import InstanceHealth
 from zapgate.contracts.sending import MessageKind
 
@@ -82,6 +87,15 @@ IdempotencyKey = Annotated[
         examples=["pedido-1234"],
         description="Your id for this request: repeating it never sends twice (scoped to "
         "your API key).",
+    ),
+]
+SubscriptionPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=40,
+        pattern=r"^sub_[0-9a-f]+$",
+        examples=["sub_5b0c2e7f9a1d4c3b"],
     ),
 ]
 Wait = Annotated[
@@ -354,3 +368,55 @@ async def get_instance(
     request: Request, caller: CallerDep, instance_id: InstancePath
 ) -> InstanceHealth:
     return await runtime(request).service.instance(caller, instance_id)
+
+
+def _public(subscription: Subscription) -> SubscriptionPublic:
+    return SubscriptionPublic(
+        subscription_id=subscription.subscription_id,
+        url=subscription.url,
+        events=sorted(subscription.events),
+    )
+
+
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    responses=_errors(401, 422, 429, 503),
+    summary="Subscribe a URL to your events (outcomes, status changes, received messages)",
+    description="Events are POSTed as JSON `{id, type, timestamp, data}` signed per Standard "
+    "Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`, HMAC-SHA256 with the "
+    "returned `secret`). Anything but a 2xx is retried with backoff for at least 24 hours; "
+    "`webhook-id` stays the same across retries, so dedupe on it.",
+    tags=["subscriptions"],
+)
+async def create_subscription(
+    request: Request, caller: CallerDep, body: SubscriptionCreate
+) -> SubscriptionCreated:
+    made = await runtime(request).subscriptions.create(caller, str(body.url), body.events)
+    return SubscriptionCreated(**_public(made).model_dump(), secret=made.secret)
+
+
+@router.get(
+    "/subscriptions",
+    responses=_errors(401, 429, 503),
+    summary="List your subscriptions (never their secrets)",
+    tags=["subscriptions"],
+)
+async def list_subscriptions(request: Request, caller: CallerDep) -> SubscriptionList:
+    found = await runtime(request).subscriptions.list_for(caller)
+    return SubscriptionList(subscriptions=[_public(item) for item in found])
+
+
+@router.delete(
+    "/subscriptions/{subscription_id}",
+    status_code=204,
+    responses=_errors(401, 404, 422, 429, 503),
+    summary="Remove a subscription (pending retries to it stop)",
+    tags=["subscriptions"],
+)
+async def remove_subscription(
+    request: Request, caller: CallerDep, subscription_id: SubscriptionPath
+) -> Response:
+    if not await runtime(request).subscriptions.remove(caller, subscription_id):
+        raise Refusal.of(RefusalKind.NOT_FOUND, ApiErrorCode.NOT_FOUND, subscription_id)
+    return Response(status_code=204)

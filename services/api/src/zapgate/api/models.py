@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from zapgate.api.domain import EventType
 from zapgate.contracts.health import InstanceHealth
 from zapgate.contracts.sending import (
     MAX_HOLD,
@@ -267,3 +268,65 @@ class InstanceList(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"instances": [INSTANCE_EXAMPLE]}]})
 
     instances: list[InstanceHealth]
+
+
+_EVENTS_DOC = (
+    "Which events to receive: `message.outcome` (the sender's decision on your commands), "
+    "`message.status` (delivered, read, played), `message.received` (messages arriving at "
+    "your instances). All by default."
+)
+
+
+class SubscriptionCreate(_Request):
+    """Where to POST your events. Each is signed per Standard Webhooks with the returned secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"url": "https://minha-loja.example/zapgate", "events": ["message.outcome"]}
+            ]
+        }
+    )
+    url: HttpUrl = Field(description="An http(s) URL that answers 2xx when it took the event.")
+    events: list[EventType] = Field(
+        default_factory=lambda: list(EventType), min_length=1, description=_EVENTS_DOC
+    )
+
+
+_SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
+    "subscription_id": "sub_5b0c2e7f9a1d4c3b",
+    "url": "https://minha-loja.example/zapgate",
+    "events": ["message.outcome", "message.status"],
+}
+
+
+class SubscriptionPublic(BaseModel):
+    """A subscription as listings show it (never its secret)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SUBSCRIPTION_EXAMPLE]})
+
+    subscription_id: str
+    url: str
+    events: list[EventType]
+
+
+class SubscriptionCreated(SubscriptionPublic):
+    """A new subscription; `secret` (`whsec_...`) is shown only here: keep it to verify."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _SUBSCRIPTION_EXAMPLE | {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+            ]
+        }
+    )
+
+    secret: str
+
+
+class SubscriptionList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"subscriptions": [_SUBSCRIPTION_EXAMPLE]}]}
+    )
+
+    subscriptions: list[SubscriptionPublic]

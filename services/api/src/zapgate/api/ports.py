@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from zapgate.api.domain import ApiKey
+from zapgate.api.domain import ApiKey, Subscription
 from zapgate.contracts.health import HealthReply
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendOutcomeReply
 
@@ -72,3 +72,51 @@ class RequestLog(Protocol):
         ...
 
     async def find(self, key_id: str, command_id: str) -> StoredRequest | None: ...
+
+
+class SubscriptionStore(Protocol):
+    """Webhook subscriptions per API key."""
+
+    async def add(self, subscription: Subscription, now: datetime) -> None: ...
+
+    async def of_key(self, key_id: str) -> list[Subscription]: ...
+
+    async def get(self, subscription_id: str) -> Subscription | None: ...
+
+    async def remove(self, key_id: str, subscription_id: str, now: datetime) -> bool: ...
+
+    async def active(self) -> list[Subscription]:
+        """Every active subscription with its key's instance scope (keys not revoked)."""
+        ...
+
+
+class DeliveryLog(Protocol):
+    """One row per (subscription, webhook id): the dedupe record and the retry clock."""
+
+    async def start(self, subscription_id: str, webhook_id: str, now: datetime) -> Attempt:
+        """Record an attempt; returns the first attempt's time and whether it was delivered."""
+        ...
+
+    async def finish(
+        self,
+        subscription_id: str,
+        webhook_id: str,
+        *,
+        delivered: bool,
+        status: int | None,
+        now: datetime,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    first_attempt_at: datetime
+    attempts: int
+    delivered: bool
+    gave_up: bool
+
+
+class WebhookPoster(Protocol):
+    """POSTs one signed body; the HTTP status, or None when no answer came (network, timeout)."""
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int | None: ...

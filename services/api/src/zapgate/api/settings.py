@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from zapgate.api.domain import RETRY_SCHEDULE
 from zapgate.runtime.settings import ServiceSettings
 
 
@@ -32,6 +33,21 @@ class ApiSettings(ServiceSettings):
         gt=timedelta(0),
         description="Wait for the sender's or health's NATS answer (outcome, cancel, health).",
     )
+    webhook_retry_for: timedelta = Field(
+        default=timedelta(hours=26),
+        gt=timedelta(0),
+        description="How long an outbound event is retried after its first attempt (keep >= 24 h).",
+    )
+    webhook_retry_schedule: tuple[float, ...] = Field(
+        default=RETRY_SCHEDULE,
+        description="Seconds between attempts (Standard Webhooks: 5 s, 5 min, 30 min, 2 h, 5 h, "
+        "10 h, 10 h); the last repeats until `webhook_retry_for`.",
+    )
+    webhook_timeout: timedelta = Field(
+        default=timedelta(seconds=10), gt=timedelta(0), description="One outbound POST."
+    )
+    webhook_concurrency: int = Field(default=16, ge=1, description="Outbound POSTs at once.")
+    consumer_prefix: str = Field(default="api", pattern=r"^[A-Za-z0-9_\-]+$")
     retry_timeout: timedelta = Field(
         default=timedelta(seconds=35),
         gt=timedelta(0),

@@ -10,6 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from zapgate.runtime.dead_letters import dead_letter_table
+
 # The API's own MetaData: other services' tables in the same process stay out of its migrations.
 metadata = sa.MetaData()
 
@@ -46,3 +48,36 @@ class IdempotencyKeyRow(ApiTable, table=True):
     instance_id: str = Field(max_length=100)
     fingerprint: str = Field(max_length=64)
     created_at: datetime = _aware()
+
+
+class SubscriptionRow(ApiTable, table=True):
+    """A webhook subscription of one API key. `secret` signs (HMAC), so it is kept readable."""
+
+    __tablename__ = "api_subscriptions"
+    __table_args__ = (sa.Index("ix_api_subscriptions_key_id", "key_id"),)
+
+    subscription_id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(max_length=32)
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=200)
+    events: list[str] = Field(sa_type=JSONB)
+    created_at: datetime = _aware()
+    removed_at: datetime | None = _aware(default=None)
+
+
+class WebhookDeliveryRow(ApiTable, table=True):
+    """One event for one subscription: attempts, the first attempt's time, delivered or not."""
+
+    __tablename__ = "api_webhook_deliveries"
+
+    subscription_id: str = Field(primary_key=True, max_length=40)
+    webhook_id: str = Field(primary_key=True, max_length=200)
+    attempts: int = 0
+    first_attempt_at: datetime = _aware()
+    last_attempt_at: datetime = _aware()
+    last_status: int | None = None
+    delivered_at: datetime | None = _aware(default=None)
+    gave_up_at: datetime | None = _aware(default=None)
+
+
+dead_letters = dead_letter_table(metadata, "api_dead_letters")

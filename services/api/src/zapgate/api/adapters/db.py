@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from zapgate.api.domain import ApiKey
-from zapgate.api.ports import StoredRequest
-from zapgate.api.tables import ApiKeyRow, IdempotencyKeyRow
+from zapgate.api.domain import ApiKey, EventType, Subscription
+from zapgate.api.ports import Attempt, StoredRequest
+from zapgate.api.tables import ApiKeyRow, IdempotencyKeyRow, SubscriptionRow, WebhookDeliveryRow
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -122,3 +122,141 @@ class PostgresRequestLog:
         async with self._engine.connect() as conn:
             found = (await conn.execute(statement)).mappings().first()
         return _request(found) if found is not None else None
+
+
+_SUBSCRIPTIONS = SubscriptionRow.__table__  # type: ignore[attr-defined]
+_DELIVERIES = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
+
+
+def _subscription(row: Any, instances: Any = ()) -> Subscription:  # noqa: ANN401 - RowMapping
+    return Subscription(
+        subscription_id=row["subscription_id"],
+        key_id=row["key_id"],
+        url=row["url"],
+        secret=row["secret"],
+        events=frozenset(EventType(value) for value in row["events"]),
+        instances=frozenset(instances or ()),
+    )
+
+
+class PostgresSubscriptions:
+    """`SubscriptionStore` over `api_subscriptions` (removal is a soft delete)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, subscription: Subscription, now: datetime) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.insert(_SUBSCRIPTIONS).values(
+                    subscription_id=subscription.subscription_id,
+                    key_id=subscription.key_id,
+                    url=subscription.url,
+                    secret=subscription.secret,
+                    events=sorted(event.value for event in subscription.events),
+                    created_at=now,
+                )
+            )
+
+    async def of_key(self, key_id: str) -> list[Subscription]:
+        statement = (
+            sa.select(_SUBSCRIPTIONS)
+            .where(_SUBSCRIPTIONS.c.key_id == key_id, _SUBSCRIPTIONS.c.removed_at.is_(None))
+            .order_by(_SUBSCRIPTIONS.c.created_at)
+        )
+        async with self._engine.connect() as conn:
+            return [_subscription(row) for row in (await conn.execute(statement)).mappings()]
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        statement = sa.select(_SUBSCRIPTIONS).where(
+            _SUBSCRIPTIONS.c.subscription_id == subscription_id,
+            _SUBSCRIPTIONS.c.removed_at.is_(None),
+        )
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(statement)).mappings().first()
+        return _subscription(found) if found is not None else None
+
+    async def remove(self, key_id: str, subscription_id: str, now: datetime) -> bool:
+        statement = (
+            sa.update(_SUBSCRIPTIONS)
+            .where(
+                _SUBSCRIPTIONS.c.subscription_id == subscription_id,
+                _SUBSCRIPTIONS.c.key_id == key_id,
+                _SUBSCRIPTIONS.c.removed_at.is_(None),
+            )
+            .values(removed_at=now)
+            .returning(_SUBSCRIPTIONS.c.subscription_id)
+        )
+        async with self._engine.begin() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def active(self) -> list[Subscription]:
+        statement = (
+            sa.select(_SUBSCRIPTIONS, _KEYS.c.instances.label("key_instances"))
+            .join(_KEYS, _KEYS.c.key_id == _SUBSCRIPTIONS.c.key_id)
+            .where(_SUBSCRIPTIONS.c.removed_at.is_(None), _KEYS.c.revoked_at.is_(None))
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).mappings().all()
+        return [_subscription(row, row["key_instances"]) for row in rows]
+
+
+class PostgresDeliveryLog:
+    """`DeliveryLog` over `api_webhook_deliveries`: one upsert per attempt."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def start(self, subscription_id: str, webhook_id: str, now: datetime) -> Attempt:
+        statement = (
+            insert(_DELIVERIES)
+            .values(
+                subscription_id=subscription_id,
+                webhook_id=webhook_id,
+                attempts=1,
+                first_attempt_at=now,
+                last_attempt_at=now,
+            )
+            .on_conflict_do_update(
+                index_elements=["subscription_id", "webhook_id"],
+                set_={
+                    "attempts": _DELIVERIES.c.attempts + 1,
+                    "last_attempt_at": now,
+                },
+            )
+            .returning(
+                _DELIVERIES.c.first_attempt_at,
+                _DELIVERIES.c.attempts,
+                _DELIVERIES.c.delivered_at,
+                _DELIVERIES.c.gave_up_at,
+            )
+        )
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(statement)).one()
+        return Attempt(
+            first_attempt_at=row.first_attempt_at,
+            attempts=row.attempts,
+            delivered=row.delivered_at is not None,
+            gave_up=row.gave_up_at is not None,
+        )
+
+    async def finish(
+        self,
+        subscription_id: str,
+        webhook_id: str,
+        *,
+        delivered: bool,
+        status: int | None,
+        now: datetime,
+    ) -> None:
+        values: dict[str, Any] = {"last_status": status}
+        values["delivered_at" if delivered else "gave_up_at"] = now
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(_DELIVERIES)
+                .where(
+                    _DELIVERIES.c.subscription_id == subscription_id,
+                    _DELIVERIES.c.webhook_id == webhook_id,
+                )
+                .values(**values)
+            )
