@@ -12,7 +12,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from zapgate.health import lifecycle
-from zapgate.health.adapters.bus import JetStreamPublisher
+from zapgate.health.adapters.bus import HealthEventPublisher
 from zapgate.health.adapters.db import PostgresHealthRepository
 from zapgate.health.adapters.operator import SignedOperatorWebhook
 from zapgate.health.adapters.timer import AsyncioTimer
@@ -41,7 +41,13 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
     clock = clock or SystemClock()
     timer = timer or AsyncioTimer()
     if configure_logs:
-        configure_logging(json=settings.log_json, level=settings.log_level)
+        # The operator URL may carry a token and the secret signs notices: masked in every line.
+        secrets = [settings.operator_webhook_url or ""]
+        if settings.operator_webhook_secret is not None:
+            secrets.append(settings.operator_webhook_secret.get_secret_value())
+        configure_logging(
+            json=settings.log_json, level=settings.log_level, secrets=[s for s in secrets if s]
+        )
     engine = create_engine(settings.database_url.get_secret_value())
     closing: list[WapiClient | httpx.AsyncClient] = []
     if provider is None:
@@ -63,10 +69,11 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
     broker = NatsBroker(
         settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5, graceful_timeout=15
     )
+    publisher = HealthEventPublisher(settings.nats_url)
     service = HealthService(
         repository=PostgresHealthRepository(engine, settings.token_cipher()),
         provider=provider,
-        publisher=JetStreamPublisher(broker),
+        publisher=publisher,
         clock=clock,
         timer=timer,
         settings=settings,
@@ -76,7 +83,13 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
     register_consumers(broker, service, settings, clock)
     register_api(broker, service)
     app = lifecycle.wire(
-        broker, service, settings, engine=engine, closing=closing, serve_probe=serve_probe
+        broker,
+        service,
+        settings,
+        publisher=publisher,
+        engine=engine,
+        closing=closing,
+        serve_probe=serve_probe,
     )
     app.context.set_global("health_service", service)
     return app

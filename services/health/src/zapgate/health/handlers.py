@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.js.api import ConsumerConfig
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from zapgate.contracts import subjects
-from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.health import (
     CheckNow,
     CheckNowReply,
@@ -47,10 +47,10 @@ from zapgate.health.ports import AlreadyRegisteredError, NotRegisteredError
 from zapgate.health.service import HealthService
 from zapgate.health.settings import HealthSettings
 from zapgate.runtime.clock import Clock
+from zapgate.runtime.requests import request_handler
 
 _log = structlog.get_logger("zapgate.health.handlers")
 _API_QUEUE = "health-api"
-M = TypeVar("M", bound=BaseModel)
 _Decorator = Callable[[Callable[..., Awaitable[Any]]], object]
 
 
@@ -58,27 +58,6 @@ _Decorator = Callable[[Callable[..., Awaitable[Any]]], object]
 def _bound(instance_id: str, event_id: str) -> Iterator[None]:
     with structlog.contextvars.bound_contextvars(instance_id=instance_id, event_id=event_id):
         yield
-
-
-def _decode(model: type[M], msg: NatsMessage) -> M | Problem:
-    try:
-        return model.model_validate_json(msg.body)
-    except ValidationError as exc:
-        return Problem.of(
-            ErrorCode.INVALID_COMMAND, detail=str(exc.errors(include_url=False))[:500]
-        )
-
-
-async def _answer(reply_type: Callable[..., M], call: Callable[[], Awaitable[M]]) -> M:
-    try:
-        return await call()
-    except AlreadyRegisteredError:
-        return reply_type(ok=False, error=Problem.of(ErrorCode.INSTANCE_EXISTS))
-    except NotRegisteredError:
-        return reply_type(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
-    except Exception as exc:  # noqa: BLE001 - the caller gets a coded answer, not a timeout
-        _log.exception("health API request failed")
-        return reply_type(ok=False, error=Problem.of(ErrorCode.INTERNAL, detail=type(exc).__name__))
 
 
 def register_consumers(  # noqa: C901 - one small handler per subject
@@ -173,88 +152,75 @@ def register_consumers(  # noqa: C901 - one small handler per subject
                 await service.delivery_evidence(event.instance_id, observation)
 
 
-def register_api(broker: NatsBroker, service: HealthService) -> None:  # noqa: C901 - one verb each
-    """Declare health's request-reply verbs on `broker`."""
+def register_api(broker: NatsBroker, service: HealthService) -> None:
+    """Declare health's request-reply verbs on `broker` (decode, call, coded reply: the
+    runtime's `request_handler`; unknown ids and duplicates are coded refusals)."""
+    refusals = {
+        AlreadyRegisteredError: ErrorCode.INSTANCE_EXISTS,
+        NotRegisteredError: ErrorCode.INSTANCE_UNKNOWN,
+    }
 
-    def api(subject: str) -> _Decorator:
-        return broker.subscriber(subject, queue=_API_QUEUE)
+    async def register(command: RegisterInstance) -> RegistryReply:
+        summary = await service.register(
+            instance_id=command.instance_id,
+            display_name=command.display_name,
+            token=command.token.get_secret_value(),
+            managed=command.managed,
+            replace=command.replace,
+        )
+        return RegistryReply(ok=True, instance=summary)
 
-    @api(subjects.API_HEALTH_REGISTER)
-    async def register_instance(msg: NatsMessage) -> RegistryReply:
-        command = _decode(RegisterInstance, msg)
-        if isinstance(command, Problem):
-            return RegistryReply(ok=False, error=command)
+    async def pause(command: PauseInstance) -> RegistryReply:
+        summary = await service.set_paused(command.instance_id, paused=command.paused)
+        return RegistryReply(ok=True, instance=summary)
 
-        async def run() -> RegistryReply:
-            summary = await service.register(
-                instance_id=command.instance_id,
-                display_name=command.display_name,
-                token=command.token.get_secret_value(),
-                managed=command.managed,
-                replace=command.replace,
-            )
-            return RegistryReply(ok=True, instance=summary)
+    async def remove(command: RemoveInstance) -> RegistryReply:
+        return RegistryReply(ok=True, instance=await service.remove(command.instance_id))
 
-        return await _answer(RegistryReply, run)
+    async def listing(_: ListInstances) -> InstanceListReply:
+        return InstanceListReply(ok=True, instances=await service.list_instances())
 
-    @api(subjects.API_HEALTH_PAUSE)
-    async def pause_instance(msg: NatsMessage) -> RegistryReply:
-        command = _decode(PauseInstance, msg)
-        if isinstance(command, Problem):
-            return RegistryReply(ok=False, error=command)
+    async def health(query: GetInstanceHealth) -> HealthReply:
+        found = await service.health(query.instance_id)
+        if query.instance_id is not None and not found:
+            raise NotRegisteredError(query.instance_id)
+        return HealthReply(ok=True, instances=found)
 
-        async def run() -> RegistryReply:
-            summary = await service.set_paused(command.instance_id, paused=command.paused)
-            return RegistryReply(ok=True, instance=summary)
+    async def check(command: CheckNow) -> CheckNowReply:
+        checked = await service.check_now(command.instance_id)
+        if command.instance_id is not None and not checked:
+            raise NotRegisteredError(command.instance_id)
+        return CheckNowReply(ok=True, checked=checked)
 
-        return await _answer(RegistryReply, run)
+    verbs: list[tuple[str, str, type[BaseModel], Callable[[bytes], Awaitable[BaseModel]]]] = [
+        (subjects.API_HEALTH_REGISTER, "register_instance", RegistryReply,
+         request_handler(RegisterInstance, RegistryReply, register, refusals=refusals)),
+        (subjects.API_HEALTH_PAUSE, "pause_instance", RegistryReply,
+         request_handler(PauseInstance, RegistryReply, pause, refusals=refusals)),
+        (subjects.API_HEALTH_REMOVE, "remove_instance", RegistryReply,
+         request_handler(RemoveInstance, RegistryReply, remove, refusals=refusals)),
+        (subjects.API_HEALTH_LIST, "list_instances", InstanceListReply,
+         request_handler(ListInstances, InstanceListReply, listing, refusals=refusals)),
+        (subjects.API_HEALTH_GET, "get_instance_health", HealthReply,
+         request_handler(GetInstanceHealth, HealthReply, health, refusals=refusals)),
+        (subjects.API_HEALTH_CHECK_NOW, "check_now", CheckNowReply,
+         request_handler(CheckNow, CheckNowReply, check, refusals=refusals)),
+    ]  # fmt: skip
+    for subject, name, reply, handle in verbs:
+        _subscribe_verb(broker, subject, name, reply, handle)
 
-    @api(subjects.API_HEALTH_REMOVE)
-    async def remove_instance(msg: NatsMessage) -> RegistryReply:
-        command = _decode(RemoveInstance, msg)
-        if isinstance(command, Problem):
-            return RegistryReply(ok=False, error=command)
 
-        async def run() -> RegistryReply:
-            return RegistryReply(ok=True, instance=await service.remove(command.instance_id))
+def _subscribe_verb(
+    broker: NatsBroker,
+    subject: str,
+    name: str,
+    reply: type[BaseModel],
+    handle: Callable[[bytes], Awaitable[BaseModel]],
+) -> None:
+    async def answer(msg: NatsMessage) -> BaseModel:
+        return await handle(msg.body)
 
-        return await _answer(RegistryReply, run)
-
-    @api(subjects.API_HEALTH_LIST)
-    async def list_instances(msg: NatsMessage) -> InstanceListReply:
-        command = _decode(ListInstances, msg)
-        if isinstance(command, Problem):
-            return InstanceListReply(ok=False, error=command)
-
-        async def run() -> InstanceListReply:
-            return InstanceListReply(ok=True, instances=await service.list_instances())
-
-        return await _answer(InstanceListReply, run)
-
-    @api(subjects.API_HEALTH_GET)
-    async def get_instance_health(msg: NatsMessage) -> HealthReply:
-        query = _decode(GetInstanceHealth, msg)
-        if isinstance(query, Problem):
-            return HealthReply(ok=False, error=query)
-
-        async def run() -> HealthReply:
-            found = await service.health(query.instance_id)
-            if query.instance_id is not None and not found:
-                return HealthReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
-            return HealthReply(ok=True, instances=found)
-
-        return await _answer(HealthReply, run)
-
-    @api(subjects.API_HEALTH_CHECK_NOW)
-    async def check_now(msg: NatsMessage) -> CheckNowReply:
-        command = _decode(CheckNow, msg)
-        if isinstance(command, Problem):
-            return CheckNowReply(ok=False, error=command)
-
-        async def run() -> CheckNowReply:
-            checked = await service.check_now(command.instance_id)
-            if command.instance_id is not None and not checked:
-                return CheckNowReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
-            return CheckNowReply(ok=True, checked=checked)
-
-        return await _answer(CheckNowReply, run)
+    # FastStream names the subscriber after the function and serialises by its return type.
+    answer.__name__ = answer.__qualname__ = name
+    answer.__annotations__ = {"msg": NatsMessage, "return": reply}
+    broker.subscriber(subject, queue=_API_QUEUE)(answer)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.contracts import subjects
 from zapgate.contracts.health import HealthTick
+from zapgate.health.adapters.bus import HealthEventPublisher
 from zapgate.health.adapters.db import PostgresHealthRepository
 from zapgate.health.service import HealthService
 from zapgate.health.settings import HealthSettings
@@ -35,6 +36,7 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
     service: HealthService,
     settings: HealthSettings,
     *,
+    publisher: HealthEventPublisher,
     engine: AsyncEngine,
     closing: Sequence[WapiClient | httpx.AsyncClient],
     serve_probe: bool,
@@ -62,6 +64,7 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
                 )
         finally:
             await nc.close()
+        await publisher.start()
 
     async def after_startup() -> None:
         # Tokens stored in clear before encryption existed are encrypted once, here.
@@ -85,6 +88,7 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
             await server.stop()
 
     async def after_shutdown() -> None:
+        await publisher.close()
         for client in closing:
             await client.aclose()
         await engine.dispose()

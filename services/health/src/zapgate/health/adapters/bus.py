@@ -1,31 +1,40 @@
-"""JetStream adapter of `EventPublisher`: health's events on stream ZG_HEALTH."""
+"""JetStream adapter of `EventPublisher`: health's events on stream ZG_HEALTH.
+
+Built on the runtime's one publisher (`zapgate.runtime.publisher`) over its supervised
+connection, so publishing recovers after the server closes the connection (a protocol `-ERR`)
+as well as after a restart. An unknown outcome raises: the outbox row stays unpublished and the
+next flush publishes it again with the same `Nats-Msg-Id` (deduplicated by the stream).
+"""
 
 from __future__ import annotations
 
-from faststream.nats import NatsBroker
+from datetime import timedelta
 
 from zapgate.contracts import subjects
 from zapgate.contracts.health import InstanceStateChanged
 from zapgate.health.ports import HealthEvent
+from zapgate.runtime.connection import ConnectionOptions, NatsConnection
+from zapgate.runtime.publisher import JetStreamPublisher
 
 
-class JetStreamPublisher:
-    """Publishes with `stream=` (PubAck awaited) and `Nats-Msg-Id` = event id, so a retried
-    publish of the same outbox row is stored once."""
+class HealthEventPublisher:
+    """`EventPublisher`: `zg.health.state.<id>` / `zg.health.notification.<id>`, PubAck awaited,
+    `Nats-Msg-Id` = event id."""
 
-    def __init__(self, broker: NatsBroker, *, timeout_s: float = 5.0) -> None:
-        self._broker = broker
-        self._timeout_s = timeout_s
+    def __init__(self, nats_url: str, *, timeout: timedelta = timedelta(seconds=5)) -> None:
+        self.connection = NatsConnection(nats_url, ConnectionOptions(name="zapgate-health"))
+        self._publisher = JetStreamPublisher(self.connection, timeout=timeout)
+
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        await self.connection.start()
+        await self.connection.wait_connected(timeout_s)
+
+    async def close(self) -> None:
+        await self.connection.close()
 
     async def publish(self, event: HealthEvent) -> None:
         if isinstance(event, InstanceStateChanged):
             subject = subjects.state_changed_subject(event.instance_id)
         else:
             subject = subjects.notification_subject(event.instance_id)
-        await self._broker.publish(
-            event,
-            subject,
-            stream=subjects.STREAM_HEALTH,
-            headers={subjects.MSG_ID_HEADER: str(event.event_id)},
-            timeout=self._timeout_s,
-        )
+        await self._publisher.publish_event(subject, event, stream=subjects.STREAM_HEALTH)
