@@ -204,8 +204,9 @@ def test_webhook_union_routes_by_kind() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("ABC-123", "ABC-123"), ("a.b*c>", "a_b_c_"), ("", "_")]
+    ("value", "prefix"), [("ABC-123", "ABC-123"), ("a.b*c>", "a_b_c_~"), ("", "~")]
 )
-def test_subject_tokens_cannot_change_routing(value: str, expected: str) -> None:
-    """Dots and wildcards from outside data never reach a subject."""
-    assert subjects.token(value) == expected
+def test_subject_tokens_cannot_change_routing(value: str, prefix: str) -> None:
+    """Dots and wildcards from outside data never reach a subject (see test_bounds.py)."""
+    assert subjects.token(value).startswith(prefix)
+    assert not {".", "*", ">", " "} & set(subjects.token(value))

@@ -83,3 +83,22 @@ class FakeArchive:
             self.quarantined.setdefault(item.dedupe_key, item)
         self.stored.set()
         return inserted
+
+
+class FakeBodyStore:
+    """Bodies by name in memory; `error` makes `put` fail like NATS down."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.error: Exception | None = None
+
+    async def put(self, name: str, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.objects[name] = data
+
+    async def get(self, name: str) -> bytes:
+        try:
+            return self.objects[name]
+        except KeyError as error:
+            raise LookupError(name) from error

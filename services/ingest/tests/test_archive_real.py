@@ -51,8 +51,8 @@ async def test_a_payload_postgresql_refuses_is_quarantined_and_the_rest_of_its_b
 
     stored = await query(database_url, "SELECT dedupe_key FROM webhook_payloads")
     kept = await query(database_url, "SELECT code, dedupe_key, body FROM webhook_quarantine")
-    assert inserted == 2
-    assert again == 0
+    assert inserted.inserted == 2
+    assert again.inserted == 0
     assert sorted(row.dedupe_key for row in stored) == ["k-good-1", "k-good-2"]
     assert [(row.code, row.dedupe_key) for row in kept] == [(ARCHIVE_REJECTED, "k-inf")]
     assert b'"n": Infinity' in bytes(kept[0].body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -11,11 +12,12 @@ import pytest
 from zapgate.contracts.health import EvidenceSource, InstanceState, InstanceStateChanged
 from zapgate.contracts.webhooks import WebhookErrorCode
 from zapgate.ingest.adapters.spool import FileSpool as Spool
+from zapgate.ingest.domain.size import BODY_RECORD_SUBJECT
 from zapgate.ingest.domain.states import KnownStates
 from zapgate.ingest.service import Disposition, Gateway
 from zapgate.testkit import webhooks as samples
 
-from .fakes import FakePublisher
+from .fakes import FakeBodyStore, FakePublisher, MemorySpool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -128,3 +130,82 @@ def test_an_older_change_redelivered_late_does_not_win() -> None:
     states.record(change(InstanceState.CONNECTED, NOW))
     states.record(change(InstanceState.DISCONNECTED, NOW - timedelta(hours=1)))
     assert states.state_of("I1") is InstanceState.CONNECTED
+
+
+async def test_d_a_1_5_mb_image_with_inline_media_is_kept_whole_and_published_slim(
+    spool: Spool,
+) -> None:
+    """The body goes to the body store; the event keeps sender, caption and id, not the media."""
+    publisher, bodies = FakePublisher(), FakeBodyStore()
+    body = samples.media_base64_body()
+    accepted = await Gateway(publisher, spool, bodies).accept(body, NOW)
+    assert accepted.disposition is Disposition.PUBLISHED
+    ((_, data, _),) = publisher.published
+    event = json.loads(data)
+    assert event["body_object"] in bodies.objects
+    assert bodies.objects[event["body_object"]] == body
+    assert event["omitted_fields"] == ["msgContent.imageMessage.base64"]
+    assert event["content"]["caption"] == "comprovante do pagamento"
+    assert (event["message_id"], event["sender"]["push_name"]) == (
+        "3EB0BR03000000000000A3",
+        "Cliente Foto",
+    )
+    assert len(data) < 64 * 1024
+
+
+async def test_d_with_nats_down_a_large_body_and_its_event_are_spooled_in_order() -> None:
+    """Body record first, then the event; the drain puts the body before publishing."""
+    publisher, bodies, spool = FakePublisher(), FakeBodyStore(), MemorySpool()
+    publisher.error = bodies.error = ConnectionError()
+    gateway = Gateway(publisher, spool, bodies)
+    accepted = await gateway.accept(samples.media_base64_body(), NOW)
+    assert accepted.disposition is Disposition.SPOOLED
+    assert [record.subject for record in spool.records] == [
+        BODY_RECORD_SUBJECT,
+        "zg.webhook.message_received",
+    ]
+    publisher.error = bodies.error = None
+    for record in spool.records:
+        await gateway.publish_spooled(record)
+    assert list(bodies.objects) == [spool.records[0].msg_id]
+    assert [msg_id for _, _, msg_id in publisher.published] == [accepted.dedupe_key]
+
+
+async def test_d_above_the_cap_the_quarantine_names_instance_event_and_message() -> None:
+    """Only the first bytes are read; the ids in them are kept for the operator."""
+    publisher = FakePublisher()
+    gateway = Gateway(publisher, MemorySpool())
+    prefix = samples.media_base64_body()[:100_000]
+    accepted = await gateway.refuse_too_large(prefix, 40 * 1024 * 1024, NOW, "application/json")
+    assert accepted.code is WebhookErrorCode.WEBHOOK_TOO_LARGE
+    ((subject, data, _),) = publisher.published
+    entry = json.loads(data)
+    assert subject == "zg.webhook.quarantined"
+    assert (entry["instance_id"], entry["event"], entry["message_id"], entry["size"]) == (
+        "demo",
+        "webhookReceived",
+        "3EB0BR03000000000000A3",
+        40 * 1024 * 1024,
+    )
+
+
+async def test_a_lone_surrogate_is_published_sanitised_with_the_exact_bytes() -> None:
+    """200-class outcome; the event names the fix and carries the body byte for byte."""
+    publisher = FakePublisher()
+    body = samples.case("lone-surrogate-min")
+    accepted = await Gateway(publisher, MemorySpool()).accept(body, NOW)
+    assert accepted.disposition is Disposition.PUBLISHED
+    assert [fix.value for fix in accepted.fixes] == ["lone_surrogate"]
+    event = json.loads(publisher.published[0][1])
+    assert event["sanitized"] == ["lone_surrogate"]
+    assert base64.b64decode(event["body_base64"]) == body
+
+
+async def test_b_too_deep_for_the_parser_is_quarantined_with_its_bytes() -> None:
+    """A coded 400 and the exact body in the quarantine, never a 500."""
+    publisher = FakePublisher()
+    body = b'{"a":' * 20_000 + b"1" + b"}" * 20_000
+    accepted = await Gateway(publisher, MemorySpool()).accept(body, NOW)
+    assert accepted.code is WebhookErrorCode.WEBHOOK_TOO_DEEP
+    entry = json.loads(publisher.published[0][1])
+    assert base64.b64decode(entry["body_base64"]) == body

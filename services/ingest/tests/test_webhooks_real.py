@@ -136,24 +136,11 @@ async def test_access_log_masks_the_secret_in_the_path(http: httpx.AsyncClient) 
     )
 
 
-async def test_oversized_body_is_413_and_nothing_is_stored(
-    http: httpx.AsyncClient, nc: Client
-) -> None:
-    """Over the configured limit (default 1 MiB): refused before parsing."""
-    body = samples.received_text()
-    body["padding"] = "x" * (1024 * 1024 + 1)
-    response = await post_json(http, body)
-    assert response.status_code == 413
-    assert response.json()["code"] == "WEBHOOK_TOO_LARGE"
-    assert await stream_count(nc) == 0
-
-
 @pytest.mark.parametrize(
     ("body", "code"),
     [
         (b"this is not json", "WEBHOOK_NOT_JSON"),
         (b'{"truncated": ', "WEBHOOK_NOT_JSON"),
-        (b'{"n": NaN}', "WEBHOOK_NOT_JSON"),
         (b"\xff\xfe\x00garbage", "WEBHOOK_NOT_JSON"),
         (b"[1, 2, 3]", "WEBHOOK_NOT_OBJECT"),
         (b'"just a string"', "WEBHOOK_NOT_OBJECT"),
@@ -204,19 +191,22 @@ async def test_payload_without_instance_id_is_kept_as_unrouted(
     assert rows[0].event["keys"] == ["event", "messageId", "moment"]
 
 
-async def test_nul_characters_in_ids_and_values_are_stored_spelled_out(
+async def test_nul_characters_in_ids_and_values_are_replaced_and_the_bytes_kept(
     ingest: RunningServer, http: httpx.AsyncClient, database_url: str
 ) -> None:
-    """PostgreSQL text and JSONB refuse NUL: the row keeps it as `\\u0000`, the batch goes in."""
+    """PostgreSQL text and JSONB refuse NUL: the sanitiser writes U+FFFD, the body column keeps
+    the exact bytes, the batch goes in."""
     body = samples.received_text("NUL\u0000ID") | {"instanceId": "inst\u0000x"}
     body["msgContent"] = {"conversation": "oi\u0000"}
     response = await post_json(http, body)
     assert response.status_code == 200, response.text
     assert ingest.runtime.archiver is not None
     await ingest.runtime.archiver.wait_archived(1, timeout=10)
-    rows = await query(database_url, "SELECT instance_id, raw FROM webhook_payloads")
-    assert [row.instance_id for row in rows] == ["inst\\u0000x"]
-    assert rows[0].raw["messageId"] == "NUL\\u0000ID"
+    rows = await query(database_url, "SELECT instance_id, raw, event, body FROM webhook_payloads")
+    assert [row.instance_id for row in rows] == ["inst\ufffdx"]
+    assert rows[0].raw["messageId"] == "NUL\ufffdID"
+    assert rows[0].event["sanitized"] == ["nul_character"]
+    assert json.loads(bytes(rows[0].body)) == body
 
 
 async def test_metrics_count_per_instance_and_kind(

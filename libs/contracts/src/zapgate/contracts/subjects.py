@@ -1,21 +1,24 @@
 """Stream and subject names: the only place they are spelled out.
 
 Subjects are lower-case dot-separated tokens. Tokens taken from outside data (instance ids,
-command ids) go through `token()` so a stray `.`, `*` or `>` can never change routing.
+command ids) go through `token()` so a stray `.`, `*` or `>` can never change routing, and a
+5,000-character id can never exceed the server's control-line limit.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+from zapgate.contracts.bounds import bounded_id
 
 
 def token(value: str) -> str:
-    """Make `value` safe to use as one subject token."""
-    cleaned = _UNSAFE.sub("_", value)
-    return cleaned or "_"
+    """`value` as one subject token: `bounds.bounded_id(value, token=True)`.
+
+    Safe values (`[A-Za-z0-9_-]`, 1..64 characters) are unchanged; others are rewritten and cut
+    with a hash suffix, so distinct values stay distinct (`a.b` -> `a_b~<hash>`, `a_b` -> `a_b`).
+    """
+    return bounded_id(value, token=True)
 
 
 # --- ingest: one message per accepted webhook -------------------------------------------

@@ -68,8 +68,58 @@ class Media(Contract):
     media_key: str | None = None
 
 
+class Location(Contract):
+    """A shared place (`locationMessage`) or live location (`liveLocationMessage`)."""
+
+    latitude: float | None = Field(default=None, description="Degrees, WGS 84.")
+    longitude: float | None = Field(default=None, description="Degrees, WGS 84.")
+    name: str | None = None
+    address: str | None = None
+    url: str | None = None
+    live: bool = False
+
+
+class ContactCard(Contract):
+    """One shared contact (`contactMessage`, or one of `contactsArrayMessage.contacts`)."""
+
+    display_name: str | None = None
+    vcard: str | None = Field(default=None, description="The vCard text as the provider sent it.")
+
+
+class PollOption(Contract):
+    name: str
+
+
+class Poll(Contract):
+    """A poll as created (`pollCreationMessage`, V2, V3 and later versions)."""
+
+    name: str | None = None
+    options: list[PollOption] = Field(default_factory=list)
+    selectable_count: int | None = Field(
+        default=None, description="How many options one voter may pick; 0 means any number."
+    )
+
+
+class PollVote(Contract):
+    """A vote on a poll (`pollUpdateMessage`): WhatsApp encrypts it for the poll's creator.
+
+    `selected_options` is filled only when the provider already decrypted it; otherwise the
+    encrypted payload is kept for whoever holds the poll's key.
+    """
+
+    poll_message_id: str | None = Field(description="Id of the poll's creation message.")
+    selected_options: list[str] | None = None
+    encrypted_payload: str | None = Field(default=None, description="vote.encPayload (base64).")
+    encrypted_iv: str | None = Field(default=None, description="vote.encIv (base64).")
+
+
 class MessageContent(Contract):
-    """What a message says, as far as we understood it; `type` is the provider's key."""
+    """What a message says, as far as we understood it; `type` is the provider's key.
+
+    Wrappers (view-once in every version, ephemeral, document-with-caption, edited, device-sent
+    and any other `{"<x>Message": {"message": {...}}}`) are unwrapped: `type` and the fields are
+    those of the inner message and `wrappers` names each wrapper, outermost first.
+    """
 
     type: str = Field(description="Provider content key, e.g. conversation, imageMessage.")
     text: str | None = None
@@ -79,6 +129,18 @@ class MessageContent(Contract):
         default=None, description="contextInfo.stanzaID / stanzaId of a quoted reply."
     )
     button_id: str | None = None
+    wrappers: list[str] = Field(
+        default_factory=list, description="Wrappers around the content, outermost first."
+    )
+    view_once: bool = Field(default=False, description="A view-once message (any version).")
+    placeholder: bool = Field(
+        default=False,
+        description="WhatsApp could not decrypt it yet (only key distribution, or stub type 2); "
+        "the real content may follow under the same message id as a content update.",
+    )
+    location: Location | None = None
+    contacts: list[ContactCard] | None = None
+    poll: Poll | None = None
 
 
 class WebhookEvent(Envelope):
@@ -94,7 +156,28 @@ class WebhookEvent(Envelope):
     connected_phone: str | None = Field(
         default=None, description="The instance's own phone, when the payload carried it."
     )
-    raw: dict[str, Any] = Field(description="The provider's JSON body as received.")
+    raw: dict[str, Any] = Field(
+        description="The provider's JSON body after the one sanitising step (see `sanitized`), "
+        "without the fields listed in `omitted_fields`."
+    )
+    sanitized: list[str] = Field(
+        default_factory=list,
+        description="What the sanitiser changed in `raw` (invalid_utf8, lone_surrogate, "
+        "nul_character, non_finite_number, number_out_of_range, duplicate_key, too_deep).",
+    )
+    body_base64: str | None = Field(
+        default=None, description="The body exactly as received (base64), when carried inline."
+    )
+    body_object: str | None = Field(
+        default=None,
+        description="Name of the exact body in the JetStream Object Store bucket "
+        "`ZG_WEBHOOK_BODIES`, when it was too large to carry inline.",
+    )
+    omitted_fields: list[str] = Field(
+        default_factory=list,
+        description="JSON paths of oversized values replaced in `raw` by a placeholder; the "
+        "whole body is in `body_object`.",
+    )
 
 
 class MessageReceived(WebhookEvent):
@@ -122,9 +205,14 @@ class MessageSent(WebhookEvent):
 
 
 class MessageChangeKind(StrEnum):
+    """How an existing message changed; `content_update` is a later body of the same message id
+    with different content (e.g. the real text after an undecryptable placeholder)."""
+
     EDIT = "edit"
     DELETE = "delete"
     REACTION = "reaction"
+    POLL_VOTE = "poll_vote"
+    CONTENT_UPDATE = "content_update"
     OTHER = "other"
 
 
@@ -139,6 +227,10 @@ class MessageChanged(WebhookEvent):
     sender: Sender = Field(default_factory=Sender)
     new_text: str | None = None
     reaction: str | None = None
+    poll_vote: PollVote | None = Field(default=None, description="Set for `poll_vote`.")
+    content: MessageContent | None = Field(
+        default=None, description="The message's content now (`content_update`, `edit`)."
+    )
 
 
 class MessageStatusReported(WebhookEvent):
@@ -207,12 +299,19 @@ class WebhookErrorCode(StrEnum):
     WEBHOOK_NOT_JSON = "WEBHOOK_NOT_JSON"
     WEBHOOK_NOT_OBJECT = "WEBHOOK_NOT_OBJECT"
     WEBHOOK_NOT_DURABLE = "WEBHOOK_NOT_DURABLE"
+    WEBHOOK_TOO_DEEP = "WEBHOOK_TOO_DEEP"
+    WEBHOOK_BODY_TIMEOUT = "WEBHOOK_BODY_TIMEOUT"
+    WEBHOOK_UNREADABLE = "WEBHOOK_UNREADABLE"
+    WEBHOOK_HEADER_TIMEOUT = "WEBHOOK_HEADER_TIMEOUT"
+    WEBHOOK_HEADERS_TOO_LARGE = "WEBHOOK_HEADERS_TOO_LARGE"
+    WEBHOOK_BUSY = "WEBHOOK_BUSY"
 
 
 WEBHOOK_MESSAGES_PT_BR: dict[WebhookErrorCode, str] = {
     WebhookErrorCode.WEBHOOK_UNAUTHORIZED: "Segredo do webhook inválido. Nada foi registrado.",
     WebhookErrorCode.WEBHOOK_TOO_LARGE: (
-        "O corpo do webhook é maior que o limite aceito. Nada foi registrado."
+        "O corpo do webhook é maior que o limite aceito. A instância, o evento e o id da "
+        "mensagem foram registrados em quarentena; o corpo não."
     ),
     WebhookErrorCode.WEBHOOK_NOT_JSON: (
         "O corpo do webhook não é JSON válido. Ele foi guardado em quarentena para análise."
@@ -224,6 +323,26 @@ WEBHOOK_MESSAGES_PT_BR: dict[WebhookErrorCode, str] = {
     WebhookErrorCode.WEBHOOK_NOT_DURABLE: (
         "Não foi possível guardar o webhook com segurança agora. Tente novamente em instantes."
     ),
+    WebhookErrorCode.WEBHOOK_TOO_DEEP: (
+        "O JSON do webhook tem aninhamento profundo demais para ser lido. Ele foi guardado em "
+        "quarentena para análise."
+    ),
+    WebhookErrorCode.WEBHOOK_BODY_TIMEOUT: (
+        "O corpo do webhook não chegou completo a tempo. Nada foi registrado; envie de novo."
+    ),
+    WebhookErrorCode.WEBHOOK_UNREADABLE: (
+        "Não foi possível interpretar o webhook. Ele foi guardado em quarentena para análise."
+    ),
+    WebhookErrorCode.WEBHOOK_HEADER_TIMEOUT: (
+        "Os cabeçalhos da requisição não chegaram a tempo. Nada foi registrado; envie de novo."
+    ),
+    WebhookErrorCode.WEBHOOK_HEADERS_TOO_LARGE: (
+        "Os cabeçalhos da requisição são grandes demais. Nada foi registrado."
+    ),
+    WebhookErrorCode.WEBHOOK_BUSY: (
+        "O gateway está com conexões demais abertas agora. Nada foi registrado; tente de novo "
+        "em instantes."
+    ),
 }
 
 
@@ -234,5 +353,11 @@ class WebhookQuarantined(Envelope):
     received_at: AwareDatetime = Field(description="When ingest accepted the body.")
     code: WebhookErrorCode = Field(description="Why it was quarantined.")
     dedupe_key: str = Field(description="Hash of the body: the same body is kept once.")
-    body_base64: str = Field(description="The body as received, base64-encoded.")
+    body_base64: str = Field(
+        description="The body as received, base64-encoded (above the size cap: its first part)."
+    )
     content_type: str | None = Field(default=None, max_length=200)
+    size: int | None = Field(default=None, description="Body size in bytes, when known.")
+    instance_id: str | None = Field(default=None, description="instanceId, when readable.")
+    event: str | None = Field(default=None, description="The provider's `event`, when readable.")
+    message_id: str | None = Field(default=None, description="messageId, when readable.")

@@ -6,6 +6,10 @@ it. Field names and nesting follow the payloads captured in production (grade A)
 
 from __future__ import annotations
 
+import base64
+import json
+import random
+from pathlib import Path
 from typing import Any
 
 INSTANCE = "ABC123-DEF456-GHI789"
@@ -305,3 +309,44 @@ def every_shape() -> dict[str, dict[str, Any]]:
         "unknown_event": unknown_event(),
         "without_instance": without_instance(),
     }
+
+
+# --- failing inputs from public bug reports (shared/cases, ingest issue a-i) ----------------
+
+_CASES = Path(__file__).parent / "cases"
+MEDIA_BASE64_CHARS = 1_536_000
+
+
+def case(name: str, now: int = MOMENT) -> bytes:
+    """The body of `cases/<name>.json` with `{NOW}` and `{NOW_MS}` filled in (exact bytes)."""
+    text = (_CASES / f"{name}.json").read_text(encoding="utf-8")
+    return text.replace("{NOW_MS}", str(now * 1000)).replace("{NOW}", str(now)).encode()
+
+
+def media_base64_body(now: int = MOMENT, *, base64_chars: int = MEDIA_BASE64_CHARS) -> bytes:
+    """The 1.5 MB received image with inline base64 media and a caption (case d), built here
+    rather than committed: the same fields, `base64_chars` of base64 media."""
+    noise = random.Random(7).randbytes(base64_chars * 3 // 4)  # noqa: S311 - test data, not a secret
+    media = base64.b64encode(noise).decode()
+    body = {
+        "event": "webhookReceived",
+        "instanceId": "demo",
+        "connectedPhone": "5511900000001",
+        "isGroup": False,
+        "messageId": "3EB0BR03000000000000A3",
+        "fromMe": False,
+        "chat": {"id": "5511900000003"},
+        "sender": {"id": "5511900000003", "pushName": "Cliente Foto"},
+        "moment": now,
+        "msgContent": {
+            "imageMessage": {
+                "url": "https://mmg.whatsapp.net/v/t62.7118-24/fake.enc",
+                "mimetype": "image/jpeg",
+                "caption": "comprovante do pagamento",
+                "fileLength": "1152000",
+                "mediaKey": "ZmFrZS1tZWRpYS1rZXk=",
+                "base64": media,
+            }
+        },
+    }
+    return json.dumps(body).encode()

@@ -19,10 +19,15 @@ from nats.errors import MaxPayloadError
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from zapgate.ingest.adapters.bodies import ObjectStoreBodies, ensure_bodies_bucket
 from zapgate.ingest.adapters.bus import JetStreamPublisher, NatsConnection
 from zapgate.ingest.adapters.consumers import Archiver, follow_instance_states
 from zapgate.ingest.adapters.db import PostgresArchive
-from zapgate.ingest.adapters.http_server import install_secret_masking
+from zapgate.ingest.adapters.http_server import (
+    HttpLimits,
+    hygienic_protocol,
+    install_secret_masking,
+)
 from zapgate.ingest.adapters.metrics import IngestMetrics
 from zapgate.ingest.adapters.spool import FileSpool
 from zapgate.ingest.domain.states import KnownStates
@@ -62,6 +67,7 @@ class IngestRuntime:
     states: KnownStates
     metrics: IngestMetrics
     registry: CollectorRegistry
+    bodies: ObjectStoreBodies | None = None
     archiver: Archiver | None = None
     probes: ProbeServer | None = None
     engine: AsyncEngine | None = None
@@ -84,14 +90,17 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     settings = settings or IngestSettings()
     clock = clock or SystemClock()
     registry = CollectorRegistry()
-    metrics = IngestMetrics(registry)
+    metrics = IngestMetrics(registry, max_instances=settings.metrics_max_instances)
     connection = NatsConnection(settings.nats_url)
     publisher = JetStreamPublisher(connection, timeout=settings.publish_timeout)
+    bodies = ObjectStoreBodies(connection, timeout=settings.publish_timeout)
     spool = FileSpool(settings.spool_dir)
-    gateway = Gateway(publisher, spool)
+    gateway = Gateway(publisher, spool, bodies, inline_event_bytes=settings.inline_event_bytes)
     states = KnownStates()
     metrics.spool_pending.set_function(lambda: spool.pending)
-    runtime = IngestRuntime(settings, connection, gateway, spool, states, metrics, registry)
+    runtime = IngestRuntime(
+        settings, connection, gateway, spool, states, metrics, registry, bodies=bodies
+    )
     install_secret_masking()
 
     @asynccontextmanager
@@ -109,8 +118,17 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
         metrics,
         clock,
         max_body_bytes=settings.max_body_bytes,
+        body_read_timeout=settings.body_read_timeout,
     )
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    limits = HttpLimits(
+        header_read_timeout=settings.header_read_timeout,
+        max_connections=settings.max_connections,
+    )
+    app.state.http_protocol = hygienic_protocol(
+        limits, lambda reason: metrics.connections_refused.labels(reason).inc()
+    )
+    return app
 
 
 async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
@@ -120,6 +138,7 @@ async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
 
     async def declare_streams(client: Client) -> None:
         await ensure_streams(client, all_streams(settings.stream_replicas))
+        await ensure_bodies_bucket(client, replicas=settings.stream_replicas)
         drain_now.set()
 
     runtime.connection.on_connect(declare_streams)
@@ -136,6 +155,7 @@ async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
             archive=archive,
             publisher=publisher,
             states=runtime.states,
+            bodies=runtime.bodies,
             durable=settings.archiver_durable,
             batch=settings.archiver_batch,
             retry_delay=settings.archiver_retry_delay,

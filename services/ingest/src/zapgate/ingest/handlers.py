@@ -6,7 +6,9 @@ publish awaited for its ack (or the spool). No database, no provider call, no co
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -15,6 +17,7 @@ from starlette.routing import Route
 
 from zapgate.contracts.errors import Problem
 from zapgate.contracts.webhooks import WEBHOOK_MESSAGES_PT_BR, WebhookErrorCode
+from zapgate.ingest.domain.size import QUARANTINE_PREFIX_BYTES
 from zapgate.ingest.service import Accepted, Disposition
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("zapgate.ingest.http")
 WEBHOOK_PATH: Final = "/webhooks/{secret}"
+_DRAIN_FACTOR: Final = 4
 
 
 class SecretCheck:
@@ -51,31 +55,46 @@ def problem_response(code: WebhookErrorCode, status: int) -> JSONResponse:
     return JSONResponse(problem.model_dump(mode="json", exclude_none=True), status_code=status)
 
 
-class _TooLargeError(Exception):
-    pass
+@dataclass(frozen=True, slots=True)
+class _Body:
+    data: bytes
+    too_large: bool = False
+    size: int | None = None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> _Body:
+    """The body, or (over `limit`) its first `QUARANTINE_PREFIX_BYTES` and its size. The rest
+    of an oversized body is read and dropped (up to 4x the limit) so the sender gets the 413
+    instead of a reset connection."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLargeError
+    size = int(declared) if declared is not None and declared.isdigit() else None
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLargeError
+    read = 0
+    stream = request.stream()
+    async for chunk in stream:
+        read += len(chunk)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if read > limit:
+            break
+    else:
+        return _Body(b"".join(chunks))
+    prefix = b"".join(chunks)[:QUARANTINE_PREFIX_BYTES]
+    chunks.clear()
+    async for chunk in stream:
+        read += len(chunk)
+        if read > _DRAIN_FACTOR * limit:
+            break
+    return _Body(prefix, too_large=True, size=size or read)
 
 
-def webhook_routes(
+def webhook_routes(  # noqa: PLR0913 - collaborators and limits, limits keyword-only
     gateway: Gateway,
     secrets: SecretCheck,
     metrics: IngestMetrics,
     clock: Clock,
     *,
     max_body_bytes: int,
+    body_read_timeout: float = 30.0,
 ) -> list[Route]:
     """The one route all six W-API webhook slots point at."""
 
@@ -85,13 +104,28 @@ def webhook_routes(
             client = request.client.host if request.client else None
             log.warning("webhook_unauthorized", client=client, reason="unknown path secret")
             return problem_response(WebhookErrorCode.WEBHOOK_UNAUTHORIZED, 401)
+        content_type = request.headers.get("content-type")
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _TooLargeError:
+            async with asyncio.timeout(body_read_timeout):
+                body = await _read_body(request, max_body_bytes)
+        except TimeoutError:
+            metrics.outcomes.labels("body_timeout").inc()
+            metrics.connections_refused.labels("body_timeout").inc()
+            log.warning(
+                "webhook_body_timeout",
+                timeout_s=body_read_timeout,
+                reason="the body did not arrive in time",
+            )
+            response = problem_response(WebhookErrorCode.WEBHOOK_BODY_TIMEOUT, 408)
+            response.headers["connection"] = "close"
+            return response
+        if body.too_large:
+            await gateway.refuse_too_large(body.data, body.size, clock.now(), content_type)
             metrics.outcomes.labels("too_large").inc()
-            log.warning("webhook_too_large", limit=max_body_bytes, reason="body over the limit")
-            return problem_response(WebhookErrorCode.WEBHOOK_TOO_LARGE, 413)
-        accepted = await gateway.accept(body, clock.now(), request.headers.get("content-type"))
+            response = problem_response(WebhookErrorCode.WEBHOOK_TOO_LARGE, 413)
+            response.headers["connection"] = "close"
+            return response
+        accepted = await gateway.accept(body.data, clock.now(), content_type)
         return _answer(accepted, metrics, clock)
 
     return [Route(WEBHOOK_PATH, receive_webhook, methods=["POST"])]
@@ -99,16 +133,28 @@ def webhook_routes(
 
 def _answer(accepted: Accepted, metrics: IngestMetrics, clock: Clock) -> Response:
     metrics.outcomes.labels(accepted.disposition.value).inc()
+    for fix in accepted.fixes:
+        metrics.sanitized.labels(fix.value).inc()
     disposition = accepted.disposition
     if disposition is Disposition.NOT_DURABLE:
         return problem_response(WebhookErrorCode.WEBHOOK_NOT_DURABLE, 503)
     if disposition is Disposition.TOO_LARGE:
-        log.warning("webhook_too_large", dedupe_key=accepted.dedupe_key, reason="event too big")
+        log.warning(
+            "webhook_too_large",
+            instance_id=accepted.instance_id,
+            dedupe_key=accepted.dedupe_key,
+            reason="typed event too big even without its oversized fields",
+        )
         return problem_response(WebhookErrorCode.WEBHOOK_TOO_LARGE, 413)
     if disposition is Disposition.QUARANTINED and accepted.code is not None:
-        log.warning("webhook_quarantined", code=accepted.code.value, dedupe_key=accepted.dedupe_key)
+        log.warning(
+            "webhook_quarantined",
+            code=accepted.code.value,
+            dedupe_key=accepted.dedupe_key,
+            instance_id=accepted.instance_id,
+        )
         return problem_response(accepted.code, 400)
-    instance = accepted.instance_id or ""
+    instance = metrics.instance_label(accepted.instance_id)
     metrics.webhooks.labels(instance, accepted.kind).inc()
     metrics.last_webhook.labels(instance).set(clock.now().timestamp())
     body: dict[str, Any] = {
@@ -117,5 +163,7 @@ def _answer(accepted: Accepted, metrics: IngestMetrics, clock: Clock) -> Respons
         "dedupe_key": accepted.dedupe_key,
         "disposition": disposition.value,
     }
+    if accepted.fixes:
+        body["sanitized"] = [fix.value for fix in accepted.fixes]
     log.debug("webhook_accepted", **body, instance_id=accepted.instance_id)
     return JSONResponse(body, status_code=200)

@@ -5,7 +5,7 @@ Real implementations live in `adapters/`; in-memory ones that record calls in `t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,6 +38,8 @@ class PayloadRow:
     dedupe_key: str
     raw: dict[str, Any]
     event: dict[str, Any]
+    body: bytes | None = None
+    message_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,10 @@ class QuarantineRow:
     dedupe_key: str
     body: bytes
     content_type: str | None
+    instance_id: str | None = None
+    event: str | None = None
+    message_id: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,15 @@ class InstanceKindCount:
     kind: str
     count: int
     last_received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """What one archive batch did: how many payload rows were new, and which new rows are a
+    later body of a message already stored (new dedupe key -> the earlier row's dedupe key)."""
+
+    inserted: int
+    updates: dict[str, str] = field(default_factory=dict)
 
 
 class Publisher(Protocol):
@@ -71,6 +86,18 @@ class Publisher(Protocol):
     @property
     def max_payload(self) -> int:
         """Largest message the server takes, in bytes."""
+        ...
+
+
+class BodyStore(Protocol):
+    """Where bodies too large for one bus message are kept whole (JetStream Object Store)."""
+
+    async def put(self, name: str, data: bytes) -> None:
+        """Store `data` under `name` (idempotent: a name always holds the same bytes)."""
+        ...
+
+    async def get(self, name: str) -> bytes:
+        """The bytes stored under `name`; raises `LookupError` when there are none."""
         ...
 
 
@@ -92,6 +119,6 @@ class Archive(Protocol):
 
     async def store(
         self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
-    ) -> int:
-        """Insert both batches idempotently (by dedupe key) in one commit; new payload rows."""
+    ) -> StoreResult:
+        """Insert both batches idempotently (by dedupe key) in one commit."""
         ...

@@ -25,7 +25,35 @@ class IngestSettings(ServiceSettings):
     )
     http_host: str = "0.0.0.0"  # noqa: S104 - W-API calls the webhook URL from outside
     http_port: int = Field(default=8000, ge=0, le=65535)
-    max_body_bytes: int = Field(default=ONE_MIB, ge=1024)
+    max_body_bytes: int = Field(
+        default=16 * ONE_MIB,
+        ge=1024,
+        description="Hard cap on a webhook body (bytes); above it a 413 and a quarantine entry "
+        "with the ids read from its first bytes.",
+    )
+    inline_event_bytes: int = Field(
+        default=256 * 1024,
+        ge=4096,
+        description="Largest event published inline; a larger body is kept whole in the "
+        "JetStream Object Store and the event carries a reference.",
+    )
+    header_read_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client may take to send a request's headers."
+    )
+    body_read_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client may take to send a request's body."
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open HTTP connections per replica; more are answered 503 and counted.",
+    )
+    metrics_max_instances: int = Field(
+        default=1000,
+        ge=1,
+        description="Distinct instance ids the per-instance metrics label; later ones count as "
+        "`_other`, so a payload can never grow /metrics without bound.",
+    )
     spool_dir: Path = Path("var/ingest-spool")
     publish_timeout: float = Field(default=2.0, gt=0)
     spool_drain_interval: float = Field(default=0.5, gt=0)

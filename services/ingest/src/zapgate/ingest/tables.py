@@ -28,6 +28,17 @@ class WebhookPayload(SQLModel, table=True):
     event: dict[str, Any] = Field(
         sa_column=sa.Column(JSONB, nullable=False), description="Routed event without `raw`."
     )
+    body: bytes | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.LargeBinary, nullable=True),
+        description="The body exactly as received (None for rows archived before 0002).",
+    )
+    message_key: str | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.Text, nullable=True),
+        description="Identity of the provider message (event, instance, messageId); several "
+        "rows share it when a message came again with other content.",
+    )
     archived_at: datetime | None = Field(
         default=None,
         sa_column=sa.Column(
@@ -38,11 +49,13 @@ class WebhookPayload(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_webhook_payloads_instance_received", "instance_id", "received_at"),
         sa.Index("ix_webhook_payloads_received", "received_at"),
+        sa.Index("ix_webhook_payloads_message_key", "message_key"),
     )
 
 
 class QuarantinedWebhook(SQLModel, table=True):
-    """An authenticated body that was not a JSON object, kept byte for byte."""
+    """An authenticated body that was not a JSON object, kept byte for byte; above the size cap
+    only its first part, with the ids read from it."""
 
     __tablename__ = "webhook_quarantine"
 
@@ -52,6 +65,10 @@ class QuarantinedWebhook(SQLModel, table=True):
     dedupe_key: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
     body: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     content_type: str | None = Field(default=None, max_length=200)
+    instance_id: str | None = Field(default=None, max_length=200)
+    event: str | None = Field(default=None, max_length=200)
+    message_id: str | None = Field(default=None, max_length=200)
+    size: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     archived_at: datetime | None = Field(
         default=None,
         sa_column=sa.Column(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from zapgate.ingest.adapters.bus import NatsConnection
     from zapgate.ingest.domain.states import KnownStates
-    from zapgate.ingest.ports import Archive, Publisher
+    from zapgate.ingest.ports import Archive, BodyStore, Publisher
 
 log = structlog.get_logger("zapgate.ingest.archiver")
 _FETCH_WAIT = 1.0
@@ -42,6 +42,7 @@ class Archiver:
         archive: Archive,
         publisher: Publisher,
         states: KnownStates,
+        bodies: BodyStore | None = None,
         durable: str,
         batch: int,
         retry_delay: float,
@@ -51,6 +52,7 @@ class Archiver:
         self._archive = archive
         self._publisher = publisher
         self._states = states
+        self._bodies = bodies
         self._durable = durable
         self._batch = batch
         self._retry_delay = retry_delay
@@ -98,7 +100,9 @@ class Archiver:
     async def _handle(self, messages: list[Msg]) -> None:
         batch = [(message.subject, message.data) for message in messages]
         try:
-            inserted = await archive_batch(batch, self._archive, self._publisher, self._states)
+            inserted = await archive_batch(
+                batch, self._archive, self._publisher, self._states, self._bodies
+            )
         except Exception as error:  # noqa: BLE001 - DB or NATS down: retry the whole batch later
             log.warning(
                 "archive_batch_failed",

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert
 
-from zapgate.ingest.ports import InstanceKindCount, PayloadRow, QuarantineRow
+from zapgate.ingest.ports import InstanceKindCount, PayloadRow, QuarantineRow, StoreResult
 from zapgate.ingest.tables import payloads_table, quarantine_table
 from zapgate.runtime.db import ping
 
@@ -38,21 +38,23 @@ class PostgresArchive:
 
     async def store(
         self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
-    ) -> int:
-        """Insert both batches in one commit; returns how many payload rows were new.
+    ) -> StoreResult:
+        """Insert both batches in one commit; new rows, and which of them update a message.
 
         When PostgreSQL refuses the data itself (not the connection), the rows go in one by one
         and a row it still refuses is kept as bytes in the quarantine: one odd payload never
         blocks the batches behind it, and nothing is dropped.
         """
         try:
-            return await self._insert(payloads, quarantined)
+            new = await self._insert(payloads, quarantined)
         except sa.exc.DataError as error:
             log.warning("archive_batch_refused", size=len(payloads), reason=repr(error)[:300])
-        inserted = 0
+        else:
+            return StoreResult(len(new), await self._updates(new))
+        new = []
         for row in payloads:
             try:
-                inserted += await self._insert([row], [])
+                new += await self._insert([row], [])
             except sa.exc.DataError as error:
                 log.error(  # noqa: TRY400 - the reason is enough, no traceback
                     "archive_row_quarantined",
@@ -63,28 +65,45 @@ class PostgresArchive:
                 await self._insert([], [_rejected(row)])
         if quarantined:
             await self._insert([], quarantined)
-        return inserted
+        return StoreResult(len(new), await self._updates(new))
 
     async def _insert(
         self, payloads: Sequence[PayloadRow], quarantined: Sequence[QuarantineRow]
-    ) -> int:
-        inserted = 0
+    ) -> list[str]:
+        new: list[str] = []
         async with self._engine.begin() as conn:
             if payloads:
                 statement = (
                     insert(_payloads)
                     .values([_payload_values(row) for row in payloads])
                     .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                    .returning(_payloads.c.id)
+                    .returning(_payloads.c.dedupe_key)
                 )
-                inserted = len((await conn.execute(statement)).all())
+                new = [row[0] for row in (await conn.execute(statement)).all()]
             if quarantined:
                 await conn.execute(
                     insert(_quarantine)
                     .values([_quarantine_values(row) for row in quarantined])
                     .on_conflict_do_nothing(index_elements=["dedupe_key"])
                 )
-        return inserted
+        return new
+
+    async def _updates(self, new_keys: list[str]) -> dict[str, str]:
+        """New rows whose message (same `message_key`) was stored before with other content."""
+        if not new_keys:
+            return {}
+        newer, older = _payloads.alias("newer"), _payloads.alias("older")
+        query = (
+            sa.select(newer.c.dedupe_key, sa.func.max(older.c.dedupe_key))
+            .join(
+                older,
+                sa.and_(older.c.message_key == newer.c.message_key, older.c.id < newer.c.id),
+            )
+            .where(newer.c.dedupe_key.in_(new_keys), newer.c.message_key.is_not(None))
+            .group_by(newer.c.dedupe_key)
+        )
+        async with self._engine.connect() as conn:
+            return {row[0]: row[1] for row in await conn.execute(query)}
 
     async def counts(self, since: datetime | None = None) -> list[InstanceKindCount]:
         query = sa.select(
@@ -145,6 +164,8 @@ def _payload_values(row: PayloadRow) -> dict[str, Any]:
         "dedupe_key": _storable_text(row.dedupe_key),
         "raw": _storable(row.raw),
         "event": _storable(row.event),
+        "body": row.body,
+        "message_key": row.message_key,
     }
 
 
@@ -165,6 +186,10 @@ def _quarantine_values(row: QuarantineRow) -> dict[str, Any]:
         "dedupe_key": _storable_text(row.dedupe_key),
         "body": row.body,
         "content_type": row.content_type,
+        "instance_id": _storable_text(row.instance_id),
+        "event": _storable_text(row.event),
+        "message_id": _storable_text(row.message_id),
+        "size": row.size,
     }
 
 

@@ -1,14 +1,30 @@
-"""Ingest's Prometheus metrics (one registry per app, served on the probe port)."""
+"""Ingest's Prometheus metrics (one registry per app, served on the probe port).
+
+Labels never take unbounded values from payloads: an instance id becomes a label through
+`bounds.bounded_id(token=True)` and only for the first `max_instances` distinct ids; later ones
+are counted under `_other`.
+"""
 
 from __future__ import annotations
 
+import threading
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from zapgate.contracts.bounds import bounded_id
+
+OTHER_INSTANCES: Final = "_other"
+NO_INSTANCE: Final = ""
 
 
 class IngestMetrics:
-    """Per-instance counts per kind, last webhook time, outcomes and the spool depth."""
+    """Per-instance counts per kind, last webhook time, outcomes, refusals and the spool depth."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, max_instances: int = 1000) -> None:
+        self._max_instances = max_instances
+        self._labels: set[str] = set()
+        self._lock = threading.Lock()
         self.webhooks = Counter(
             "zapgate_ingest_webhooks",
             "Webhooks accepted, by instance and routed kind",
@@ -27,6 +43,31 @@ class IngestMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.sanitized = Counter(
+            "zapgate_ingest_sanitized",
+            "Accepted webhooks the sanitiser changed, by fix",
+            ["fix"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "zapgate_ingest_connections_refused",
+            "HTTP connections refused (over the connection cap) or cut (header or body timeout)",
+            ["reason"],
+            registry=registry,
+        )
         self.spool_pending = Gauge(
             "zapgate_ingest_spool_pending", "Webhooks in the local spool", registry=registry
         )
+
+    def instance_label(self, instance_id: str | None) -> str:
+        """The label value for `instance_id`: bounded, and `_other` once the budget is spent."""
+        if instance_id is None:
+            return NO_INSTANCE
+        label = bounded_id(instance_id, token=True)
+        with self._lock:
+            if label in self._labels:
+                return label
+            if len(self._labels) >= self._max_instances:
+                return OTHER_INSTANCES
+            self._labels.add(label)
+        return label

@@ -22,10 +22,7 @@ from zapgate.contracts.webhooks import (
     DeliveryStatus,
     InstanceConnected,
     InstanceDisconnected,
-    Media,
     MessageChanged,
-    MessageChangeKind,
-    MessageContent,
     MessageReceived,
     MessageSent,
     MessageStatusReported,
@@ -33,6 +30,14 @@ from zapgate.contracts.webhooks import (
     WebhookEvent,
     WebhookKind,
     WebhookUnrouted,
+)
+from zapgate.ingest.domain.content import (
+    as_dict,
+    content_fingerprint,
+    ident,
+    number,
+    read_message,
+    text,
 )
 
 Payload: TypeAlias = dict[str, Any]
@@ -47,8 +52,6 @@ PRESENCE_SHAPE: Final = "presence"
 # Event ids are derived from the dedupe key, so a resent webhook gets the same event id.
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("5b0f4c3e-8a61-4f7c-9a57-0c1d2e3f4a5b")
 _MILLISECONDS_THRESHOLD: Final = 10**11  # a `moment` above this is in ms, not seconds
-_PROTOCOL_EDIT: Final = frozenset({"MESSAGE_EDIT", "14"})
-_PROTOCOL_REVOKE: Final = frozenset({"REVOKE", "0"})
 _STATUS_WORDS: Final = {
     "PENDING": DeliveryStatus.PENDING,
     "SERVER": DeliveryStatus.SENT,
@@ -62,15 +65,6 @@ _STATUS_WORDS: Final = {
     "ERROR": DeliveryStatus.FAILED,
     "FAILED": DeliveryStatus.FAILED,
 }
-_MEDIA_KEYS: Final = (
-    "imageMessage",
-    "videoMessage",
-    "audioMessage",
-    "documentMessage",
-    "documentWithCaptionMessage",
-    "stickerMessage",
-    "ptvMessage",
-)
 _STORY_IDS: Final = frozenset({"status", "status@broadcast"})
 _READ_ERRORS: Final = (
     ValidationError,
@@ -110,7 +104,7 @@ def route(payload: Payload, received_at: datetime) -> WebhookEvent:
 
 
 def _route(payload: Payload, received_at: datetime) -> WebhookEvent:
-    instance_id = _text(payload.get("instanceId"))
+    instance_id = ident(payload.get("instanceId"))
     if instance_id is None:
         return _unrouted(payload, received_at, "no_instance_id")
     event = payload.get("event")
@@ -169,30 +163,40 @@ def _without_message_id(payload: Payload, identity: list[Any]) -> list[Any]:
     return [*identity, sorted(payload.keys()), moment]
 
 
+def message_key(event: str, instance_id: str | None, message_id: str) -> str:
+    """Identity of one provider message, whatever its content: several bodies of one message
+    (a placeholder, then the real text) share it; the archive tells content updates by it."""
+    return dedupe_key("message", [event, instance_id, message_id])
+
+
 def _message(
     payload: Payload, instance_id: str, received_at: datetime, *, sent: bool
 ) -> WebhookEvent:
     event = EVENT_DELIVERY if sent else EVENT_RECEIVED
-    message_id = _text(payload.get("messageId"))
-    identity: list[Any] = [event, instance_id, message_id]
+    message_id = ident(payload.get("messageId"))
+    msg_content = as_dict(payload.get("msgContent"))
+    # Same message again = same id and same content (docs/design.md, ingest): a later body
+    # with other content under a known id is kept, not swallowed as a duplicate.
+    identity: list[Any] = [event, instance_id, message_id, content_fingerprint(msg_content)]
     if message_id is None:
         identity = _without_message_id(payload, identity)
-    content = _as_dict(payload.get("msgContent"))
     chat = _chat(payload)
     sender = _sender(payload)
-    change = _change(content)
+    reading = read_message(msg_content, stub_type=payload.get("messageStubType"))
+    change = reading.change
     if change is not None:
         common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_CHANGED, identity)
-        change_kind, target, new_text, reaction = change
         return MessageChanged(
             **common,
-            change=change_kind,
+            change=change.kind,
             message_id=message_id,
-            target_message_id=target,
+            target_message_id=change.target_message_id,
             chat=chat,
             sender=sender,
-            new_text=new_text,
-            reaction=reaction,
+            new_text=change.new_text,
+            reaction=change.reaction,
+            poll_vote=change.poll_vote,
+            content=change.content,
         )
     if sent:
         common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_SENT, identity)
@@ -201,7 +205,7 @@ def _message(
             message_id=message_id,
             from_api=_bool(payload.get("fromApi")),
             chat=chat,
-            content=_content(content) if content else None,
+            content=reading.content if msg_content else None,
         )
     common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_RECEIVED, identity)
     return MessageReceived(
@@ -210,13 +214,13 @@ def _message(
         from_me=_bool(payload.get("fromMe")) or False,
         chat=chat,
         sender=sender,
-        content=_content(content),
+        content=reading.content,
     )
 
 
 def _status(payload: Payload, instance_id: str, received_at: datetime) -> WebhookEvent:
-    message_id = _text(payload.get("messageId"))
-    status_raw = _text(payload.get("status")) or ""
+    message_id = ident(payload.get("messageId"))
+    status_raw = text(payload.get("status")) or ""
     identity: list[Any] = [EVENT_STATUS, instance_id, message_id, status_raw]
     if message_id is None:
         identity = _without_message_id(payload, identity)
@@ -232,19 +236,19 @@ def _status(payload: Payload, instance_id: str, received_at: datetime) -> Webhoo
 
 def _presence(payload: Payload, instance_id: str, received_at: datetime) -> WebhookEvent:
     chat_id = _chat_id(payload.get("chat"))
-    status_raw = _text(payload.get("status"))
+    status_raw = text(payload.get("status"))
     identity = _without_message_id(payload, [PRESENCE_SHAPE, instance_id, chat_id, status_raw])
     common = _common(payload, instance_id, received_at, WebhookKind.CHAT_PRESENCE, identity)
     return ChatPresenceObserved(
         **common,
         chat_id=chat_id,
         status_raw=status_raw,
-        connected_lid=_text(payload.get("connectedLid")),
+        connected_lid=text(payload.get("connectedLid")),
     )
 
 
 def _unrouted(payload: Payload, received_at: datetime, reason: str) -> WebhookUnrouted:
-    instance_id = _text(payload.get("instanceId"))
+    instance_id = ident(payload.get("instanceId"))
     keys = sorted(str(key) for key in payload)
     try:
         key = dedupe_key(WebhookKind.UNROUTED, [instance_id, payload])
@@ -268,113 +272,6 @@ def _unrouted(payload: Payload, received_at: datetime, reason: str) -> WebhookUn
         reason=reason,
         keys=keys,
     )
-
-
-# --- message content -------------------------------------------------------------------------
-
-
-def _change(
-    content: Payload,
-) -> tuple[MessageChangeKind, str | None, str | None, str | None] | None:
-    edited = _as_dict(content.get("editedMessage"))
-    protocol = _as_dict(content.get("protocolMessage")) or _as_dict(
-        _as_dict(edited.get("message")).get("protocolMessage")
-    )
-    if protocol:
-        target = _text(_as_dict(protocol.get("key")).get("id"))
-        protocol_type = str(protocol.get("type", "")).upper()
-        if protocol_type in _PROTOCOL_EDIT or edited:
-            new_text = _plain_text(_as_dict(protocol.get("editedMessage")))
-            return MessageChangeKind.EDIT, target, new_text, None
-        if protocol_type in _PROTOCOL_REVOKE:
-            return MessageChangeKind.DELETE, target, None, None
-        return MessageChangeKind.OTHER, target, None, None
-    reaction = _as_dict(content.get("reactionMessage"))
-    if reaction:
-        target = _text(_as_dict(reaction.get("key")).get("id"))
-        text = reaction.get("text")
-        return MessageChangeKind.REACTION, target, None, text if isinstance(text, str) else None
-    return None
-
-
-def _plain_text(content: Payload) -> str | None:
-    conversation = _text(content.get("conversation"))
-    if conversation is not None:
-        return conversation
-    return _text(_as_dict(content.get("extendedTextMessage")).get("text"))
-
-
-def _content(content: Payload) -> MessageContent:
-    if "conversation" in content:
-        return MessageContent(type="conversation", text=_text(content.get("conversation")))
-    extended = _as_dict(content.get("extendedTextMessage"))
-    if extended:
-        return MessageContent(
-            type="extendedTextMessage",
-            text=_text(extended.get("text")),
-            quoted_message_id=_quoted(extended),
-        )
-    for key in _MEDIA_KEYS:
-        media = _as_dict(content.get(key))
-        if key == "documentWithCaptionMessage":
-            media = _as_dict(_as_dict(media.get("message")).get("documentMessage")) or media
-        if media:
-            return MessageContent(
-                type=key,
-                caption=_text(media.get("caption")),
-                media=Media(
-                    mimetype=_text(media.get("mimetype")),
-                    url=_text(media.get("url")),
-                    file_length=_int(media.get("fileLength")),
-                    file_name=_text(media.get("fileName")),
-                    seconds=_int(media.get("seconds")),
-                    media_key=_text(media.get("mediaKey")),
-                ),
-                quoted_message_id=_quoted(media),
-            )
-    return _button_reply(content) or MessageContent(type=_first_key(content))
-
-
-def _button_reply(content: Payload) -> MessageContent | None:
-    buttons = _as_dict(content.get("buttonsResponseMessage"))
-    if buttons:
-        return MessageContent(
-            type="buttonsResponseMessage",
-            text=_text(buttons.get("selectedDisplayText")),
-            button_id=_text(buttons.get("selectedButtonId")),
-            quoted_message_id=_quoted(buttons),
-        )
-    template = _as_dict(content.get("templateButtonReplyMessage"))
-    if template:
-        return MessageContent(
-            type="templateButtonReplyMessage",
-            text=_text(template.get("selectedDisplayText")),
-            button_id=_text(template.get("selectedId")),
-            quoted_message_id=_quoted(template),
-        )
-    listed = _as_dict(content.get("listResponseMessage"))
-    if listed:
-        reply = _as_dict(listed.get("singleSelectReply"))
-        return MessageContent(
-            type="listResponseMessage",
-            text=_text(listed.get("title")),
-            button_id=_text(reply.get("selectedRowId")),
-            quoted_message_id=_quoted(listed),
-        )
-    return None
-
-
-def _quoted(part: Payload) -> str | None:
-    context = _as_dict(part.get("contextInfo"))
-    # Production payloads spell it stanzaID; other integrations stanzaId.
-    return _text(context.get("stanzaID")) or _text(context.get("stanzaId"))
-
-
-def _first_key(content: Payload) -> str:
-    for key in content:
-        if key not in {"messageContextInfo", "contextInfo"}:
-            return str(key)
-    return "unknown"
 
 
 # --- chats and senders -----------------------------------------------------------------------
@@ -402,37 +299,25 @@ def channel_of(chat_id: str) -> ChatChannel:
 
 def _chat_id(chat: object) -> str | None:
     if isinstance(chat, dict):
-        return _text(chat.get("id"))
-    return _text(chat)
+        return ident(chat.get("id"))
+    return ident(chat)
 
 
 def _sender(payload: Payload) -> Sender:
-    sender = _as_dict(payload.get("sender"))
+    sender = as_dict(payload.get("sender"))
     return Sender(
-        id=_text(sender.get("id")),
-        push_name=_text(sender.get("pushName")),
-        lid=_text(sender.get("senderLid")),
+        id=ident(sender.get("id")),
+        push_name=text(sender.get("pushName")),
+        lid=ident(sender.get("senderLid")),
     )
 
 
 # --- tolerant scalars ------------------------------------------------------------------------
 
 
-def _as_dict(value: object) -> Payload:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
 def _phone(value: object) -> str | None:
-    text = _text(value)
-    return text.strip() or None if text is not None else None
+    phone = text(value)
+    return ident(phone.strip()) if phone is not None else None
 
 
 def _bool(value: object) -> bool | None:
@@ -443,30 +328,10 @@ def _bool(value: object) -> bool | None:
     return None
 
 
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def _moment(value: object) -> datetime | None:
-    if isinstance(value, bool):
-        return None
-    seconds: float
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = float(value.strip())
-        except ValueError:
-            return None
-    else:
+    """Unix seconds (or milliseconds) as a datetime; None for anything out of range."""
+    seconds = number(value)
+    if seconds is None:
         return None
     if seconds > _MILLISECONDS_THRESHOLD:
         seconds /= 1000
