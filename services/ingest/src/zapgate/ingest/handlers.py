@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("zapgate.ingest.http")
 WEBHOOK_PATH: Final = "/webhooks/{secret}"
-_DRAIN_FACTOR: Final = 4
+_DRAIN_BYTES: Final = 64 * 1024 * 1024  # read and dropped past the cap, for a clean 413
 
 
 class SecretCheck:
@@ -64,7 +64,7 @@ class _Body:
 
 async def _read_body(request: Request, limit: int) -> _Body:
     """The body, or (over `limit`) its first `QUARANTINE_PREFIX_BYTES` and its size. The rest
-    of an oversized body is read and dropped (up to 4x the limit) so the sender gets the 413
+    of an oversized body is read and dropped (up to 64 MiB more) so the sender gets the 413
     instead of a reset connection."""
     declared = request.headers.get("content-length")
     size = int(declared) if declared is not None and declared.isdigit() else None
@@ -82,7 +82,7 @@ async def _read_body(request: Request, limit: int) -> _Body:
     chunks.clear()
     async for chunk in stream:
         read += len(chunk)
-        if read > _DRAIN_FACTOR * limit:
+        if read > limit + _DRAIN_BYTES:
             break
     return _Body(prefix, too_large=True, size=size or read)
 

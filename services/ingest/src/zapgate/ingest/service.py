@@ -343,6 +343,8 @@ async def archive_batch(
             )
             quarantined.append(_unreadable_row(subject, data))
             continue
+        if event.dedupe_key.startswith(CONTENT_UPDATE_PREFIX):
+            continue  # derived from a webhook whose row is stored already: not kept twice
         events[event.dedupe_key] = event
         payloads.append(await _payload_row(event, bodies))
     result = await archive.store(payloads, quarantined)
@@ -353,8 +355,11 @@ async def archive_batch(
     return result.inserted
 
 
+CONTENT_UPDATE_PREFIX: Final = "update:"
+
+
 def content_update_msg_id(dedupe_key: str) -> str:
-    return f"update:{dedupe_key}"
+    return f"{CONTENT_UPDATE_PREFIX}{dedupe_key}"
 
 
 async def _publish_content_update(
