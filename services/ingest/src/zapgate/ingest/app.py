@@ -93,7 +93,8 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     metrics = IngestMetrics(registry, max_instances=settings.metrics_max_instances)
     connection = NatsConnection(settings.nats_url)
     publisher = JetStreamPublisher(connection, timeout=settings.publish_timeout)
-    bodies = ObjectStoreBodies(connection, timeout=settings.publish_timeout)
+    # A body is many chunks, each acked: give it more than one publish's time.
+    bodies = ObjectStoreBodies(connection, timeout=max(10.0, settings.publish_timeout))
     spool = FileSpool(settings.spool_dir)
     gateway = Gateway(publisher, spool, bodies, inline_event_bytes=settings.inline_event_bytes)
     states = KnownStates()
