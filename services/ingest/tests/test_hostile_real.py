@@ -195,6 +195,24 @@ async def test_e_a_5000_character_instance_id_never_cuts_ingest_off_nats(
     assert client_conn.is_connected
 
 
+async def test_e_after_the_server_closes_ingests_connection_publishing_resumes(
+    hostile: RunningServer, client: httpx.AsyncClient
+) -> None:
+    """A protocol error makes the server close the connection and nats-py give up on it; the
+    runtime's connection replaces the client and webhooks are published again, no restart."""
+    connection = hostile.runtime.connection
+    connects = connection.connects
+    await connection.require().publish("x" * 5000, b"over the control line")
+    await connection.wait_for_connects(connects + 1, timeout=20)
+    body = json.dumps(samples.received_text("AFTER-CLOSE")).encode()
+    answer = await post(client, body)
+    assert answer.json()["disposition"] in {"published", "spooled"}
+    await hostile.runtime.wait_spool_empty(timeout=20)
+    assert connection.replacements >= 1
+    again = await post(client, json.dumps(samples.received_text("AFTER-CLOSE-2")).encode())
+    assert again.json()["disposition"] == "published"
+
+
 async def stream_proofs(nc: Client) -> list[str]:
     js = nc.jetstream()
     info = await js.stream_info(subjects.STREAM_HEALTH)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from zapgate.ingest.adapters.bodies import ObjectStoreBodies, ensure_bodies_bucket
-from zapgate.ingest.adapters.bus import JetStreamPublisher, NatsConnection
+from zapgate.ingest.adapters.bus import BusPublisher
 from zapgate.ingest.adapters.consumers import Archiver, follow_instance_states
 from zapgate.ingest.adapters.db import PostgresArchive
 from zapgate.ingest.adapters.http_server import (
@@ -36,6 +37,7 @@ from zapgate.ingest.ports import SpoolRecord
 from zapgate.ingest.service import Gateway
 from zapgate.ingest.settings import IngestSettings
 from zapgate.runtime.clock import Clock, SystemClock
+from zapgate.runtime.connection import InvalidPublishError, NatsConnection
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.probes import (
     ProbeServer,
@@ -91,8 +93,12 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     clock = clock or SystemClock()
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry, max_instances=settings.metrics_max_instances)
-    connection = NatsConnection(settings.nats_url)
-    publisher = JetStreamPublisher(connection, timeout=settings.publish_timeout)
+    connection = NatsConnection(
+        settings.nats_url, settings.nats_connection_options("zapgate-ingest")
+    )
+    publish_timeout = timedelta(seconds=settings.publish_timeout)
+    publisher = BusPublisher(connection, timeout=publish_timeout)  # request path: fail fast
+    retrying = BusPublisher(connection, timeout=publish_timeout, attempts=3)
     # A body is many chunks, each acked: give it more than one publish's time.
     bodies = ObjectStoreBodies(connection, timeout=max(10.0, settings.publish_timeout))
     spool = FileSpool(settings.spool_dir)
@@ -107,7 +113,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.ingest = runtime
-        await _start(runtime, publisher)
+        await _start(runtime, retrying)
         try:
             yield
         finally:
@@ -132,7 +138,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     return app
 
 
-async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
+async def _start(runtime: IngestRuntime, publisher: BusPublisher) -> None:
     settings = runtime.settings
     runtime.spool.open()
     drain_now = asyncio.Event()
@@ -143,7 +149,7 @@ async def _start(runtime: IngestRuntime, publisher: JetStreamPublisher) -> None:
         drain_now.set()
 
     runtime.connection.on_connect(declare_streams)
-    runtime.connection.start()
+    await runtime.connection.start()
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=4, max_overflow=2)
     runtime.engine = engine
     archive = PostgresArchive(engine)
@@ -214,14 +220,14 @@ def _skip_oversized(runtime: IngestRuntime) -> Callable[[SpoolRecord], Awaitable
     async def publish(record: SpoolRecord) -> None:
         try:
             await gateway.publish_spooled(record)
-        except MaxPayloadError:
+        except (MaxPayloadError, InvalidPublishError):
             # The gateway refuses oversized events before spooling; a record that still does
             # not fit would block every later one, so it is logged whole and passed over.
             log.error(  # noqa: TRY400 - the record is the useful part, not the traceback
                 "spooled_record_too_large",
                 dedupe_key=record.msg_id,
                 size=len(record.body),
-                reason="larger than the NATS server's max_payload",
+                reason="the NATS server can never take it (size or subject)",
             )
 
     return publish

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.object_store import ObjectStore
 
-    from zapgate.ingest.adapters.bus import NatsConnection
+    from zapgate.runtime.connection import NatsConnection
 
 BODIES_BUCKET: Final = "ZG_WEBHOOK_BODIES"
 BODIES_MAX_AGE: Final = timedelta(days=7)  # as ZG_WEBHOOKS

@@ -24,9 +24,9 @@ from zapgate.ingest.service import archive_batch
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from zapgate.ingest.adapters.bus import NatsConnection
     from zapgate.ingest.domain.states import KnownStates
     from zapgate.ingest.ports import Archive, BodyStore, Publisher
+    from zapgate.runtime.connection import NatsConnection
 
 log = structlog.get_logger("zapgate.ingest.archiver")
 _FETCH_WAIT = 1.0
