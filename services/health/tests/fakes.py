@@ -248,6 +248,9 @@ class FakeRepository:
                     last_check_at=row.last_check_at,
                     last_restart_attempt_at=row.last_restart_attempt_at,
                     outage_started_at=row.status.outage_started_at,
+                    episode_flaps=row.status.flaps,
+                    unstable=row.status.instability_notified,
+                    blips=row.status.blips,
                 )
             )
         return out

@@ -212,7 +212,7 @@ async def test_one_failed_status_call_is_a_blip_not_an_outage(
     assert await harness.stored_count(subjects.state_changed_subject("I1")) == 1
     assert harness.simulator.calls(operation="restart") == []
     [blip] = [log for log in logs if log["event"] == "check blip"]
-    assert blip["blips"] == 1
+    assert blip["blips"] == health.blips == 1
 
 
 async def test_two_failed_checks_three_seconds_apart_are_an_outage(harness: Harness) -> None:
@@ -263,6 +263,12 @@ async def test_five_flaps_two_seconds_apart_give_one_outage_one_instability_one_
     notes = await harness.notifications("demo", 2)
     assert [n.kind for n in notes] == [NotificationKind.OUTAGE, NotificationKind.UNSTABLE]
     assert "instável" in notes[1].text
+    [health] = await service.health("demo")
+    assert (health.state, health.episode_flaps, health.unstable) == (
+        InstanceState.CONNECTED,
+        4,
+        True,
+    )
     harness.clock.advance(timedelta(minutes=2))
     await service.tick()
     notes = await harness.notifications("demo", 3)
@@ -270,7 +276,7 @@ async def test_five_flaps_two_seconds_apart_give_one_outage_one_instability_one_
     assert notes[-1].flaps == 4
     assert await harness.stored_count(subjects.notification_subject("demo")) == 3
     [health] = await service.health("demo")
-    assert health.outage_started_at is None
+    assert (health.outage_started_at, health.episode_flaps, health.unstable) == (None, 0, False)
 
 
 async def test_a_drop_inside_the_settle_window_continues_the_episode(harness: Harness) -> None:

@@ -155,7 +155,18 @@ class InstanceHealth(Contract):
     since: AwareDatetime | None = None
     last_check_at: AwareDatetime | None = None
     last_restart_attempt_at: AwareDatetime | None = None
-    outage_started_at: AwareDatetime | None = None
+    outage_started_at: AwareDatetime | None = Field(
+        default=None, description="Start of the open outage episode (None: no episode open)."
+    )
+    episode_flaps: int = Field(
+        default=0, ge=0, description="Drops inside the open episode after it started."
+    )
+    unstable: bool = Field(
+        default=False, description="The open episode's flaps reached the instability threshold."
+    )
+    blips: int = Field(
+        default=0, ge=0, description="Single bad looks a confirming check cleared (lifetime)."
+    )
 
 
 # --- request-reply API ------------------------------------------------------------------------

@@ -412,6 +412,8 @@ async def _prove_life(event: WebhookEvent, publisher: Publisher, states: KnownSt
         phone=event.connected_phone,
         source_kind=event.kind,
         observed_at=event.moment or event.received_at,
+        # zapgate's clock: health orders evidence by it, never by the provider's moment.
+        received_at=event.received_at,
     )
     await publisher.publish(
         subjects.proof_of_life_subject(event.instance_id),

@@ -85,6 +85,9 @@ def _health(row: sa.Row[Any]) -> InstanceHealth:
         last_check_at=row.last_check_at,
         last_restart_attempt_at=row.last_restart_attempt_at,
         outage_started_at=row.outage_started_at,
+        episode_flaps=row.episode_flaps,
+        unstable=row.instability_notified,
+        blips=row.blip_count,
     )
 
 
