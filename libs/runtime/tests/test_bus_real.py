@@ -385,3 +385,58 @@ async def test_the_consumer_goes_on_after_its_connection_is_replaced(
     finally:
         await consumer.stop()
         await connection.close()
+
+
+async def test_a_message_whose_deliveries_never_end_is_dead_lettered_as_unfinished(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """A handler that never returns (as when the process dies on a message) outlives ack_wait
+    on every delivery; its redeliveries are counted before they run, so it ends as a dead
+    letter `delivery_unfinished` and the next message is handled."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    store = SqlDeadLetterStore(engine, TABLE)
+    spec = _spec("hangs", max_failures=2, ack_wait=timedelta(seconds=1))
+    forever = asyncio.Event()
+    good_done = asyncio.Event()
+    deliveries: list[int] = []
+
+    async def handle(order: Order, delivery: Delivery) -> None:
+        if order.poison:
+            deliveries.append(delivery.num_delivered)
+            await forever.wait()
+        good_done.set()
+
+    consumer = PullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=store,
+        registry=CollectorRegistry(),
+        concurrency=8,
+    )
+    dead_copies = (
+        await connection.require()
+        .jetstream()
+        .pull_subscribe(spec.dead_letter_subject, stream=DEAD_LETTERS.name)
+    )
+    try:
+        await consumer.start()
+        poison = b'{"order_id": "h", "poison": true}'
+        await publisher.publish("rt.bus.h", poison, stream=STREAM.name, msg_id="h")
+        [copy] = await dead_copies.fetch(1, timeout=WAIT)
+        await publisher.publish("rt.bus.g", b'{"order_id": "g"}', stream=STREAM.name, msg_id="g")
+        await asyncio.wait_for(good_done.wait(), WAIT)
+        [kept] = await store.list_dead(consumer=spec.durable)
+
+        assert deliveries == [1, 2, 3]
+        assert kept.reason_code == "delivery_unfinished"
+        assert kept.attempts == spec.max_failures + 1
+        assert kept.payload == poison
+        assert copy.headers is not None
+        assert copy.headers["Zg-Dead-Letter-Reason"] == "delivery_unfinished"
+    finally:
+        forever.set()
+        await consumer.stop()
+        await connection.close()

@@ -13,6 +13,12 @@ What a handler's outcome means:
 | exception                                | spec's `max_failures`: dead-letter          |        |
 | the body does not decode, or raises      | dead-letter at once                         | yes    |
 | `InvalidMessage`                         |                                             |        |
+| never returns (the process dies on it,   | counted when redelivered (`num_delivered`   | yes    |
+| or it outlives `ack_wait`)               | > 1, before the handler runs); then as above|        |
+
+A redelivery is counted before its handler runs and the count is taken back unless the message
+itself fails, so a message that kills the process (or hangs) is dead-lettered as
+`delivery_unfinished` after `max_failures` such deliveries. First deliveries write nothing.
 
 Dead-lettering keeps the message in the service's dead-letter table (payload, headers,
 subject, stream sequence, reason, attempts, times), publishes a copy to the spec's
@@ -36,7 +42,6 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import structlog
 from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -60,6 +65,12 @@ M = TypeVar("M")
 _log = structlog.get_logger("zapgate.runtime.consumer")
 
 DEAD_LETTER_HEADER_PREFIX = "Zg-Dead-Letter-"
+UNFINISHED = "delivery_unfinished"
+"""Reason code of a message whose deliveries kept ending without an outcome."""
+_UNFINISHED_REASON = (
+    "a delivery ended without an outcome: the process stopped while handling it, or the "
+    "handler outlived ack_wait"
+)
 
 
 class MessageFailure(Exception):  # noqa: N818 - a failure of the message, named as such
@@ -223,6 +234,7 @@ class PullConsumer(Generic[M]):
         if self._task is None:
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"pull-{self.spec.durable}")
+            self._task.add_done_callback(_log_if_crashed)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop fetching; wait up to `timeout` s for deliveries in flight (the rest come back
@@ -253,13 +265,13 @@ class PullConsumer(Generic[M]):
                 subscription = await client.jetstream().pull_subscribe_bind(
                     durable=self.spec.durable, stream=self.spec.stream
                 )
-            except NatsError as error:
+            except NotConnectedError:
+                continue
+            except Exception as error:  # noqa: BLE001 - the loop must outlive any subscribe failure
                 _log.warning(
                     "consumer_subscribe_failed", consumer=self.spec.durable, reason=repr(error)
                 )
                 await asyncio.sleep(self.spec.dependency_delay.total_seconds())
-                continue
-            except NotConnectedError:
                 continue
             self.subscribed.set()
             try:
@@ -280,11 +292,11 @@ class PullConsumer(Generic[M]):
             self._fetching = True
             try:
                 messages = await subscription.fetch(room, timeout=self._fetch_wait)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats' own and asyncio's (nats-py raises both from fetch)
                 continue
             except (ConnectionClosedError, NotConnectedError):
                 return
-            except NatsError as error:
+            except Exception as error:  # noqa: BLE001 - the loop must outlive any fetch failure
                 _log.warning(
                     "consumer_fetch_failed", consumer=self.spec.durable, reason=repr(error)
                 )
@@ -332,15 +344,36 @@ class PullConsumer(Generic[M]):
                 _log.warning("message_handled", **fields)
         return outcome
 
-    async def _outcome(  # noqa: PLR0911 - one return per row of the module's outcome table
-        self, message: Msg, delivery: Delivery
-    ) -> Outcome:
+    async def _outcome(self, message: Msg, delivery: Delivery) -> Outcome:
         try:
             decoded = self._decode(delivery.data)
         except Exception as error:  # noqa: BLE001 - any decode failure means a bad body
             return await self._dead_letter(
                 message, delivery, "invalid_message", _describe(error), attempts=1
             )
+        counted_ahead = False
+        if delivery.num_delivered > 1:
+            # A redelivery may follow a delivery that never ended (the process died on this
+            # message, or the handler outlived ack_wait): this attempt is counted before it runs
+            # and taken back unless the message itself fails. First deliveries cost nothing.
+            unfinished = _failed_message(delivery, UNFINISHED, _UNFINISHED_REASON)
+            try:
+                ahead = await self._dead_letters.record_failure(unfinished, self._clock.now())
+            except Exception as error:  # noqa: BLE001 - cannot count: never drop, retry later
+                return await self._dependency(message, DependencyUnavailable(_describe(error)))
+            if ahead > self.spec.max_failures:
+                return await self._dead_letter(
+                    message, delivery, UNFINISHED, _UNFINISHED_REASON, ahead - 1
+                )
+            counted_ahead = True
+        outcome = await self._dispatch(message, delivery, decoded, counted_ahead=counted_ahead)
+        if counted_ahead and outcome.status in {"postponed", "dependency_unavailable"}:
+            await self._uncount(delivery)
+        return outcome
+
+    async def _dispatch(
+        self, message: Msg, delivery: Delivery, decoded: M, *, counted_ahead: bool
+    ) -> Outcome:
         try:
             await self._handler(decoded, delivery)
         except Postpone as postpone:
@@ -352,13 +385,15 @@ class PullConsumer(Generic[M]):
             )
         except MessageFailure as failure:
             return await self._failed(
-                message, delivery, failure.code, failure.detail or failure.code
+                message, delivery, failure.code, failure.detail or failure.code, counted_ahead
             )
         except self._dependency_errors as error:
             return await self._dependency(message, error)
         except Exception as error:  # noqa: BLE001 - a handler's bug counts against the message
             _log.exception("handler_failed", consumer=delivery.consumer)
-            return await self._failed(message, delivery, "handler_error", _describe(error))
+            return await self._failed(
+                message, delivery, "handler_error", _describe(error), counted_ahead
+            )
         await _settle(message.ack())
         if delivery.num_delivered > 1:
             await self._forget(delivery)
@@ -371,9 +406,21 @@ class PullConsumer(Generic[M]):
         await _settle(message.nak(delay=delay.total_seconds()))
         return Outcome("dependency_unavailable", _describe(error))
 
-    async def _failed(self, message: Msg, delivery: Delivery, code: str, reason: str) -> Outcome:
+    async def _failed(
+        self,
+        message: Msg,
+        delivery: Delivery,
+        code: str,
+        reason: str,
+        counted_ahead: bool,  # noqa: FBT001 - positional inside the loop only
+    ) -> Outcome:
         failed = _failed_message(delivery, code, reason)
         try:
+            if counted_ahead:
+                # The failure counted in advance becomes this one, with its own reason.
+                await self._dead_letters.uncount(
+                    delivery.consumer, delivery.stream, delivery.sequence
+                )
             attempts = await self._dead_letters.record_failure(failed, self._clock.now())
         except Exception as error:  # noqa: BLE001 - cannot count: never drop, retry later
             return await self._dependency(message, DependencyUnavailable(_describe(error)))
@@ -409,11 +456,23 @@ class PullConsumer(Generic[M]):
         )
         return Outcome("dead_lettered", f"{code}: {reason}", max(attempts, kept.attempts))
 
+    async def _uncount(self, delivery: Delivery) -> None:
+        try:
+            await self._dead_letters.uncount(delivery.consumer, delivery.stream, delivery.sequence)
+        except Exception as error:  # noqa: BLE001 - an extra count errs toward keeping a message
+            _log.warning("failure_count_not_taken_back", reason=_describe(error))
+
     async def _forget(self, delivery: Delivery) -> None:
         try:
             await self._dead_letters.forget(delivery.consumer, delivery.stream, delivery.sequence)
         except Exception as error:  # noqa: BLE001 - the message is done; a stale count stays
             _log.warning("failure_count_not_cleared", reason=_describe(error))
+
+
+def _log_if_crashed(task: asyncio.Task[None]) -> None:
+    # The loop catches everything it can survive; anything else must not end it silently.
+    if not task.cancelled() and task.exception() is not None:
+        _log.critical("consumer_loop_crashed", task=task.get_name(), reason=repr(task.exception()))
 
 
 async def _settle(acknowledgement: Awaitable[None]) -> None:

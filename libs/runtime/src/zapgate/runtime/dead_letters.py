@@ -82,6 +82,11 @@ class DeadLetterStore(Protocol):
         """Drop the failure count of a message that was finally processed."""
         ...
 
+    async def uncount(self, consumer: str, stream: str, sequence: int) -> None:
+        """Take back one failure counted in advance (the delivery ended without a failure of
+        the message itself); the row goes when no failure is left."""
+        ...
+
     async def list_dead(self, *, consumer: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Dead letters, newest first."""
         ...
@@ -197,6 +202,18 @@ class SqlDeadLetterStore:
                 )
             )
 
+    async def uncount(self, consumer: str, stream: str, sequence: int) -> None:
+        table = self._table
+        key = (
+            table.c.consumer == consumer,
+            table.c.stream == stream,
+            table.c.stream_seq == sequence,
+            table.c.dead_lettered_at.is_(None),
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.update(table).where(*key).values(attempts=table.c.attempts - 1))
+            await conn.execute(sa.delete(table).where(*key, table.c.attempts <= 0))
+
     async def list_dead(self, *, consumer: str | None = None, limit: int = 100) -> list[DeadLetter]:
         table = self._table
         query = (
@@ -256,6 +273,16 @@ class MemoryDeadLetterStore:
         current = self.rows.get(key)
         if current is not None and current.dead_lettered_at is None:
             del self.rows[key]
+
+    async def uncount(self, consumer: str, stream: str, sequence: int) -> None:
+        key = (consumer, stream, sequence)
+        current = self.rows.get(key)
+        if current is None or current.dead_lettered_at is not None:
+            return
+        if current.attempts <= 1:
+            del self.rows[key]
+        else:
+            self.rows[key] = replace(current, attempts=current.attempts - 1)
 
     async def list_dead(self, *, consumer: str | None = None, limit: int = 100) -> list[DeadLetter]:
         dead = [
