@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from zapgate.contracts.health import InstanceState
 from zapgate.runtime.clock import ManualClock
 from zapgate.runtime.db import create_engine
+from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_streams
 from zapgate.runtime.topology import ALL_STREAMS
-from zapgate.sender.adapters.bus import JetStreamOutcomeLog, JetStreamPublisher
+from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
 from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.lanes import Pacer
@@ -122,7 +123,7 @@ def make_deps(engine: AsyncEngine, nc: Client, wapi: WapiClient, clock: ManualCl
         store=PostgresCommandStore(engine),
         directory=PostgresInstanceDirectory(engine),
         provider=WapiProvider(wapi, live_check_timeout=timedelta(seconds=2)),
-        publisher=JetStreamPublisher(nc),
+        publisher=RuntimeEventPublisher(JetStreamPublisher(nc)),
         outcomes=JetStreamOutcomeLog(nc),
         clock=clock,
         pacer=Pacer(clock, 0.0),

@@ -43,14 +43,13 @@ _TIME_COLUMN = {
 
 
 class FakeCommandStore:
-    """`CommandStore` and `DeadLetterStore` in dicts. `fail_next = n`: the next n calls fail as
+    """`CommandStore` in dicts. `fail_next = n`: the next n calls fail as
     a database outage would."""
 
     def __init__(self) -> None:
         self.rows: dict[str, SendCommandRow] = {}
         self.stalls: dict[str, tuple[list[str], datetime | None]] = {}
         self.early: dict[tuple[str, str], EarlyReceipt] = {}
-        self.dead_letters: list[tuple[str, bytes, str, datetime]] = []
         self.stalled_at: dict[str, datetime] = {}
         self.fail_next = 0
         self.refused = 0
@@ -217,10 +216,6 @@ class FakeCommandStore:
         for key in old:
             del self.early[key]
         return len(old)
-
-    async def dead_letter(self, subject: str, data: bytes, reason: str, now: datetime) -> None:
-        self._check()
-        self.dead_letters.append((subject, data, reason, now))
 
 
 class FakeDirectory:

@@ -303,7 +303,8 @@ async def test_a_command_whose_ids_cannot_be_read_is_dead_lettered_and_the_next_
     health: Any,
     wapi_simulator: Simulator,
 ) -> None:
-    """Bytes that are not a command are terminated into send_dead_letters; the stream goes on."""
+    """Bytes that are not a command are dead-lettered (sender_dead_letters, the runtime's
+    ledger) and terminated; the next command still runs."""
     wapi_simulator.add_instance("demo", TOKEN, phone=PHONE)
     await health.put("demo", InstanceState.CONNECTED)
     js = nc.jetstream()
@@ -333,13 +334,14 @@ async def test_a_command_whose_ids_cannot_be_read_is_dead_lettered_and_the_next_
         )
 
     async with engine.connect() as conn:
-        rows = (
-            await conn.execute(sa.text("SELECT subject, data, reason FROM send_dead_letters"))
-        ).all()
-    assert [(row.subject, bytes(row.data)) for row in rows] == [
-        (subjects.send_command_subject("demo"), b"\xff{not json")
+        query = sa.text(
+            "SELECT subject, payload, reason_code, dead_lettered_at FROM sender_dead_letters"
+        )
+        rows = (await conn.execute(query)).all()
+    assert [(row.subject, bytes(row.payload), row.reason_code) for row in rows] == [
+        (subjects.send_command_subject("demo"), b"\xff{not json", "unreadable_command")
     ]
-    assert rows[0].reason.startswith("unreadable command")
+    assert rows[0].dead_lettered_at is not None
     assert after.status is SendStatus.SENT
 
 

@@ -107,7 +107,9 @@ SENDER_COMMANDS: Final = ConsumerSpec(
     filter_subjects=(subjects.SEND_COMMANDS_ALL,),
     message=sending.SendMessage,
     parameters=(INSTANCE,),
-    ack_wait=timedelta(minutes=5),
+    # Short: a crashed sender's commands come back within seconds; the sender sends
+    # in-progress heartbeats while a provider call or a database outage lasts.
+    ack_wait=timedelta(seconds=10),
     description="Send commands (durable pull; per-instance lanes keep order within one replica).",
     handler="on_send_command",
 )

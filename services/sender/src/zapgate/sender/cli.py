@@ -165,9 +165,18 @@ async def _client_verb(args: argparse.Namespace) -> SendOutcome | None:
 
 
 async def _run_service() -> None:
-    from zapgate.sender.app import create_app  # noqa: PLC0415 - only the `run` verb needs it
+    # Only the `run` verb needs the service: the client verbs stay light.
+    from zapgate.runtime.logging import configure_logging  # noqa: PLC0415
+    from zapgate.sender.app import create_app  # noqa: PLC0415
+    from zapgate.sender.settings import SenderSettings  # noqa: PLC0415
 
-    await create_app().run()
+    settings = SenderSettings()
+    configure_logging(
+        json=settings.log_json,
+        level=settings.log_level,
+        secrets=[settings.database_url.get_secret_value()],
+    )
+    await create_app(settings, configure_logs=False).run()
 
 
 def _migrate() -> int:

@@ -7,14 +7,12 @@ letter) or replies. The path of a send command, pull to ack, is `on_send_command
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import ValidationError
 
-from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import InstanceStateChanged
 from zapgate.contracts.sending import (
@@ -24,8 +22,14 @@ from zapgate.contracts.sending import (
     SendMessage,
     SendOutcomeReply,
 )
-from zapgate.contracts.webhooks import MessageStatusReported, WebhookKind
-from zapgate.sender.adapters.bus import ConsumerSpec, in_progress
+from zapgate.contracts.webhooks import MessageStatusReported
+from zapgate.runtime.consumer import InvalidMessage, Postpone
+from zapgate.runtime.topology import (
+    SENDER_COMMANDS,
+    SENDER_RECEIPTS,
+    SENDER_STATES,
+    SENDER_TICKS,
+)
 from zapgate.sender.lanes import Lanes
 from zapgate.sender.service import (
     StuckPolicy,
@@ -41,17 +45,29 @@ from zapgate.sender.service import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Awaitable, Callable
+    from datetime import timedelta
 
-    from nats.aio.msg import Msg
-
-    from zapgate.sender.ports import DeadLetterStore
+    from zapgate.runtime.consumer import Delivery
+    from zapgate.runtime.streams import ConsumerSpec
     from zapgate.sender.service import SenderDeps, SweepReport
     from zapgate.sender.settings import SenderSettings
 
 _log = structlog.get_logger("zapgate.sender")
 _Request = TypeVar("_Request", GetSendOutcome, RetrySend, CancelSend)
-_NAK_DELAY: Final = 2.0
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """One consumer the service runs: its spec, handler and decoder."""
+
+    spec: ConsumerSpec
+    handler: Callable[[Any, Delivery], Awaitable[None]]
+    decode: Callable[[bytes], Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,179 +93,92 @@ class HandlerOptions:
 class SenderHandlers:
     """Handlers over the use cases' dependencies and the per-instance lanes."""
 
-    def __init__(
-        self, deps: SenderDeps, options: HandlerOptions, dead_letters: DeadLetterStore
-    ) -> None:
+    def __init__(self, deps: SenderDeps, options: HandlerOptions) -> None:
         self.deps = deps
         self.options = options
         self.lanes = Lanes()
         self._receipt_lanes = Lanes()
-        self._dead_letters = dead_letters
         self._releases: set[asyncio.Task[None]] = set()
-        self.dead_lettered = 0
 
-    def consumers(
-        self, settings: SenderSettings
-    ) -> list[tuple[ConsumerSpec, Callable[[Msg], Coroutine[Any, Any, None]]]]:
-        """The durable consumers this service runs, each with its handler."""
-        prefix, max_in_flight = settings.consumer_prefix, settings.max_in_flight
-        command_ack_wait = settings.command_ack_wait
-
-        def spec(stream: str, subject: str, name: str, ack_wait: timedelta) -> ConsumerSpec:
-            return ConsumerSpec(
-                stream=stream,
-                subject=subject,
-                durable=f"{prefix}-{name}",
-                ack_wait=ack_wait,
-                max_in_flight=max_in_flight,
-            )
-
+    def consumers(self, settings: SenderSettings) -> list[Consumer]:
+        """The runtime consumer specs this service runs (topology's, with its own prefix and
+        command ack wait), each with its handler and decoder."""
+        prefix = settings.consumer_prefix
         return [
-            (
-                spec(
-                    subjects.STREAM_SEND, subjects.SEND_COMMANDS_ALL, "commands", command_ack_wait
-                ),
+            Consumer(
+                replace(SENDER_COMMANDS, ack_wait=settings.command_ack_wait).with_prefix(prefix),
                 self.on_send_command,
+                _raw,
             ),
-            (
-                spec(
-                    subjects.STREAM_WEBHOOKS,
-                    subjects.webhook_subject(WebhookKind.MESSAGE_STATUS.value),
-                    "receipts",
-                    timedelta(seconds=30),
-                ),
+            Consumer(
+                SENDER_RECEIPTS.with_prefix(prefix),
                 self.on_message_status,
+                MessageStatusReported.model_validate_json,
             ),
-            (
-                spec(
-                    subjects.STREAM_HEALTH,
-                    subjects.STATE_CHANGED_ALL,
-                    "states",
-                    timedelta(seconds=30),
-                ),
+            Consumer(
+                SENDER_STATES.with_prefix(prefix),
                 self.on_instance_state_changed,
+                InstanceStateChanged.model_validate_json,
             ),
-            (
-                spec(subjects.STREAM_TICKS, subjects.SENDER_TICK, "ticks", timedelta(minutes=2)),
-                self.on_tick,
-            ),
+            Consumer(SENDER_TICKS.with_prefix(prefix), self.on_tick, _raw),
         ]
 
-    # --- consumers ------------------------------------------------------------------------------
+    # --- consumers (the runtime's loop acks on return, see `zapgate.runtime.consumer`) ---------
 
-    async def on_send_command(self, message: Msg) -> None:
-        """A send command, from pull to ack: decode, take the instance's turn, decide, settle."""
+    async def on_send_command(self, data: bytes, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
+        """A send command, from pull to ack: decode, take the instance's turn, decide.
+
+        Returning acks; `Postpone` naks for the lease; a database or NATS outage naks without
+        counting; an unreadable command is dead-lettered by the runtime (`InvalidMessage`).
+        """
         try:
-            command = SendMessage.model_validate_json(message.data)
+            command = SendMessage.model_validate_json(data)
         except ValidationError as error:
-            await self._refuse_command(message, error)
+            await self._refuse_command(data, error)
             return
-        # No await before the lane: tasks enter it in stream order, so sends keep that order.
-        try:
-            async with (
-                in_progress(message, self.options.heartbeat),
-                self.lanes.turn(command.instance_id),
-            ):
-                outcome = await send_message(command, self.deps)
-        except Exception as exc:  # noqa: BLE001 - the command must come back, never be lost
-            _log.error(
-                "command_failed",
-                command_id=command.command_id,
-                instance_id=command.instance_id,
-                reason=f"{type(exc).__name__}: {exc}",
-            )
-            await message.nak(delay=_NAK_DELAY)
-            return
+        # No await before the lane: deliveries enter it in stream order, so sends keep it.
+        async with self.lanes.turn(command.instance_id):
+            outcome = await send_message(command, self.deps)
         if outcome is None:
             # Another delivery holds the decision (maybe one a crash cut off inside the provider
-            # call): come back once its lease is over, then replay or reconcile it.
-            retry_in = self.deps.policy.sending_lease.total_seconds()
-            _log.info(
-                "command_pending",
-                command_id=command.command_id,
-                instance_id=command.instance_id,
-                retry_in_s=retry_in,
-            )
-            await message.nak(delay=retry_in)
-            return
-        await message.ack()
+            # call): come back once its lease is over, then replay, recover or reconcile it.
+            raise Postpone(self.deps.policy.sending_lease, "decision held by another delivery")
 
-    async def _refuse_command(self, message: Msg, error: ValidationError) -> None:
-        try:
-            answered = await answer_invalid_command(message.data, error, self.deps)
-        except Exception as exc:  # noqa: BLE001 - a publish or database outage: try again later
-            _log.error("command_refusal_failed", reason=repr(exc))
-            await message.nak(delay=_NAK_DELAY)
-            return
+    async def _refuse_command(self, data: bytes, error: ValidationError) -> None:
+        answered = await answer_invalid_command(data, error, self.deps)
         if answered is None:
-            await self._dead_letter(message, error)
-            return
-        await message.ack()
-
-    async def _dead_letter(self, message: Msg, error: ValidationError) -> None:
-        reason = f"unreadable command: {str(error.errors(include_url=False))[:400]}"
-        try:
-            await self._dead_letters.dead_letter(
-                message.subject, message.data, reason, self.deps.clock.now()
+            _log.error(
+                "command_unreadable",
+                code=ErrorCode.INVALID_COMMAND.value,
+                reason=str(error.errors(include_url=False))[:400],
             )
-        except Exception as exc:  # noqa: BLE001 - kept in the stream until the store is back
-            _log.error("dead_letter_failed", reason=repr(exc))
-            await message.nak(delay=_NAK_DELAY)
-            return
-        self.dead_lettered += 1
-        _log.error(
-            "command_dead_lettered",
-            subject=message.subject,
-            code=ErrorCode.INVALID_COMMAND.value,
-            dead_lettered=self.dead_lettered,
-            reason=reason,
-        )
-        await message.term()
+            raise InvalidMessage(
+                "unreadable_command",
+                f"command_id/instance_id unreadable: {str(error.errors(include_url=False))[:400]}",
+            )
 
-    async def on_message_status(self, message: Msg) -> None:
+    async def on_message_status(self, event: MessageStatusReported, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
         """A delivery receipt: move its message forward, or keep it until the send's answer."""
-        try:
-            event = MessageStatusReported.model_validate_json(message.data)
-        except ValidationError as exc:
-            _log.error("receipt_invalid", reason=str(exc.errors()[:3]))
-            await message.term()
-            return
         # Receipts of one message in stream order (DELIVERY before READ, or READ would win and
         # the move to `delivered` be lost); different messages side by side.
-        try:
-            async with self._receipt_lanes.turn(event.message_id or ""):
-                await apply_message_status(event, self.deps)
-        except Exception as exc:  # noqa: BLE001 - redelivered later
-            _log.error("receipt_failed", message_id=event.message_id, reason=repr(exc))
-            await message.nak(delay=_NAK_DELAY)
-            return
-        await message.ack()
+        async with self._receipt_lanes.turn(event.message_id or ""):
+            await apply_message_status(event, self.deps)
 
-    async def on_instance_state_changed(self, message: Msg) -> None:
+    async def on_instance_state_changed(
+        self,
+        event: InstanceStateChanged,
+        delivery: Delivery,  # noqa: ARG002 - the runtime's handler signature
+    ) -> None:
         """Health's state change: an instance connected again releases its held commands."""
-        try:
-            event = InstanceStateChanged.model_validate_json(message.data)
-        except ValidationError as exc:
-            _log.error("state_event_invalid", reason=str(exc.errors()[:3]))
-            await message.term()
-            return
-        try:
-            command_ids = await held_to_release(event, self.deps)
-        except Exception as exc:  # noqa: BLE001 - redelivered later
-            _log.error("state_event_failed", instance_id=event.instance_id, reason=repr(exc))
-            await message.nak(delay=_NAK_DELAY)
-            return
-        for command_id in command_ids:
+        for command_id in await held_to_release(event, self.deps):
             self.release(event.instance_id, command_id)
-        await message.ack()
 
-    async def on_tick(self, message: Msg) -> None:
+    async def on_tick(self, data: bytes, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
         """The sweep tick (a server-side message schedule)."""
         try:
             await self.sweep_now()
         except Exception as exc:  # noqa: BLE001 - the next tick tries again
             _log.error("sweep_failed", reason=repr(exc))
-        await message.ack()
 
     async def sweep_now(self) -> SweepReport:
         """One sweep; the held commands it finds releasable are queued in their lanes."""

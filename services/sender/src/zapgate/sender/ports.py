@@ -123,14 +123,6 @@ class CommandStore(Protocol):
         ...
 
 
-class DeadLetterStore(Protocol):
-    """Where bus messages the sender can never process are kept for an operator."""
-
-    async def dead_letter(self, subject: str, data: bytes, reason: str, now: datetime) -> None:
-        """Keep one message with its reason."""
-        ...
-
-
 class InstanceDirectory(Protocol):
     """Health's view of instances (`instance_gate_view`, read only)."""
 

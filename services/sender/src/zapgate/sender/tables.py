@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from zapgate.runtime.dead_letters import dead_letter_table
+
 # The sender's own MetaData: other services' SQLModel tables in the same process stay out of
 # its migrations.
 metadata = sa.MetaData()
@@ -107,16 +109,9 @@ class EarlyReceiptRow(SenderTable, table=True):
     received_at: datetime = _aware()
 
 
-class DeadLetterRow(SenderTable, table=True):
-    """A bus message the sender gave up on (e.g. a command whose ids cannot be read)."""
-
-    __tablename__ = "send_dead_letters"
-
-    id: int | None = Field(default=None, primary_key=True)
-    subject: str = Field(max_length=512)
-    data: bytes = Field(sa_type=sa.LargeBinary)
-    reason: str
-    dead_lettered_at: datetime = _aware()
+# Commands the sender gave up on (unreadable, or failing max_failures times), kept by the
+# runtime's pull consumer with their reason (`zapgate.runtime.dead_letters`).
+dead_letters = dead_letter_table(metadata, "sender_dead_letters")
 
 
 # --- health's view, read only -------------------------------------------------------------

@@ -20,7 +20,6 @@ from zapgate.runtime.token_crypto import DEV_TOKEN_KEY, TokenCipher
 from zapgate.sender.domain import EarlyReceipt, InstanceView, StuckMessage
 from zapgate.sender.ports import Claim, InstanceStuck, StoreUnavailableError
 from zapgate.sender.tables import (
-    DeadLetterRow,
     DeliveryStallRow,
     EarlyReceiptRow,
     RowStatus,
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 _COMMANDS = SendCommandRow.__table__  # type: ignore[attr-defined]
 _STALLS = DeliveryStallRow.__table__  # type: ignore[attr-defined]
 _EARLY = EarlyReceiptRow.__table__  # type: ignore[attr-defined]
-_DEAD = DeadLetterRow.__table__  # type: ignore[attr-defined]
 _STATUS_TIME_COLUMN: dict[RowStatus, str] = {
     RowStatus.HELD: "held_at",
     RowStatus.SENDING: "sending_at",
@@ -345,13 +343,6 @@ class PostgresCommandStore(_Database):
         async with self._begin() as conn:
             result = await conn.execute(statement)
         return int(result.rowcount or 0)
-
-    async def dead_letter(self, subject: str, data: bytes, reason: str, now: datetime) -> None:
-        statement = sa.insert(_DEAD).values(
-            subject=subject[:512], data=data, reason=reason, dead_lettered_at=now
-        )
-        async with self._begin() as conn:
-            await conn.execute(statement)
 
 
 _INSTANCE_VIEW = sa.select(instance_gate_view).where(
