@@ -17,7 +17,7 @@ from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.sending import SendOutcomeReply
 from zapgate.runtime.clock import Clock, SystemClock
-from zapgate.runtime.connection import ConnectionOptions, NatsConnection
+from zapgate.runtime.connection import NatsConnection
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.dead_letters import SqlDeadLetterStore
 from zapgate.runtime.logging import configure_logging, faststream_logger
@@ -70,7 +70,12 @@ def create_app(
             level=settings.log_level,
             secrets=[settings.database_url.get_secret_value()],
         )
-    broker = NatsBroker(settings.nats_url, max_reconnect_attempts=-1, logger=faststream_logger())
+    broker = NatsBroker(
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        logger=faststream_logger(),
+        **settings.nats_connect_options(),
+    )
     running: list[SenderHandlers] = []
     resources = AsyncExitStack()
 
@@ -110,7 +115,9 @@ async def _start(
     provider = wapi or WapiClient(base_url=settings.wapi_base_url)
     if wapi is None:
         resources.push_async_callback(provider.aclose)
-    connection = NatsConnection(settings.nats_url, ConnectionOptions(name="zapgate-sender"))
+    connection = NatsConnection(
+        settings.nats_url, settings.nats_connection_options("zapgate-sender")
+    )
     connection.on_connect(lambda nc: _provision(nc, settings))
     await connection.start()
     resources.push_async_callback(connection.close)

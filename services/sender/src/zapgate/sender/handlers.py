@@ -120,7 +120,7 @@ class SenderHandlers:
                 self.on_instance_state_changed,
                 InstanceStateChanged.model_validate_json,
             ),
-            Consumer(SENDER_TICKS.with_prefix(prefix), self.on_tick, _raw),
+            Consumer(SENDER_TICKS.with_prefix(prefix), self.on_sender_tick, _raw),
         ]
 
     # --- consumers (the runtime's loop acks on return, see `zapgate.runtime.consumer`) ---------
@@ -173,7 +173,7 @@ class SenderHandlers:
         for command_id in await held_to_release(event, self.deps):
             self.release(event.instance_id, command_id)
 
-    async def on_tick(self, data: bytes, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
+    async def on_sender_tick(self, data: bytes, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
         """The sweep tick (a server-side message schedule)."""
         try:
             await self.sweep_now()
