@@ -47,6 +47,10 @@ def test_old_and_new_keys_both_open_tokens_during_a_rotation() -> None:
     assert during.decrypt(before) == TOKEN
     written = during.encrypt(TOKEN)
     rotated = during.rotate(before)
+    assert during.needs_rotation(before)
+    assert not during.needs_rotation(written)
+    assert not during.needs_rotation(rotated)
+    assert during.needs_rotation(TOKEN)
     after = TokenCipher([new_key])
     assert after.decrypt(written) == TOKEN
     assert after.decrypt(rotated) == TOKEN

@@ -62,7 +62,18 @@ class TokenCipher:
         if not keys:
             raise ValueError("at least one token key is required")
         plain = [key.get_secret_value() if isinstance(key, SecretStr) else key for key in keys]
+        self._newest = Fernet(plain[0].encode())
         self._fernet = MultiFernet([Fernet(key.encode()) for key in plain])
+
+    def needs_rotation(self, stored: str) -> bool:
+        """True when `stored` is plaintext or not encrypted under the newest key."""
+        if not is_encrypted(stored):
+            return True
+        try:
+            self._newest.decrypt(stored.removeprefix(PREFIX).encode())
+        except InvalidToken:
+            return True
+        return False
 
     def encrypt(self, token: str) -> str:
         """`fernet:v1:<ciphertext>` of `token` under the newest key (a new nonce each call)."""

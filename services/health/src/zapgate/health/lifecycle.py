@@ -45,7 +45,12 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
     probe: list[ProbeServer] = []
 
     async def provision() -> None:
-        nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=3)
+        nc = await nats.connect(
+            settings.nats_url,
+            connect_timeout=5,
+            max_reconnect_attempts=3,
+            **settings.nats_connect_options(),
+        )
         try:
             await ensure_streams(nc, all_streams(settings.stream_replicas))
             if settings.install_schedule:
@@ -67,12 +72,11 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
         await publisher.start()
 
     async def after_startup() -> None:
-        # Tokens stored in clear before encryption existed are encrypted once, here.
-        encrypted = await PostgresHealthRepository(
-            engine, settings.token_cipher()
-        ).encrypt_plaintext_tokens()
-        if encrypted:
-            _log.info("plaintext tokens encrypted", count=encrypted)
+        # Tokens in clear (from before encryption) or under an old key (a rotation) are
+        # encrypted under the newest key here, once per start.
+        changed = await PostgresHealthRepository(engine, settings.token_cipher()).reencrypt_tokens()
+        if changed:
+            _log.info("tokens re-encrypted under the newest key", count=changed)
         await service.flush_outbox()  # anything a previous run stored but could not publish
         if serve_probe:
             checks = {"nats": nats_check(broker.connection), "database": database_check(engine)}

@@ -38,7 +38,6 @@ from zapgate.health.ports import (
 )
 from zapgate.health.tables import Instance, InstanceNotificationRow, InstanceTransition
 from zapgate.runtime.token_crypto import DEV_TOKEN_KEY, TokenCipher
-from zapgate.runtime.token_crypto import PREFIX as TOKEN_PREFIX
 
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 transitions: sa.Table = InstanceTransition.__table__  # type: ignore[attr-defined]
@@ -156,20 +155,20 @@ class PostgresHealthRepository:
         self._engine = engine
         self._cipher = cipher or TokenCipher([DEV_TOKEN_KEY])
 
-    async def encrypt_plaintext_tokens(self) -> int:
-        """Encrypt every token stored in clear (rows from before encryption); returns how many."""
-        select = sa.select(instances.c.instance_id, instances.c.token).where(
-            sa.not_(instances.c.token.startswith(TOKEN_PREFIX))
-        )
+    async def reencrypt_tokens(self) -> int:
+        """Encrypt under the newest key every token stored in clear (rows from before
+        encryption) or under an older key (a key rotation); returns how many rows changed."""
+        select = sa.select(instances.c.instance_id, instances.c.token)
         async with self._engine.begin() as conn:
             rows = (await conn.execute(select.with_for_update())).all()
-            for row in rows:
+            stale = [row for row in rows if self._cipher.needs_rotation(row.token)]
+            for row in stale:
                 await conn.execute(
                     instances.update()
                     .where(instances.c.instance_id == row.instance_id)
-                    .values(token=self._cipher.encrypt(row.token))
+                    .values(token=self._cipher.rotate(row.token))
                 )
-        return len(rows)
+        return len(stale)
 
     # --- registry ------------------------------------------------------------------------------
 
