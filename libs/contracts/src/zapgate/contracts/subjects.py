@@ -96,6 +96,15 @@ def message_alert_subject(instance_id: str) -> str:
     return f"zg.send.alert.{token(instance_id)}"
 
 
+# --- the HTTP API's outbound events: one job per (webhook subscription, event) ------------
+STREAM_API_HOOKS: Final = "ZG_API_HOOKS"
+API_HOOKS_ALL: Final = "zg.apihook.>"
+
+
+def api_hook_subject(subscription_id: str) -> str:
+    return f"zg.apihook.delivery.{token(subscription_id)}"
+
+
 # --- request-reply APIs (core NATS, no stream) ---------------------------------------------
 API_HEALTH_REGISTER: Final = "zg.api.health.instances.register"
 API_HEALTH_LIST: Final = "zg.api.health.instances.list"

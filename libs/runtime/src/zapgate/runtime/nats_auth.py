@@ -135,10 +135,6 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _webhook(kind: str) -> str:
-    return subjects.webhook_subject(kind)
-
-
 def _durables_of(service: str) -> tuple[Durable, ...]:
     """The service's durables as the topology declares them (one source of truth)."""
     return tuple(
@@ -210,13 +206,13 @@ SENDER: Final = Role(
 API: Final = Role(
     name="api",
     description="HTTP API for other systems: sends, outcomes, retries, instance health",
-    publishes=(subjects.SEND_COMMANDS_ALL, f"{DEAD_LETTER_SUBJECTS}.api.>"),
-    requests=(*_HEALTH_API_READ, _SENDER_API_ALL),
-    consumers=(
-        Durable(subjects.STREAM_SEND, "outcomes", subjects.SEND_OUTCOMES_ALL),
-        Durable(subjects.STREAM_SEND, "status", subjects.MESSAGE_STATUS_ALL),
-        Durable(subjects.STREAM_WEBHOOKS, "received", _webhook("message_received")),
+    publishes=(
+        subjects.SEND_COMMANDS_ALL,
+        subjects.API_HOOKS_ALL,
+        f"{DEAD_LETTER_SUBJECTS}.api.>",
     ),
+    requests=(*_HEALTH_API_READ, _SENDER_API_ALL),
+    consumers=_durables_of("api"),
     verifies=_ALL_STREAMS,
 )
 

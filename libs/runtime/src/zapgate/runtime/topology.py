@@ -72,7 +72,16 @@ DEAD_LETTERS: Final = StreamSpec(
     description="A copy of every message a consumer gave up on (zg.deadletter.<service>.<name>)",
 )
 
-ALL_STREAMS: Final = (WEBHOOKS, HEALTH, TICKS, SEND, DEAD_LETTERS)
+API_HOOKS: Final = StreamSpec(
+    name=subjects.STREAM_API_HOOKS,
+    subjects=(subjects.API_HOOKS_ALL,),
+    # Longer than the HTTP API's retry window (26 h by default), with room for an outage.
+    max_age=timedelta(days=4),
+    duplicate_window=timedelta(minutes=10),
+    description="The HTTP API's outbound events: one job per (webhook subscription, event)",
+)
+
+ALL_STREAMS: Final = (WEBHOOKS, HEALTH, TICKS, SEND, DEAD_LETTERS, API_HOOKS)
 
 # --- consumers, by service ----------------------------------------------------------------
 
@@ -220,6 +229,42 @@ HEALTH_WEBHOOK_STATUS: Final = ConsumerSpec(
     handler="on_message_status",
 )
 
+API_EVENTS_OUTCOMES: Final = ConsumerSpec(
+    service="api",
+    name="events-outcomes",
+    stream=subjects.STREAM_SEND,
+    filter_subjects=(subjects.SEND_OUTCOMES_ALL,),
+    message=sending.SendOutcome,
+    deliver_new_only=True,
+    description="Send outcomes, fanned out to the HTTP API's webhook subscriptions.",
+)
+API_EVENTS_STATUS: Final = ConsumerSpec(
+    service="api",
+    name="events-status",
+    stream=subjects.STREAM_SEND,
+    filter_subjects=(subjects.MESSAGE_STATUS_ALL,),
+    message=sending.MessageStatusChanged,
+    deliver_new_only=True,
+    description="Message status changes, fanned out to the HTTP API's webhook subscriptions.",
+)
+API_EVENTS_RECEIVED: Final = ConsumerSpec(
+    service="api",
+    name="events-received",
+    stream=subjects.STREAM_WEBHOOKS,
+    filter_subjects=(subjects.webhook_subject(WebhookKind.MESSAGE_RECEIVED.value),),
+    message=webhooks.MessageReceived,
+    deliver_new_only=True,
+    description="Received messages, fanned out to the HTTP API's webhook subscriptions.",
+)
+API_WEBHOOK_DELIVERIES: Final = ConsumerSpec(
+    service="api",
+    name="webhook-deliveries",
+    stream=subjects.STREAM_API_HOOKS,
+    filter_subjects=(subjects.API_HOOKS_ALL,),
+    ack_wait=timedelta(seconds=30),
+    description="One signed POST per job; retried with backoff (nak with delay) for >= 24 h.",
+)
+
 ALL_CONSUMERS: Final = (
     INGEST_ARCHIVER,
     INGEST_STATES,
@@ -235,6 +280,10 @@ ALL_CONSUMERS: Final = (
     HEALTH_WEBHOOK_CONNECTED,
     HEALTH_WEBHOOK_DISCONNECTED,
     HEALTH_WEBHOOK_STATUS,
+    API_EVENTS_OUTCOMES,
+    API_EVENTS_STATUS,
+    API_EVENTS_RECEIVED,
+    API_WEBHOOK_DELIVERIES,
 )
 
 # --- publications, by service -------------------------------------------------------------

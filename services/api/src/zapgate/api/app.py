@@ -10,7 +10,7 @@ import contextlib
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -34,22 +34,13 @@ from zapgate.api.domain import API_MESSAGES_PT_BR, ApiErrorCode
 from zapgate.api.errors import field_errors
 from zapgate.api.handlers import router
 from zapgate.api.models import ErrorBody, FieldError
-from zapgate.api.outbound import (
-    API_HOOKS,
-    HOOKS_ALL,
-    RECEIVED_SUBJECT,
-    STREAM_API_HOOKS,
-    Outbound,
-    RetryPolicy,
-    Subscriptions,
-    WebhookJob,
-    hook_subject,
-)
+from zapgate.api.outbound import Outbound, RetryPolicy, Subscriptions, WebhookJob
 from zapgate.api.service import ApiService, Authenticator, RateLimits, Refusal, RefusalKind
 from zapgate.api.tables import dead_letters as dead_letter_rows
 from zapgate.contracts import subjects
+from zapgate.runtime import topology
 from zapgate.runtime.clock import Clock, SystemClock
-from zapgate.runtime.connection import ConnectionOptions, NatsConnection
+from zapgate.runtime.connection import NatsConnection
 from zapgate.runtime.consumer import Delivery, PullConsumer
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.dead_letters import SqlDeadLetterStore
@@ -211,41 +202,24 @@ class _HookPublisher:
 
     async def publish_job(self, job: WebhookJob) -> None:
         await self._publisher.publish(
-            hook_subject(job.subscription_id),
+            subjects.api_hook_subject(job.subscription_id),
             job.model_dump_json().encode(),
-            stream=STREAM_API_HOOKS,
+            stream=subjects.STREAM_API_HOOKS,
             msg_id=f"{job.subscription_id}:{job.webhook_id}",
         )
 
 
 def event_consumers(settings: ApiSettings) -> tuple[ConsumerSpec, ...]:
-    """The API's durable consumers: two fan-outs (ZG_SEND, ZG_WEBHOOKS) and the deliveries."""
-    prefix = settings.consumer_prefix
-    return (
-        ConsumerSpec(
-            service="api",
-            name="events-send",
-            stream=subjects.STREAM_SEND,
-            filter_subjects=(subjects.SEND_OUTCOMES_ALL, subjects.MESSAGE_STATUS_ALL),
-            deliver_new_only=True,
-            description="Outcomes and status changes, fanned out to webhook subscriptions",
-        ).with_prefix(prefix),
-        ConsumerSpec(
-            service="api",
-            name="events-received",
-            stream=subjects.STREAM_WEBHOOKS,
-            filter_subjects=(RECEIVED_SUBJECT,),
-            deliver_new_only=True,
-            description="Received messages, fanned out to webhook subscriptions",
-        ).with_prefix(prefix),
-        ConsumerSpec(
-            service="api",
-            name="webhook-deliveries",
-            stream=STREAM_API_HOOKS,
-            filter_subjects=(HOOKS_ALL,),
-            ack_wait=settings.webhook_timeout * 3,
-            description="One signed POST per job, retried with backoff",
-        ).with_prefix(prefix),
+    """The API's durable consumers (declared in the topology): three fan-outs, the deliveries."""
+    deliveries = replace(topology.API_WEBHOOK_DELIVERIES, ack_wait=settings.webhook_timeout * 3)
+    return tuple(
+        spec.with_prefix(settings.consumer_prefix)
+        for spec in (
+            topology.API_EVENTS_OUTCOMES,
+            topology.API_EVENTS_STATUS,
+            topology.API_EVENTS_RECEIVED,
+            deliveries,
+        )
     )
 
 
@@ -253,10 +227,12 @@ def event_consumers(settings: ApiSettings) -> tuple[ConsumerSpec, ...]:
 async def _event_pipeline(
     settings: ApiSettings, engine: AsyncEngine, outbound_args: dict[str, Any]
 ) -> AsyncIterator[Outbound]:
-    connection = NatsConnection(settings.nats_url, ConnectionOptions(name="zapgate-api-events"))
+    connection = NatsConnection(
+        settings.nats_url, settings.nats_connection_options("zapgate-api-events")
+    )
 
     async def declare(nc: Client) -> None:
-        await ensure_streams(nc, (*all_streams(settings.stream_replicas), API_HOOKS))
+        await ensure_streams(nc, all_streams(settings.stream_replicas))
 
     connection.on_connect(declare)
     await connection.start()
@@ -278,12 +254,12 @@ async def _event_pipeline(
             await outbound.deliver(job)
 
         dead_letters = SqlDeadLetterStore(engine, dead_letter_rows)
-        fan_send, fan_received, deliveries = event_consumers(settings)
+        *fan_outs, deliveries = event_consumers(settings)
         consumers: list[PullConsumer[Any]] = [
-            PullConsumer(connection, fan_send, on_event, decode=bytes, dead_letters=dead_letters),
-            PullConsumer(
-                connection, fan_received, on_event, decode=bytes, dead_letters=dead_letters
-            ),
+            PullConsumer(connection, spec, on_event, decode=bytes, dead_letters=dead_letters)
+            for spec in fan_outs
+        ]
+        consumers.append(
             PullConsumer(
                 connection,
                 deliveries,
@@ -291,8 +267,8 @@ async def _event_pipeline(
                 decode=WebhookJob.model_validate_json,
                 dead_letters=dead_letters,
                 concurrency=settings.webhook_concurrency,
-            ),
-        ]
+            )
+        )
         for consumer in consumers:
             await consumer.start()
         try:
@@ -317,13 +293,18 @@ async def running_api(
 ) -> AsyncIterator[RunningApi]:
     """Connect, build and serve the API, its probes and its outbound events until the end."""
     clock = clock or SystemClock()
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5)
+    nc = await nats.connect(
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        connect_timeout=5,
+        **settings.nats_connect_options(),
+    )
     engine = create_engine(settings.database_url.get_secret_value())
     policy = RetryPolicy(
         schedule=tuple(settings.webhook_retry_schedule), retry_for=settings.webhook_retry_for
     )
     try:
-        await ensure_streams(nc, (*all_streams(settings.stream_replicas), API_HOOKS))
+        await ensure_streams(nc, all_streams(settings.stream_replicas))
         async with _event_pipeline(
             settings, engine, {"clock": clock, "policy": policy}
         ) as outbound:

@@ -26,7 +26,6 @@ from zapgate.contracts.sending import MessageStatusChanged, SendOutcome
 from zapgate.contracts.webhooks import MessageReceived, WebhookKind
 from zapgate.runtime.consumer import Postpone
 from zapgate.runtime.signing import new_secret, sign
-from zapgate.runtime.streams import StreamSpec
 
 if TYPE_CHECKING:
     from zapgate.api.domain import Caller
@@ -34,21 +33,7 @@ if TYPE_CHECKING:
     from zapgate.runtime.clock import Clock
 
 _log = structlog.get_logger("zapgate.api")
-STREAM_API_HOOKS: Final = "ZG_API_HOOKS"
-HOOKS_ALL: Final = "zg.apihook.>"
 RECEIVED_SUBJECT: Final = subjects.webhook_subject(WebhookKind.MESSAGE_RECEIVED.value)
-API_HOOKS: Final = StreamSpec(
-    name=STREAM_API_HOOKS,
-    subjects=(HOOKS_ALL,),
-    # Longer than the longest retry window (26 h by default) with room for an outage.
-    max_age=timedelta(days=4),
-    duplicate_window=timedelta(minutes=10),
-    description="One job per (webhook subscription, event) of the HTTP API",
-)
-
-
-def hook_subject(subscription_id: str) -> str:
-    return f"zg.apihook.delivery.{subjects.token(subscription_id)}"
 
 
 class WebhookJob(BaseModel):
