@@ -13,6 +13,7 @@ from zapgate.contracts.health import InstanceState
 from zapgate.contracts.sending import SendMessage, SendStatus
 from zapgate.contracts.webhooks import DeliveryStatus
 from zapgate.runtime.clock import ManualClock
+from zapgate.runtime.requests import invalid_request
 from zapgate.sender.domain import (
     InstanceView,
     LiveSession,
@@ -20,11 +21,11 @@ from zapgate.sender.domain import (
     StuckMessage,
     Verdict,
     after_live_check,
-    field_errors_pt_br,
     is_stalled,
     next_status,
     preflight,
     resolve_phone,
+    with_field_hints,
 )
 from zapgate.sender.lanes import Lanes, Pacer
 
@@ -253,15 +254,17 @@ def test_numbers_that_cannot_carry_a_country_code_are_refused_with_a_code(
     assert phone.removeprefix("+") in refused.message
 
 
-def test_field_errors_name_each_field_once_in_portuguese() -> None:
-    """Pydantic errors become one pt-BR line per dotted field, with a hint for the phone."""
+def test_refused_fields_get_how_to_write_them_in_portuguese() -> None:
+    """The runtime's pt-BR field errors, plus how to write a phone and the ids."""
     try:
         SendMessage.model_validate({"command_id": "c", "phone": "x", "body": {"kind": "fax"}})
     except ValidationError as error:
-        fields = field_errors_pt_br(error.errors(include_url=False))
+        fields = with_field_hints(invalid_request(error)).fields or {}
     else:
         raise AssertionError("the command was valid")
 
-    assert fields["instance_id"] == "campo obrigatório ausente"
-    assert fields["phone"].startswith("curto demais: use dígitos com o código do país")
-    assert fields["body"] == "tipo de mensagem desconhecido"
+    assert fields["instance_id"] == (
+        "campo obrigatório ausente: use de 1 a 100 caracteres entre letras, dígitos, _ e -"
+    )
+    assert fields["phone"].startswith("formato não aceito: use dígitos com o código do país")
+    assert set(fields) == {"instance_id", "phone", "body"}

@@ -286,7 +286,7 @@ async def test_an_invalid_command_with_readable_ids_gets_a_failed_outcome_in_pt_
     assert outcome.error.fields is not None
     assert set(outcome.error.fields) == {"phone", "body.text.message"}
     assert outcome.error.fields["body.text.message"] == "campo obrigatório ausente"
-    assert outcome.error.fields["phone"].startswith("formato inválido")
+    assert outcome.error.fields["phone"].startswith("formato não aceito")
     assert [item.error.code for item in outcomes(fakes, "c-bad") if item.error] == [
         ErrorCode.INVALID_COMMAND.value
     ]

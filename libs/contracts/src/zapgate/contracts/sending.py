@@ -60,10 +60,9 @@ def _ascii_digits(text: str) -> str:
 Phone = Annotated[
     str,
     BeforeValidator(normalise_phone),
+    # No length bounds besides the pattern's: a refusal then always says "formato".
     Field(
-        min_length=3,
-        max_length=120,
-        pattern=r"^(\+?[0-9]{8,20}|[0-9\-]+@g\.us|[0-9]+@lid)$",
+        pattern=r"^(\+?[0-9]{8,20}|[0-9\-]{1,100}@g\.us|[0-9]{1,100}@lid)$",
         description=(
             "Digits with country code (`+` and formatting accepted: `+55 (84) 98888-7777`), a "
             "WhatsApp id `...@s.whatsapp.net`, a group id `...@g.us`, or a `...@lid` id. Stored "

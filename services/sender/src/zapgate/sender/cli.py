@@ -39,7 +39,8 @@ from zapgate.contracts.sending import (
     TextContent,
     VideoContent,
 )
-from zapgate.sender.domain import field_errors_pt_br
+from zapgate.runtime.requests import invalid_request
+from zapgate.sender.domain import with_field_hints
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -136,7 +137,7 @@ def _command(args: argparse.Namespace) -> SendMessage:
             hold_for=timedelta(seconds=args.hold_for),
         )
     except ValidationError as error:
-        fields = field_errors_pt_br(error.errors(include_url=False))
+        fields = with_field_hints(invalid_request(error)).fields or {}
         listed = "; ".join(f"{name}: {text}" for name, text in fields.items())
         raise CliError(ErrorCode.INVALID_COMMAND.value, f"comando inválido: {listed}", 2) from error
 

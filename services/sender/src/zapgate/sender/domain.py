@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
@@ -18,11 +17,6 @@ from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import InstanceState
 from zapgate.contracts.sending import SendStatus
 from zapgate.contracts.webhooks import DeliveryStatus
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from pydantic_core import ErrorDetails
 
 # pt-BR text for a degraded reason health may add later and we do not know yet.
 _UNKNOWN_DEGRADED_MESSAGE = "Instância degradada ({reason}). A mensagem não foi enviada."
@@ -329,34 +323,8 @@ def resolve_phone(phone: str, default_country: str | None) -> str | PhoneRefused
     )
 
 
-# --- field errors in pt-BR ---------------------------------------------------------------------
+# --- refused fields --------------------------------------------------------------------------
 
-_FIELD_MESSAGES: dict[str, str] = {
-    "missing": "campo obrigatório ausente",
-    "extra_forbidden": "campo não permitido",
-    "string_type": "deve ser um texto",
-    "int_type": "deve ser um número inteiro",
-    "int_parsing": "deve ser um número inteiro",
-    "bool_type": "deve ser verdadeiro ou falso",
-    "string_too_short": "texto curto demais",
-    "string_too_long": "texto longo demais",
-    "too_short": "curto demais",
-    "too_long": "longo demais",
-    "string_pattern_mismatch": "formato inválido",
-    "greater_than_equal": "valor abaixo do mínimo",
-    "less_than_equal": "valor acima do máximo",
-    "literal_error": "valor não permitido",
-    "union_tag_invalid": "tipo de mensagem desconhecido",
-    "union_tag_not_found": "informe o tipo da mensagem (`kind`)",
-    "model_type": "deve ser um objeto JSON",
-    "dict_type": "deve ser um objeto JSON",
-    "json_invalid": "JSON inválido",
-    "time_delta_type": "duração inválida (use ISO 8601, ex.: PT30S)",
-    "time_delta_parsing": "duração inválida (use ISO 8601, ex.: PT30S)",
-    "datetime_type": "data e hora inválidas",
-    "datetime_parsing": "data e hora inválidas",
-    "timezone_aware": "data e hora sem fuso horário",
-}
 _FIELD_HINTS: dict[str, str] = {
     "phone": (
         "use dígitos com o código do país (ex.: 5584988887777), com ou sem +, ou um id "
@@ -367,19 +335,13 @@ _FIELD_HINTS: dict[str, str] = {
 }
 
 
-def field_errors_pt_br(errors: Sequence[ErrorDetails]) -> dict[str, str]:
-    """Pydantic validation errors as `{"dotted.field": "explicação em pt-BR"}` (first per field).
-
-    Our own validators already speak pt-BR (custom error types keep their message).
-    """
-    fields: dict[str, str] = {}
-    for error in errors:
-        path = ".".join(str(part) for part in error["loc"]) or "(comando)"
-        if path in fields:
-            continue
-        text = _FIELD_MESSAGES.get(error["type"])
-        if text is None:
-            text = error["msg"] if error["type"].startswith("zapgate_") else "valor inválido"
-        hint = _FIELD_HINTS.get(path)
-        fields[path] = f"{text}: {hint}" if hint and error["type"] != "missing" else text
-    return fields
+def with_field_hints(problem: Problem) -> Problem:
+    """`problem` (the runtime's `invalid_request`, pt-BR text per field) with how to write the
+    fields a sender's caller gets wrong most (phone, ids) added to their explanation."""
+    if not problem.fields:
+        return problem
+    fields = {
+        path: f"{text}: {_FIELD_HINTS[path]}" if path in _FIELD_HINTS else text
+        for path, text in problem.fields.items()
+    }
+    return problem.model_copy(update={"fields": fields})

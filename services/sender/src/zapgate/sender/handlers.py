@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
 
-from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.health import InstanceStateChanged
 from zapgate.contracts.sending import (
     CancelSend,
@@ -24,6 +24,7 @@ from zapgate.contracts.sending import (
 )
 from zapgate.contracts.webhooks import MessageStatusReported
 from zapgate.runtime.consumer import InvalidMessage, Postpone
+from zapgate.runtime.requests import request_handler
 from zapgate.runtime.topology import (
     SENDER_COMMANDS,
     SENDER_RECEIPTS,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from zapgate.sender.settings import SenderSettings
 
 _log = structlog.get_logger("zapgate.sender")
-_Request = TypeVar("_Request", GetSendOutcome, RetrySend, CancelSend)
 
 
 def _raw(data: bytes) -> bytes:
@@ -99,6 +99,24 @@ class SenderHandlers:
         self.lanes = Lanes()
         self._receipt_lanes = Lanes()
         self._releases: set[asyncio.Task[None]] = set()
+        self._api_outcome = request_handler(
+            GetSendOutcome,
+            SendOutcomeReply,
+            lambda request: get_outcome(request.command_id, deps.store),
+            name="get_send_outcome",
+        )
+        self._api_retry = request_handler(
+            RetrySend,
+            SendOutcomeReply,
+            lambda request: retry_send(request, deps, self.lanes.turn),
+            name="retry_send",
+        )
+        self._api_cancel = request_handler(
+            CancelSend,
+            SendOutcomeReply,
+            lambda request: cancel_held(request, deps),
+            name="cancel_send",
+        )
 
     def consumers(self, settings: SenderSettings) -> list[Consumer]:
         """The runtime consumer specs this service runs (topology's, with its own prefix and
@@ -206,37 +224,16 @@ class SenderHandlers:
             task.cancel()
         await asyncio.gather(*self._releases, return_exceptions=True)
 
-    # --- request-reply API ----------------------------------------------------------------------
+    # --- request-reply API (the runtime's helper decodes, calls and always replies) --------------
 
     async def on_get_send_outcome(self, data: bytes) -> SendOutcomeReply:
         """`zg.api.sender.outcome`: the stored outcome of a command."""
-        request = _decode(GetSendOutcome, data)
-        if isinstance(request, Problem):
-            return SendOutcomeReply(ok=False, error=request)
-        return await get_outcome(request.command_id, self.deps.store)
+        return await self._api_outcome(data)
 
     async def on_retry_send(self, data: bytes) -> SendOutcomeReply:
         """`zg.api.sender.retry`: retry a failed send as a new linked command."""
-        request = _decode(RetrySend, data)
-        if isinstance(request, Problem):
-            return SendOutcomeReply(ok=False, error=request)
-        return await retry_send(request, self.deps, self.lanes.turn)
+        return await self._api_retry(data)
 
     async def on_cancel_send(self, data: bytes) -> SendOutcomeReply:
         """`zg.api.sender.cancel`: cancel a held command (it fails with CANCELLED)."""
-        request = _decode(CancelSend, data)
-        if isinstance(request, Problem):
-            return SendOutcomeReply(ok=False, error=request)
-        return await cancel_held(request, self.deps)
-
-
-def _decode(model: type[_Request], data: bytes) -> _Request | Problem:
-    # Validating by hand (not through a handler annotation) lets a malformed request get a
-    # coded refusal instead of silence: FastStream would raise and never reply.
-    try:
-        return model.model_validate_json(data)
-    except ValidationError as exc:
-        _log.warning("api_request_refused", code=ErrorCode.INVALID_COMMAND.value)
-        return Problem.of(
-            ErrorCode.INVALID_COMMAND, detail=str(exc.errors(include_url=False))[:500]
-        )
+        return await self._api_cancel(data)

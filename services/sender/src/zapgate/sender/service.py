@@ -44,6 +44,7 @@ from zapgate.contracts.sending import (
     StatusTime,
 )
 from zapgate.contracts.webhooks import DeliveryStatus
+from zapgate.runtime.requests import invalid_request
 from zapgate.sender.domain import (
     EarlyReceipt,
     InstanceView,
@@ -52,12 +53,12 @@ from zapgate.sender.domain import (
     Verdict,
     after_live_check,
     backoff_delay,
-    field_errors_pt_br,
     is_delivery_proof,
     is_stalled,
     next_status,
     preflight,
     resolve_phone,
+    with_field_hints,
     worth_keeping,
 )
 from zapgate.sender.ports import StoreUnavailableError
@@ -252,7 +253,7 @@ async def answer_invalid_command(
         return None
     if await deps.store.get(command_id) is not None:
         return None
-    fields = field_errors_pt_br(error.errors(include_url=False))
+    problem = with_field_hints(invalid_request(error))
     kind = raw.get("body", {}).get("kind") if isinstance(raw.get("body"), dict) else None
     outcome = SendOutcome(
         command_id=command_id,
@@ -260,9 +261,7 @@ async def answer_invalid_command(
         phone=str(raw.get("phone", ""))[:120],
         kind=MessageKind(kind) if kind in {known.value for known in MessageKind} else None,
         status=SendStatus.FAILED,
-        error=Problem.of(ErrorCode.INVALID_COMMAND, "; ".join(fields)).model_copy(
-            update={"fields": fields}
-        ),
+        error=problem,
         attempts=0,
         correlation_id=raw.get("correlation_id")
         if isinstance(raw.get("correlation_id"), str)
@@ -279,7 +278,7 @@ async def answer_invalid_command(
         command_id=command_id,
         instance_id=instance_id[:100],
         code=ErrorCode.INVALID_COMMAND.value,
-        fields=sorted(fields),
+        fields=sorted(problem.fields or {}),
     )
     return outcome
 
