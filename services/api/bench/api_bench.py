@@ -55,6 +55,7 @@ def start_api(servers: Any, log_dir: Path, http_port: int) -> ServiceProcess:  #
     prefix = "ZAPGATE_API_"
     probe_port = free_port()
     env = {
+        f"{prefix}ENVIRONMENT": "dev",
         f"{prefix}NATS_URL": servers.nats_url,
         f"{prefix}DATABASE_URL": servers.database_url,
         f"{prefix}PROBE_HOST": "127.0.0.1",

@@ -23,6 +23,7 @@ from .conftest import CUSTOMER, INSTANCE_TOKEN, PHONE, api_settings, bearer, che
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from nats.aio.client import Client
 
@@ -151,3 +152,52 @@ async def test_subscription_is_removed_and_another_key_cannot_remove_it(
     assert listed.json() == {"subscriptions": []}
     assert bad_url.status_code == 422
     assert bad_url.json()["errors"][0]["field"] == "url"
+
+
+async def test_a_message_received_by_ingest_reaches_the_keys_subscription_once(
+    hooks_api: RunningApi,
+    receiver: tuple[Receiver, str],
+    nats_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """A W-API webhook posted twice to real ingest becomes one signed `message.received` POST
+    to the subscription of a key whose scope has the instance (not to a key without it)."""
+    from zapgate.testkit import webhooks as samples  # noqa: PLC0415
+    from zapgate.testkit.ingest import SECRET, make_settings, start_ingest  # noqa: PLC0415
+
+    hook, url = receiver
+    hook.fail_first = 0
+    token = (await hooks_api.runtime.auth.create_key("inbox", [samples.INSTANCE])).token
+    outsider = (await hooks_api.runtime.auth.create_key("outsider", ["other"])).token
+    ingest = await start_ingest(make_settings(nats_url, database_url, tmp_path / "spool"))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hooks_api.port}") as api:
+            made = await api.post(
+                "/v1/subscriptions",
+                json={"url": url, "events": ["message.received"]},
+                headers=bearer(token),
+            )
+            await api.post(
+                "/v1/subscriptions",
+                json={"url": url + "?outsider=1", "events": ["message.received"]},
+                headers=bearer(outsider),
+            )
+        async with httpx.AsyncClient(base_url=ingest.url) as webhook:
+            for _ in range(2):
+                answer = await webhook.post(
+                    f"/webhooks/{SECRET}", json=samples.received_text("3EB0APIHOOK1")
+                )
+                assert answer.is_success
+            await webhook.post(f"/webhooks/{SECRET}", json=samples.received_text("3EB0APIHOOK2"))
+        headers, first = await hook.next_delivered()
+        _, second = await hook.next_delivered()
+    finally:
+        await ingest.stop()
+
+    Webhook(made.json()["secret"]).verify(hook.seen[0][1], headers)
+    assert first["type"] == second["type"] == "message.received"
+    assert first["data"]["message_id"] == "3EB0APIHOOK1"
+    assert second["data"]["message_id"] == "3EB0APIHOOK2"
+    assert "raw" not in first["data"]
+    assert len(hook.seen) == 2  # the repeat was one event; the outsider got nothing
