@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
+from zapgate.runtime import dead_letters_cli
 from zapgate.runtime.connection import ConnectionOptions, InvalidPublishError, NatsConnection
 from zapgate.runtime.consumer import (
     Delivery,
@@ -21,7 +23,7 @@ from zapgate.runtime.consumer import (
     PullConsumer,
 )
 from zapgate.runtime.db import MigrationSpec, create_engine, migrate
-from zapgate.runtime.dead_letters import SqlDeadLetterStore, dead_letter_table
+from zapgate.runtime.dead_letters import FailedMessage, SqlDeadLetterStore, dead_letter_table
 from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ConsumerSpec, StreamSpec, ensure_streams
 from zapgate.runtime.topology import DEAD_LETTERS
@@ -440,3 +442,39 @@ async def test_a_message_whose_deliveries_never_end_is_dead_lettered_as_unfinish
         forever.set()
         await consumer.stop()
         await connection.close()
+
+
+def test_the_dead_letters_command_lists_what_consumers_gave_up_on(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`zapgate-dead-letters` finds every `*_dead_letters` table; text and JSON lines views,
+    the payload as text or base64."""
+    migrate(database_url, SAMPLE)
+
+    async def keep() -> None:
+        engine = create_engine(database_url)
+        store = SqlDeadLetterStore(engine, TABLE)
+        for sequence, payload in ((7, b'{"order_id":"x"}'), (8, b"\xff\x00")):
+            failed = FailedMessage(
+                consumer="sample-poison",
+                stream="RT_BUS",
+                sequence=sequence,
+                subject="rt.bus.x",
+                payload=payload,
+                reason_code="order_rejected",
+                reason="cannot be priced",
+            )
+            await store.mark_dead(failed, datetime(2026, 1, 1, 12, sequence, tzinfo=UTC))
+        await engine.dispose()
+
+    asyncio.run(keep())
+    assert dead_letters_cli.main(["--database-url", database_url]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert dead_letters_cli.main(["--database-url", database_url, "--json", "--limit", "1"]) == 0
+    [newest] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    assert len(text) == 2
+    assert "sample_dead_letters  sample-poison  RT_BUS#8  rt.bus.x  order_rejected x1" in text[0]
+    assert newest["stream_seq"] == 8
+    assert newest["payload"] == {"base64": "/wA="}
+    assert newest["dead_lettered_at"] == "2026-01-01T12:08:00+00:00"
