@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+import uvicorn
 from faststream import FastStream
 from faststream.nats import NatsBroker, TestNatsBroker
 
@@ -88,6 +89,23 @@ async def test_faststream_uvicorn_library_and_own_lines_are_all_json(
     assert f"/webhooks/{REDACTED}?x=1" in access
     received = next(record for record in records if record["event"] == "Received")
     assert received["subject"] == "zg.x"
+
+
+def test_a_server_run_earlier_without_access_log_does_not_silence_the_next_setup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """uvicorn with access_log=False detaches `uvicorn.access` for the whole process; the next
+    configure_logging takes it back, so its lines are JSON again (order-dependent before)."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        del scope, receive, send
+
+    uvicorn.Config(app, access_log=False)
+    configure_logging(json=True, level="INFO")
+    logging.getLogger("uvicorn.access").warning('%s - "%s %s"', "127.0.0.1:1", "GET", "/readyz")
+
+    records = _lines(capsys.readouterr().out)
+    assert [record["event"] for record in records] == ['127.0.0.1:1 - "GET /readyz"']
 
 
 def test_configured_secret_values_are_masked_anywhere_in_a_line(

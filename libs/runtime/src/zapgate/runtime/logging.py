@@ -42,6 +42,10 @@ _SENSITIVE_PARTS = ("token", "secret", "password", "passwd", "authorization", "a
 _QUIET_LOGGERS = (
     "uvicorn",
     "uvicorn.error",
+    # uvicorn started with access_log=False leaves this logger without handlers and with
+    # propagate=False for the rest of the process; taking it back here keeps the last call's
+    # setup in force (the docstring's promise), whatever server ran before.
+    "uvicorn.access",
     "nats",
     "asyncio",
     "httpx",
@@ -194,6 +198,7 @@ def configure_logging(
         library_logger = logging.getLogger(name)
         library_logger.handlers.clear()
         library_logger.propagate = True
+        library_logger.disabled = False
         library_logger.setLevel(quiet)
     logging.getLogger(FASTSTREAM_LOGGER).setLevel(quiet)
     _take_over_faststream(handler, quiet)
