@@ -173,22 +173,24 @@ def bench(sends: int, rounds: int, count: int, in_flight: int, workdir: Path) ->
         )
         try:
             sender = start_sender(servers, log_dir, wapi_base_url=sim_url + "/v1")
-            api_port = free_port()
-            api = start_api(servers, log_dir, api_port)
             try:
-                results = asyncio.run(
-                    measure(
-                        servers.nats_url,
-                        f"http://127.0.0.1:{api_port}",
-                        token,
-                        items,
-                        sends=sends,
-                        rounds=rounds,
-                        in_flight=in_flight,
+                api_port = free_port()
+                api = start_api(servers, log_dir, api_port)
+                try:
+                    results = asyncio.run(
+                        measure(
+                            servers.nats_url,
+                            f"http://127.0.0.1:{api_port}",
+                            token,
+                            items,
+                            sends=sends,
+                            rounds=rounds,
+                            in_flight=in_flight,
+                        )
                     )
-                )
+                finally:
+                    api.stop()
             finally:
-                api.stop()
                 sender.stop()
         finally:
             simulator.stop()

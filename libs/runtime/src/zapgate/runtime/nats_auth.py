@@ -212,6 +212,8 @@ API: Final = Role(
         f"{DEAD_LETTER_SUBJECTS}.api.>",
     ),
     requests=(*_HEALTH_API_READ, _SENDER_API_ALL),
+    # `?wait=` follows one command's outcome live (SenderClient.send subscribes to it).
+    listens=(subjects.SEND_OUTCOMES_ALL,),
     consumers=_durables_of("api"),
     verifies=_ALL_STREAMS,
 )
