@@ -444,8 +444,10 @@ async def test_an_answer_parked_by_a_sender_that_died_during_the_outage_is_recov
     command = SendMessage(
         command_id="j-park", instance_id="inst-j", phone=TO, body=TextContent(message="x")
     )
+    parked = await nc.subscribe(subjects.send_outcome_subject("j-park"))
     sender = asyncio.create_task(send_message(command, deps))
-    await asyncio.wait_for(proxy.refused.wait(), timeout=10)  # it is retrying the write
+    await parked.next_msg(timeout=10)  # the first write failed: the answer is parked
+    await asyncio.wait_for(proxy.refused.wait(), timeout=10)  # and it is retrying the write
     sender.cancel()  # the process dies
     await asyncio.gather(sender, return_exceptions=True)
     proxy.restore()

@@ -561,11 +561,6 @@ async def _call_and_record(
         delay = backoff_delay(attempt, deps.policy.backoff, deps.policy.backoff_cap)
         await deps.sleep(delay.total_seconds())
     status, values = _result_values(result)
-    if isinstance(result, SendAccepted):
-        await _park_answer(
-            sending.model_copy(update={"status": status.value, "attempts": attempts, **values}),
-            deps,
-        )
     stored = await _record_answer(sending, status, attempts, values, deps)
     if stored is None:
         return None  # declared abandoned by another delivery meanwhile: its outcome stands
@@ -576,9 +571,10 @@ async def _call_and_record(
 
 
 async def _park_answer(accepted: SendCommandRow, deps: SenderDeps) -> None:
-    """Publish the `sent` outcome before the database write (the later publish of the stored
-    row has the same `Nats-Msg-Id`, so callers see it once): if this process dies while the
-    database is away, the next delivery finds the messageId there (`_recover_parked_answer`)."""
+    """Publish the `sent` outcome while the database cannot take it (the later publish of the
+    stored row has the same `Nats-Msg-Id`, so callers see it once): if this process dies
+    before the database is back, the next delivery finds the messageId there
+    (`_recover_parked_answer`)."""
     try:
         await _publish_outcome(accepted, deps, replayed=False)
     except Exception as exc:  # noqa: BLE001 - the database write below still keeps the answer
@@ -596,9 +592,25 @@ async def _record_answer(
 
     The answer exists nowhere else: giving up would leave the row `sending`, to become
     `uncertain` after the lease with the provider's messageId lost (receipts could never match).
-    The delivery stays in progress meanwhile (the handler's heartbeat), so nobody else takes it.
+    So an accepted answer the first write could not store is parked on its outcome subject
+    first (only then: one publish fewer per send while the database is up), and the write is
+    retried; the delivery stays in progress meanwhile (the consumer's heartbeat).
     """
     now = deps.clock.now()
+    try:
+        return await deps.store.move(
+            sending.command_id,
+            from_statuses={RowStatus.SENDING},
+            to=status,
+            now=now,
+            attempts=attempts,
+            **values,
+        )
+    except StoreUnavailableError as exc:
+        _log.warning("answer_store_failed", command_id=sending.command_id, reason=str(exc))
+        if status is RowStatus.SENT:
+            parked = {"status": status.value, "attempts": attempts, **values}
+            await _park_answer(sending.model_copy(update=parked), deps)
     async for attempt in stamina.retry_context(
         on=StoreUnavailableError,
         attempts=None,
