@@ -1,0 +1,115 @@
+"""The sender's start: the object graph behind `create_app`, its consumers and probes.
+
+Every resource it opens is registered on the caller's `AsyncExitStack`, closed in reverse
+order on shutdown (probes, consumers, handlers' releases, NATS, the W-API client, the engine).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from zapgate.contracts import subjects
+from zapgate.runtime.connection import NatsConnection
+from zapgate.runtime.db import create_engine
+from zapgate.runtime.dead_letters import SqlDeadLetterStore
+from zapgate.runtime.probes import create_probe_app, database_check, serve_probes
+from zapgate.runtime.publisher import JetStreamPublisher
+from zapgate.runtime.streams import ensure_schedule, ensure_streams
+from zapgate.runtime.topology import all_streams
+from zapgate.sender import tables
+from zapgate.sender.adapters.bus import (
+    HeartbeatConsumer,
+    JetStreamOutcomeLog,
+    RuntimeEventPublisher,
+)
+from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
+from zapgate.sender.adapters.provider import WapiProvider
+from zapgate.sender.handlers import HandlerOptions, SenderHandlers
+from zapgate.sender.lanes import Pacer
+from zapgate.sender.service import SenderDeps, SendPolicy
+from zapgate.wapi.client import WapiClient
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from contextlib import AsyncExitStack
+
+    from nats.aio.client import Client
+
+    from zapgate.runtime.clock import Clock
+    from zapgate.sender.settings import SenderSettings
+    from zapgate.wapi.port import WapiPort
+
+_log = structlog.get_logger("zapgate.sender")
+
+
+async def start(
+    settings: SenderSettings, resources: AsyncExitStack, *, wapi: WapiPort | None, clock: Clock
+) -> SenderHandlers:
+    """Build the object graph and start the consumers; every resource closes on `resources`."""
+    engine = create_engine(settings.database_url.get_secret_value())
+    resources.push_async_callback(engine.dispose)
+    provider = wapi or WapiClient(base_url=settings.wapi_base_url)
+    if wapi is None:
+        resources.push_async_callback(provider.aclose)
+    connection = NatsConnection(
+        settings.nats_url, settings.nats_connection_options("zapgate-sender")
+    )
+    connection.on_connect(lambda nc: _provision(nc, settings))
+    await connection.start()
+    resources.push_async_callback(connection.close)
+    await connection.wait_connected(timeout=30)
+    publisher = JetStreamPublisher(connection)
+    deps = SenderDeps(
+        store=PostgresCommandStore(engine),
+        directory=PostgresInstanceDirectory(engine, settings.token_cipher()),
+        provider=WapiProvider(provider, live_check_timeout=settings.live_check_timeout),
+        publisher=RuntimeEventPublisher(publisher),
+        outcomes=JetStreamOutcomeLog(connection),
+        clock=clock,
+        pacer=Pacer(clock, settings.min_send_gap.total_seconds()),
+        policy=SendPolicy.from_settings(settings),
+    )
+    options = HandlerOptions.from_settings(settings)
+    handlers = SenderHandlers(deps, options)
+    resources.push_async_callback(handlers.stop)
+    dead_letters = SqlDeadLetterStore(engine, tables.dead_letters)
+    for consumer in handlers.consumers(settings):
+        loop = HeartbeatConsumer(
+            connection,
+            consumer.spec,
+            consumer.handler,
+            decode=consumer.decode,
+            dead_letters=dead_letters,
+            publisher=publisher,
+            clock=clock,
+            concurrency=settings.max_in_flight,
+        )
+        loop.heartbeat = options.heartbeat
+        await loop.start()
+        resources.push_async_callback(loop.stop)
+    checks = {"nats": _nats_check(connection), "database": database_check(engine)}
+    probes = await serve_probes(create_probe_app(checks), settings.probe_host, settings.probe_port)
+    resources.push_async_callback(probes.stop)
+    _log.info("sender_started")
+    return handlers
+
+
+async def _provision(nc: Client, settings: SenderSettings) -> None:
+    await ensure_streams(nc, all_streams(settings.stream_replicas))
+    if settings.sweep_every is not None:
+        await ensure_schedule(
+            nc,
+            stream=subjects.STREAM_TICKS,
+            schedule_subject=subjects.SENDER_TICK_SCHEDULE,
+            target_subject=subjects.SENDER_TICK,
+            every=settings.sweep_every,
+        )
+
+
+def _nats_check(connection: NatsConnection) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        await connection.require().flush(timeout=1)
+
+    return check
