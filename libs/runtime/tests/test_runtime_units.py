@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from zapgate.runtime.clock import ManualClock, SystemClock
 from zapgate.runtime.connection import InvalidPublishError, check_publish
 from zapgate.runtime.logging import REDACTED, redact, redact_processor
+from zapgate.runtime.nats_auth import new_user_seed
 from zapgate.runtime.settings import Duration, PositiveDuration, ServiceSettings, iso_duration
 from zapgate.runtime.streams import ConsumerSpec, StreamSpec, go_duration
 
@@ -41,6 +42,7 @@ def test_service_settings_read_their_own_env_prefix(monkeypatch: pytest.MonkeyPa
     """A subclass reads `ZAPGATE_<SVC>_*` variables."""
     monkeypatch.setenv("ZAPGATE_TESTSVC_DATABASE_URL", f"postgresql://u:{STRONG}@db/x")
     monkeypatch.setenv("ZAPGATE_TESTSVC_ENVIRONMENT", "prod")
+    monkeypatch.setenv("ZAPGATE_TESTSVC_NATS_SEED", new_user_seed())
     monkeypatch.setenv("ZAPGATE_TESTSVC_PROBE_PORT", "9100")
     settings = _IngestSettings()
     assert settings.environment == "prod"
@@ -107,7 +109,10 @@ def test_a_placeholder_database_password_is_refused_outside_dev() -> None:
         ServiceSettings.model_validate({"environment": "prod", "database_url": url})
     assert ServiceSettings.model_validate({"environment": "dev", "database_url": url})
     real = f"postgresql+psycopg://zapgate:{STRONG}@db:5432/zapgate"
-    assert ServiceSettings.model_validate({"environment": "prod", "database_url": real})
+    seed = new_user_seed()
+    assert ServiceSettings.model_validate(
+        {"environment": "prod", "database_url": real, "nats_seed": seed}
+    )
 
 
 @pytest.mark.parametrize(

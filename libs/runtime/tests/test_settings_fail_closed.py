@@ -8,11 +8,13 @@ import pytest
 from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from zapgate.runtime.nats_auth import new_user_seed
 from zapgate.runtime.settings import MIN_SECRET_LENGTH, ServiceSettings, refuse_weak_secret
 
 pytestmark = pytest.mark.unit
 
 STRONG = secrets.token_urlsafe(32)
+SEED = new_user_seed()
 
 
 class _Settings(ServiceSettings):
@@ -38,7 +40,17 @@ def test_the_default_environment_is_prod() -> None:
     """Nothing set means prod: a weak database password is refused without being asked."""
     with pytest.raises(ValidationError, match="SECRET_TOO_SHORT"):
         _Settings(database_url=SecretStr(_url("Xq8-short-pass")))
-    assert _Settings(database_url=SecretStr(_url(STRONG))).environment == "prod"
+    settings = _Settings(database_url=SecretStr(_url(STRONG)), nats_seed=SecretStr(SEED))
+    assert settings.environment == "prod"
+
+
+def test_prod_refuses_to_start_without_its_nats_credentials() -> None:
+    """No nkey seed in prod: NATS_SEED_MISSING; an empty one counts as none."""
+    for seed in (None, SecretStr(""), "  "):
+        with pytest.raises(ValidationError, match="NATS_SEED_MISSING"):
+            _Settings.model_validate({"database_url": _url(STRONG), "nats_seed": seed})
+    settings = _Settings(environment="test", database_url=SecretStr(_url(STRONG)))
+    assert settings.nats_seed is None
 
 
 @pytest.mark.parametrize(

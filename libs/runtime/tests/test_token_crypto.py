@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from zapgate.runtime.nats_auth import new_user_seed
 from zapgate.runtime.token_crypto import (
     DEV_TOKEN_KEY,
     ProviderTokenSettings,
@@ -91,6 +92,7 @@ def test_keys_come_from_the_environment_newest_first(monkeypatch: pytest.MonkeyP
     old_key, new_key = generate_key(), generate_key()
     monkeypatch.setenv("ZAPGATE_TOKENSVC_TOKEN_KEYS", f"{new_key}, {old_key}")
     monkeypatch.setenv("ZAPGATE_TOKENSVC_DATABASE_URL", STRONG_DB)
+    monkeypatch.setenv("ZAPGATE_TOKENSVC_NATS_SEED", new_user_seed())
     settings = _Settings()
     assert [key.get_secret_value() for key in settings.token_keys] == [new_key, old_key]
     assert TokenCipher([new_key]).decrypt(settings.token_cipher().encrypt(TOKEN)) == TOKEN

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from zapgate.devservers.nats_auth import DevCredentials
+
 MIN_VERSION = (2, 14)
 
 _LISTENING = re.compile(r"Listening for client connections on \S+:(\d+)")
@@ -57,6 +59,7 @@ class NatsServer:
         binary: Path | None = None,
         start_timeout: float = 10.0,
         log_path: Path | None = None,
+        auth: DevCredentials | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.host = host
@@ -69,6 +72,12 @@ class NatsServer:
         self._log_path = log_path
         self._process: ManagedProcess | None = None
         self._version: tuple[int, int, int] | None = None
+        self.auth = auth
+        if auth is not None:
+            if config_file is not None:
+                raise NatsServerError("pass either auth or config_file")
+            # zapgate's users and permissions (nats_auth.py) plus the test harness user.
+            self._config_file = store_dir.parent / f"{store_dir.name}-auth.conf"
 
     @property
     def binary(self) -> Path:
@@ -90,6 +99,14 @@ class NatsServer:
 
     @property
     def url(self) -> str:
+        """The client URL; with `auth`, it logs in as the harness user (every permission)."""
+        if self.auth is not None:
+            return self.auth.harness_url(self.host, self.port)
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def anonymous_url(self) -> str:
+        """The client URL without credentials (a server with `auth` refuses it)."""
         return f"nats://{self.host}:{self.port}"
 
     @property
@@ -109,6 +126,8 @@ class NatsServer:
                 f">= {'.'.join(map(str, MIN_VERSION))} (message schedules)"
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.auth is not None and self._config_file is not None:
+            self.auth.write_server_config(self._config_file)
         self._launch(self._port if self._port is not None else self._requested_port)
         return self
 

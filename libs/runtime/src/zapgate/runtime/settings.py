@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BeforeValidator,
@@ -16,6 +17,7 @@ from pydantic import (
     TypeAdapter,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -206,10 +208,29 @@ class ServiceSettings(BaseSettings):
         default=1, ge=1, le=5, description="JetStream replicas per stream (3 on a cluster)"
     )
 
+    @field_validator("nats_seed", mode="before")
+    @classmethod
+    def _empty_seed_is_none(cls, value: object) -> object:
+        # `ZAPGATE_<SVC>_NATS_SEED=` (as in deploy/.env.example) means no seed.
+        if value is None or (
+            isinstance(value, (str, SecretStr))
+            and not str(value.get_secret_value() if isinstance(value, SecretStr) else value).strip()
+        ):
+            return None
+        return value
+
     @field_validator("nats_seed")
     @classmethod
-    def _nats_seed_is_an_nkey(cls, value: SecretStr | None) -> SecretStr | None:
+    def _nats_seed_is_an_nkey(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
         if value is None:
+            if info.data.get("environment", "prod") == "prod":
+                raise PydanticCustomError(
+                    "NATS_SEED_MISSING",
+                    "NATS_SEED_MISSING: nats_seed: em produção o serviço entra no NATS com o "
+                    "próprio usuário nkey; gere a semente com zapgate-nats-auth keys.",
+                )
             return value
         # Imported here: nats_auth imports the topology, which is not needed for settings alone.
         from zapgate.runtime.nats_auth import public_key  # noqa: PLC0415
@@ -224,6 +245,14 @@ class ServiceSettings(BaseSettings):
             ) from None
         return value
 
+    @model_validator(mode="after")
+    def _seed_replaces_url_credentials(self) -> Self:
+        # With a seed the service logs in as its own user; a user:password in the URL (the
+        # test harness's) would be ignored by nats-py and is refused by FastStream.
+        if self.nats_seed is not None:
+            object.__setattr__(self, "nats_url", _without_userinfo(self.nats_url))
+        return self
+
     @property
     def nats_user_name(self) -> str:
         """This service's NATS user: `nats_user`, else the env prefix (`ZAPGATE_HEALTH_`)."""
@@ -231,6 +260,11 @@ class ServiceSettings(BaseSettings):
             return self.nats_user
         prefix = str(self.model_config.get("env_prefix", ""))
         return prefix.removeprefix("ZAPGATE_").strip("_").lower() or "zapgate"
+
+    @property
+    def nats_inbox_prefix(self) -> str:
+        """`_INBOX_<user>` with a seed (the only inbox the user may read), else `_INBOX`."""
+        return f"_INBOX_{self.nats_user_name}" if self.nats_seed is not None else "_INBOX"
 
     def nats_connect_options(self) -> dict[str, Any]:
         """Credentials for `nats.connect(**...)` / `NatsBroker(**...)`: the nkey seed and the
@@ -272,3 +306,17 @@ class ServiceSettings(BaseSettings):
                 "produção cada serviço entra no PostgreSQL com usuário e senha próprios.",
             )
         return value
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` (one or several, comma-separated) without `user:password@`."""
+    parts = []
+    for one in url.split(","):
+        split = urlsplit(one.strip())
+        if split.username is None and split.password is None:
+            parts.append(one.strip())
+            continue
+        host = split.hostname or ""
+        netloc = f"{host}:{split.port}" if split.port is not None else host
+        parts.append(urlunsplit(split._replace(netloc=netloc)))
+    return ",".join(parts)

@@ -67,9 +67,15 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
             backoff=settings.operator_webhook_backoff,
         )
     broker = NatsBroker(
-        settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5, graceful_timeout=15
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        connect_timeout=5,
+        graceful_timeout=15,
+        **settings.nats_connect_options(),
     )
-    publisher = HealthEventPublisher(settings.nats_url)
+    publisher = HealthEventPublisher(
+        settings.nats_url, options=settings.nats_connection_options("zapgate-health")
+    )
     service = HealthService(
         repository=PostgresHealthRepository(engine, settings.token_cipher()),
         provider=provider,

@@ -74,6 +74,8 @@ def register_consumers(  # noqa: C901 - one small handler per subject
             pull_sub=PullSub(batch_size=config.pop("batch_size", 16), timeout=1.0),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             config=ConsumerConfig(**config) if config else None,
+            # FastStream pulls into `_INBOX.` unless told; health may only read its own inbox.
+            inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),
         )
 
     tick_ack_wait = max(settings.tick_interval.total_seconds(), 60.0)

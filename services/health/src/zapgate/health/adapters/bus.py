@@ -21,8 +21,17 @@ class HealthEventPublisher:
     """`EventPublisher`: `zg.health.state.<id>` / `zg.health.notification.<id>`, PubAck awaited,
     `Nats-Msg-Id` = event id."""
 
-    def __init__(self, nats_url: str, *, timeout: timedelta = timedelta(seconds=5)) -> None:
-        self.connection = NatsConnection(nats_url, ConnectionOptions(name="zapgate-health"))
+    def __init__(
+        self,
+        nats_url: str,
+        *,
+        timeout: timedelta = timedelta(seconds=5),
+        options: ConnectionOptions | None = None,
+    ) -> None:
+        # `options`: `HealthSettings.nats_connection_options(...)`, with health's NATS login.
+        self.connection = NatsConnection(
+            nats_url, options or ConnectionOptions(name="zapgate-health")
+        )
         self._publisher = JetStreamPublisher(self.connection, timeout=timeout)
 
     async def start(self, *, timeout_s: float = 30.0) -> None:
