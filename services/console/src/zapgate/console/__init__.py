@@ -1,0 +1,1 @@
+"""zapgate console: the operator pages."""

@@ -1,0 +1,109 @@
+"""Health's (and later the sender's) NATS request APIs, as the console's ports.
+
+Every call is one core-NATS request with a timeout; no responders or no answer in time raise
+`ApiUnavailableError`, a coded refusal raises `ApiRefusedError` with health's pt-BR message.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel, SecretStr
+
+from zapgate.console.ports import ApiRefusedError, ApiUnavailableError
+from zapgate.contracts import subjects
+from zapgate.contracts.envelope import Contract
+from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.health import (
+    CheckNow,
+    CheckNowReply,
+    GetInstanceHealth,
+    HealthReply,
+    InstanceHealth,
+    InstanceSummary,
+    PauseInstance,
+    RegisterInstance,
+    RegistryReply,
+    RemoveInstance,
+)
+
+R = TypeVar("R", bound=BaseModel)
+
+
+async def request(  # noqa: PLR0913 - keyword-only, one per part of a request
+    nc: Client, *, service: str, subject: str, command: Contract, reply: type[R], timeout: float
+) -> R:
+    """One request-reply; raises ApiUnavailableError when nobody answers in `timeout` s."""
+    try:
+        message = await nc.request(subject, command.model_dump_json().encode(), timeout=timeout)
+    except (NoRespondersError, NatsTimeoutError, TimeoutError) as error:
+        raise ApiUnavailableError(service) from error
+    return reply.model_validate_json(message.data)
+
+
+def _refused(error: Problem | None) -> ApiRefusedError:
+    return ApiRefusedError(error or Problem.of(ErrorCode.INTERNAL))
+
+
+class NatsHealthApi:
+    """`HealthApi` over `zg.api.health.*`."""
+
+    def __init__(self, nc: Client, *, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+
+    async def _ask(self, subject: str, command: Contract, reply: type[R]) -> R:
+        return await request(
+            self._nc,
+            service="health",
+            subject=subject,
+            command=command,
+            reply=reply,
+            timeout=self._timeout,
+        )
+
+    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
+        answer = await self._ask(
+            subjects.API_HEALTH_GET, GetInstanceHealth(instance_id=instance_id), HealthReply
+        )
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer.instances
+
+    async def check_now(self, instance_id: str) -> list[InstanceHealth]:
+        answer = await self._ask(
+            subjects.API_HEALTH_CHECK_NOW, CheckNow(instance_id=instance_id), CheckNowReply
+        )
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer.checked
+
+    async def _registry(self, subject: str, command: Contract) -> InstanceSummary:
+        answer = await self._ask(subject, command, RegistryReply)
+        if not answer.ok or answer.instance is None:
+            raise _refused(answer.error)
+        return answer.instance
+
+    async def set_paused(self, instance_id: str, *, paused: bool) -> InstanceSummary:
+        return await self._registry(
+            subjects.API_HEALTH_PAUSE, PauseInstance(instance_id=instance_id, paused=paused)
+        )
+
+    async def register(
+        self, *, instance_id: str, display_name: str, token: str, managed: bool
+    ) -> InstanceSummary:
+        command = RegisterInstance(
+            instance_id=instance_id,
+            display_name=display_name,
+            token=SecretStr(token),
+            managed=managed,
+        )
+        return await self._registry(subjects.API_HEALTH_REGISTER, command)
+
+    async def remove(self, instance_id: str) -> InstanceSummary:
+        return await self._registry(
+            subjects.API_HEALTH_REMOVE, RemoveInstance(instance_id=instance_id)
+        )

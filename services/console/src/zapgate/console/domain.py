@@ -1,0 +1,307 @@
+"""Pure decisions of the console: an instance's facts in, what an operator reads out (pt-BR).
+
+Nothing here does I/O. Times are shown in the operator's zone (America/Sao_Paulo by default),
+both relative ("há 5 minutos") and absolute ("30/11/2026 19:42:29"), through Babel's pt-BR data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime, format_timedelta
+
+from zapgate.contracts.health import DegradedReason, InstanceState
+
+LOCALE = "pt_BR"
+_ABSOLUTE = "dd/MM/yyyy HH:mm:ss"
+
+
+class Shown(StrEnum):
+    """What the operator sees as an instance's state; the value is the filter key in URLs."""
+
+    CONNECTED = "conectado"
+    INCOMPLETE = "incompleta"
+    UNSTABLE = "instavel"
+    DEGRADED = "degradado"
+    DISCONNECTED = "desconectado"
+    PAUSED = "pausado"
+    UNKNOWN = "nao-verificado"
+
+
+SHOWN_LABELS: dict[Shown, str] = {
+    Shown.CONNECTED: "Conectado",
+    Shown.INCOMPLETE: "Sessão incompleta",
+    Shown.UNSTABLE: "Instável",
+    Shown.DEGRADED: "Degradado",
+    Shown.DISCONNECTED: "Desconectado",
+    Shown.PAUSED: "Pausado",
+    Shown.UNKNOWN: "Não verificado",
+}
+
+# A degraded reason's own label (other than SESSION_INCOMPLETE, which is a state of its own).
+DEGRADED_LABELS: dict[str, str] = {
+    DegradedReason.DELIVERY_STALLED: "Entregas paradas",
+    DegradedReason.TIMEOUT_OR_GATEWAY: "Provedor sem resposta",
+    DegradedReason.CREDENTIALS_REJECTED: "Credenciais recusadas",
+    DegradedReason.PROVIDER_REJECTED: "Recusada pelo provedor",
+}
+
+REASON_TEXTS: dict[str, str] = {
+    DegradedReason.SESSION_INCOMPLETE: (
+        "A instância diz estar conectada, mas o número do WhatsApp não é conhecido: "
+        "mensagens enviadas agora ficariam em “aguardando mensagem”. Envios bloqueados."
+    ),
+    DegradedReason.DELIVERY_STALLED: (
+        "Mensagens recentes foram aceitas pelo provedor mas não chegaram aos aparelhos. "
+        "Envios suspensos até uma entrega ser confirmada."
+    ),
+    DegradedReason.TIMEOUT_OR_GATEWAY: (
+        "O provedor não respondeu à verificação a tempo (ou respondeu com erro de gateway)."
+    ),
+    DegradedReason.CREDENTIALS_REJECTED: (
+        "O provedor recusou o identificador ou o token da instância; reiniciar não resolve. "
+        "Cadastre o token correto."
+    ),
+    DegradedReason.PROVIDER_REJECTED: "O provedor respondeu à verificação com um erro próprio.",
+}
+
+_STATE_TEXTS: dict[Shown, str] = {
+    Shown.CONNECTED: "Sessão conectada e completa: o número do WhatsApp é conhecido.",
+    Shown.DISCONNECTED: (
+        "A sessão caiu: o provedor parou de enviar webhooks. O zapgate tenta reiniciar "
+        "respeitando o intervalo mínimo entre reinícios."
+    ),
+    Shown.PAUSED: "Pausada por um operador: não é verificada nem usada para envios.",
+    Shown.UNKNOWN: "Ainda não verificada pelo zapgate.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceFacts:
+    """What the health (and sender) APIs say about one instance, in the console's terms."""
+
+    instance_id: str
+    display_name: str
+    managed: bool
+    paused: bool
+    state: InstanceState
+    reason: str | None = None
+    phone: str | None = None
+    since: datetime | None = None
+    last_check_at: datetime | None = None
+    last_webhook_at: datetime | None = None
+    last_restart_attempt_at: datetime | None = None
+    outage_started_at: datetime | None = None
+    flaps: int = 0
+    """State changes inside the open outage episode (0 when the API does not carry episodes)."""
+    stuck_messages: int | None = None
+    """None: the sender's API gave no count."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A time as shown: relative and absolute, both in pt-BR; empty when unknown."""
+
+    relative: str = ""
+    absolute: str = ""
+    iso: str = ""
+
+    @property
+    def known(self) -> bool:
+        return bool(self.iso)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceCard:
+    """One instance as the pages show it."""
+
+    instance_id: str
+    display_name: str
+    phone: str
+    shown: Shown
+    label: str
+    reason: str
+    reason_code: str
+    since: Moment
+    last_check: Moment
+    last_webhook: Moment
+    last_restart: Moment
+    cooldown_left: str
+    outage_for: str
+    stuck_messages: str
+    paused: bool
+    managed: bool
+    can_restart_now: bool
+    flags: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Viewpoint:
+    """`now` and the zone the operator reads times in."""
+
+    now: datetime
+    zone: ZoneInfo
+
+
+def shown_state(facts: InstanceFacts) -> Shown:  # noqa: PLR0911 - one answer per state
+    """The one state an operator sees: paused first, then an unstable outage, then the truth."""
+    if facts.paused:
+        return Shown.PAUSED
+    if facts.outage_started_at is not None and facts.flaps > 0:
+        return Shown.UNSTABLE
+    if facts.state is InstanceState.CONNECTED:
+        return Shown.CONNECTED
+    if facts.state is InstanceState.DISCONNECTED:
+        return Shown.DISCONNECTED
+    if facts.state is InstanceState.DEGRADED:
+        if facts.reason == DegradedReason.SESSION_INCOMPLETE:
+            return Shown.INCOMPLETE
+        return Shown.DEGRADED
+    return Shown.UNKNOWN
+
+
+def label(facts: InstanceFacts, shown: Shown) -> str:
+    """The state's words; a degraded instance is named by its reason ("Entregas paradas")."""
+    if shown is Shown.DEGRADED:
+        return DEGRADED_LABELS.get(facts.reason or "", SHOWN_LABELS[Shown.DEGRADED])
+    return SHOWN_LABELS[shown]
+
+
+def reason_text(facts: InstanceFacts, shown: Shown) -> str:
+    """Why, in plain words (never a bare code)."""
+    if shown is Shown.UNSTABLE:
+        return (
+            f"A sessão oscila: {facts.flaps} mudança(s) de estado desde o início da queda. "
+            "Avisos e reinícios são contidos até ela se firmar."
+        )
+    if shown in {Shown.INCOMPLETE, Shown.DEGRADED} and facts.reason:
+        return REASON_TEXTS.get(
+            facts.reason, f"Instância degradada (motivo informado: {facts.reason})."
+        )
+    return _STATE_TEXTS.get(shown, "")
+
+
+def moment(value: datetime | None, clock: Viewpoint) -> Moment:
+    """`value` as "há 5 minutos" and "30/11/2026 19:42:29" in the operator's zone."""
+    if value is None:
+        return Moment()
+    relative = format_timedelta(value - clock.now, add_direction=True, threshold=1, locale=LOCALE)
+    absolute = format_datetime(value, _ABSOLUTE, tzinfo=clock.zone, locale=LOCALE)
+    return Moment(relative=relative, absolute=absolute, iso=value.isoformat())
+
+
+def duration(value: timedelta) -> str:
+    """A positive duration in words ("4 minutos")."""
+    return format_timedelta(value, threshold=1, locale=LOCALE)
+
+
+def cooldown_left(
+    last_restart_attempt_at: datetime | None, cooldown: timedelta, now: datetime
+) -> timedelta:
+    """How long until health may restart again (zero: now)."""
+    if last_restart_attempt_at is None:
+        return timedelta(0)
+    return max(last_restart_attempt_at + cooldown - now, timedelta(0))
+
+
+def card(facts: InstanceFacts, clock: Viewpoint, *, restart_cooldown: timedelta) -> InstanceCard:
+    """Everything the instances page shows of one instance."""
+    shown = shown_state(facts)
+    left = cooldown_left(facts.last_restart_attempt_at, restart_cooldown, clock.now)
+    outage = ""
+    if facts.outage_started_at is not None:
+        outage = duration(max(clock.now - facts.outage_started_at, timedelta(0)))
+    flags = []
+    if not facts.managed:
+        flags.append("não gerenciada")
+    return InstanceCard(
+        instance_id=facts.instance_id,
+        display_name=facts.display_name,
+        phone=facts.phone or "",
+        shown=shown,
+        label=label(facts, shown),
+        reason=reason_text(facts, shown),
+        reason_code=facts.reason or "",
+        since=moment(facts.since, clock),
+        last_check=moment(facts.last_check_at, clock),
+        last_webhook=moment(facts.last_webhook_at, clock),
+        last_restart=moment(facts.last_restart_attempt_at, clock),
+        cooldown_left=duration(left) if left > timedelta(0) else "",
+        outage_for=outage,
+        stuck_messages="" if facts.stuck_messages is None else str(facts.stuck_messages),
+        paused=facts.paused,
+        managed=facts.managed,
+        can_restart_now=left == timedelta(0),
+        flags=tuple(flags),
+    )
+
+
+def parse_filter(value: str | None) -> Shown | None:
+    """The `estado` query parameter: a known filter key, else no filter."""
+    if not value:
+        return None
+    try:
+        return Shown(value)
+    except ValueError:
+        return None
+
+
+def count_by_state(cards: list[InstanceCard]) -> dict[Shown, int]:
+    """How many instances each state has (every state listed, zeros included)."""
+    counts = dict.fromkeys(Shown, 0)
+    for item in cards:
+        counts[item.shown] += 1
+    return counts
+
+
+ACTION_LABELS: dict[str, str] = {
+    "login": "Entrou no console",
+    "logout": "Saiu do console",
+    "check_now": "Verificar agora",
+    "pause": "Pausar",
+    "resume": "Retomar",
+    "restart": "Reiniciar",
+    "register": "Cadastrar instância",
+    "remove": "Remover instância",
+    "qr_code": "Reconectar por QR code",
+    "pairing_code": "Reconectar por código de pareamento",
+    "retry_send": "Tentar novamente (envio)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLine:
+    """One audit row as shown: when (absolute, operator's zone), who, what, how it ended."""
+
+    when: str
+    operator: str
+    what: str
+    instance_id: str | None
+    outcome: str
+    result: str
+
+
+def audit_line(  # noqa: PLR0913 - one argument per audit column
+    *,
+    at: datetime,
+    operator: str,
+    action: str,
+    instance_id: str | None,
+    outcome: str,
+    detail: str | None,
+    clock: Viewpoint,
+) -> AuditLine:
+    """An audit row in pt-BR words."""
+    ok = outcome == "ok"
+    result = "ok" if ok else "falhou" + (f" ({detail})" if detail else "")
+    return AuditLine(
+        when=format_datetime(at, _ABSOLUTE, tzinfo=clock.zone, locale=LOCALE),
+        operator=operator,
+        what=ACTION_LABELS.get(action, action),
+        instance_id=instance_id,
+        outcome="ok" if ok else "failed",
+        result=result,
+    )

@@ -1,0 +1,77 @@
+"""Everything the console's use cases need from outside, as Protocols.
+
+The console owns only its audit table. It reads instance state through health's NATS request
+API and sends through the sender's; it never reads another service's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from zapgate.contracts.errors import Problem
+from zapgate.contracts.health import InstanceHealth, InstanceSummary
+
+
+class ApiUnavailableError(Exception):
+    """The service behind an API did not answer in time (no responders or a timeout)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service} did not answer")
+        self.service = service
+
+
+class ApiRefusedError(Exception):
+    """The API answered with a coded refusal; `problem.message` is pt-BR."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.code)
+        self.problem = problem
+
+
+class HealthApi(Protocol):
+    """Health's request API (`zg.api.health.*`). Raises ApiUnavailableError/ApiRefusedError."""
+
+    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]: ...
+
+    async def check_now(self, instance_id: str) -> list[InstanceHealth]: ...
+
+    async def set_paused(self, instance_id: str, *, paused: bool) -> InstanceSummary: ...
+
+    async def register(
+        self, *, instance_id: str, display_name: str, token: str, managed: bool
+    ) -> InstanceSummary: ...
+
+    async def remove(self, instance_id: str) -> InstanceSummary: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator action: who, what, on which instance, when, and how it ended."""
+
+    at: datetime
+    operator: str
+    action: str
+    instance_id: str | None
+    outcome: str
+    detail: str | None = None
+
+
+class AuditLog(Protocol):
+    """The console's own table of operator actions (append-only)."""
+
+    async def record(self, entry: AuditEntry) -> None: ...
+
+    async def recent(self, *, limit: int, instance_id: str | None = None) -> list[AuditEntry]: ...
+
+
+class PasswordVerifier(Protocol):
+    """Checks a password against a stored hash (Argon2id through pwdlib)."""
+
+    async def verify(self, password: str, stored_hash: str | None) -> bool: ...
+
+
+StateListener = Callable[[str], Awaitable[None]]
+"""Called with the instance id of every state change health publishes."""

@@ -1,0 +1,241 @@
+"""The console's use cases over its ports: read instances, log operators in, act and audit.
+
+Handlers call these and render what they return; tests call them with the fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from zapgate.console import domain
+from zapgate.console.domain import InstanceCard, InstanceFacts, Shown, Viewpoint
+from zapgate.console.ports import (
+    ApiRefusedError,
+    ApiUnavailableError,
+    AuditEntry,
+    AuditLog,
+    HealthApi,
+    PasswordVerifier,
+)
+from zapgate.contracts.health import InstanceHealth
+from zapgate.runtime.clock import Clock
+
+_log = structlog.get_logger("zapgate.console")
+
+_SERVICE_NAMES = {"health": "saúde", "sender": "envio"}
+
+
+@dataclass(frozen=True, slots=True)
+class InstancesPage:
+    """The instances page: the cards shown (after the filter) and the counts of every state."""
+
+    cards: list[InstanceCard]
+    counts: dict[Shown, int]
+    total: int
+    selected: Shown | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """How an operator's action ended, in pt-BR for the page."""
+
+    ok: bool
+    message: str
+    card: InstanceCard | None = None
+
+
+def facts_of(health: InstanceHealth) -> InstanceFacts:
+    """The console's view of health's read model (fields health may add later are optional)."""
+    return InstanceFacts(
+        instance_id=health.instance_id,
+        display_name=health.display_name,
+        managed=health.managed,
+        paused=health.paused,
+        state=health.state,
+        reason=health.reason,
+        phone=health.phone,
+        since=health.since,
+        last_check_at=health.last_check_at,
+        last_restart_attempt_at=health.last_restart_attempt_at,
+        outage_started_at=health.outage_started_at,
+    )
+
+
+def unavailable_text(error: ApiUnavailableError) -> str:
+    name = _SERVICE_NAMES.get(error.service, error.service)
+    return f"O serviço de {name} não respondeu a tempo. Tente novamente em instantes."
+
+
+class ConsoleService:
+    """The use cases, wired once in `create_app`."""
+
+    def __init__(  # noqa: PLR0913 - the composition root hands in each port by name
+        self,
+        *,
+        health: HealthApi,
+        audit: AuditLog,
+        passwords: PasswordVerifier,
+        operators: dict[str, str],
+        clock: Clock,
+        zone: ZoneInfo,
+        restart_cooldown: timedelta,
+    ) -> None:
+        self.health = health
+        self.audit = audit
+        self._passwords = passwords
+        self._operators = operators
+        self._clock = clock
+        self._zone = zone
+        self._restart_cooldown = restart_cooldown
+
+    def viewpoint(self) -> Viewpoint:
+        return Viewpoint(now=self._clock.now(), zone=self._zone)
+
+    def card(self, health: InstanceHealth) -> InstanceCard:
+        return domain.card(
+            facts_of(health), self.viewpoint(), restart_cooldown=self._restart_cooldown
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def instances(self, selected: Shown | None = None) -> InstancesPage:
+        """Every instance's card (sorted by name), filtered by `selected` when given."""
+        found = await self.health.health()
+        view = self.viewpoint()
+        cards = [
+            domain.card(facts_of(item), view, restart_cooldown=self._restart_cooldown)
+            for item in sorted(found, key=lambda h: (h.display_name.lower(), h.instance_id))
+        ]
+        shown = [c for c in cards if selected is None or c.shown is selected]
+        return InstancesPage(
+            cards=shown, counts=domain.count_by_state(cards), total=len(cards), selected=selected
+        )
+
+    async def instance_card(self, instance_id: str) -> InstanceCard | None:
+        """One instance's card; None when health does not know it."""
+        try:
+            found = await self.health.health(instance_id)
+        except ApiRefusedError:
+            return None
+        return self.card(found[0]) if found else None
+
+    async def recent_actions(
+        self, instance_id: str | None = None, *, limit: int = 20
+    ) -> list[domain.AuditLine]:
+        """The newest operator actions (on one instance, or all), in pt-BR words."""
+        entries = await self.audit.recent(limit=limit, instance_id=instance_id)
+        view = self.viewpoint()
+        return [
+            domain.audit_line(
+                at=e.at,
+                operator=e.operator,
+                action=e.action,
+                instance_id=e.instance_id,
+                outcome=e.outcome,
+                detail=e.detail,
+                clock=view,
+            )
+            for e in entries
+        ]
+
+    # --- login ----------------------------------------------------------------------------
+
+    async def authenticate(self, login: str, password: str) -> bool:
+        """True when `login` is an operator and `password` matches its hash; audited."""
+        stored = self._operators.get(login)
+        # An unknown login is verified against nothing all the same: same time either way.
+        ok = await self._passwords.verify(password, stored) and stored is not None
+        await self._record(login or "?", "login", None, ok=ok, detail=None)
+        _log.info("operator login", operator=login, outcome="ok" if ok else "refused")
+        return ok
+
+    async def logout(self, operator: str) -> None:
+        await self._record(operator, "logout", None, ok=True, detail=None)
+
+    # --- actions --------------------------------------------------------------------------
+
+    async def check_now(self, operator: str, instance_id: str) -> ActionResult:
+        async def run() -> ActionResult:
+            checked = await self.health.check_now(instance_id)
+            card = self.card(checked[0]) if checked else None
+            text = f"Verificada agora: {card.label}." if card else "Verificação pedida."
+            return ActionResult(ok=True, message=text, card=card)
+
+        return await self._act(operator, "check_now", instance_id, run)
+
+    async def set_paused(self, operator: str, instance_id: str, *, paused: bool) -> ActionResult:
+        async def run() -> ActionResult:
+            await self.health.set_paused(instance_id, paused=paused)
+            card = await self.instance_card(instance_id)
+            text = "Instância pausada." if paused else "Instância retomada."
+            return ActionResult(ok=True, message=text, card=card)
+
+        return await self._act(operator, "pause" if paused else "resume", instance_id, run)
+
+    async def register(
+        self, operator: str, *, instance_id: str, display_name: str, token: str, managed: bool
+    ) -> ActionResult:
+        async def run() -> ActionResult:
+            await self.health.register(
+                instance_id=instance_id, display_name=display_name, token=token, managed=managed
+            )
+            return ActionResult(ok=True, message=f"Instância {instance_id} cadastrada.")
+
+        return await self._act(operator, "register", instance_id, run)
+
+    async def remove(self, operator: str, instance_id: str) -> ActionResult:
+        async def run() -> ActionResult:
+            await self.health.remove(instance_id)
+            return ActionResult(ok=True, message=f"Instância {instance_id} removida.")
+
+        return await self._act(operator, "remove", instance_id, run)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _act(
+        self,
+        operator: str,
+        action: str,
+        instance_id: str | None,
+        run: Callable[[], Awaitable[ActionResult]],
+    ) -> ActionResult:
+        try:
+            result = await run()
+        except ApiRefusedError as refused:
+            result = ActionResult(ok=False, message=refused.problem.message)
+            detail: str | None = refused.problem.code
+        except ApiUnavailableError as error:
+            result = ActionResult(ok=False, message=unavailable_text(error))
+            detail = "UNAVAILABLE"
+        else:
+            detail = None
+        await self._record(operator, action, instance_id, ok=result.ok, detail=detail)
+        _log.info(
+            "operator action",
+            operator=operator,
+            action=action,
+            instance_id=instance_id,
+            outcome="ok" if result.ok else "failed",
+            code=detail,
+        )
+        return result
+
+    async def _record(
+        self, operator: str, action: str, instance_id: str | None, *, ok: bool, detail: str | None
+    ) -> None:
+        entry = AuditEntry(
+            at=self._clock.now(),
+            operator=operator[:100],
+            action=action,
+            instance_id=instance_id,
+            outcome="ok" if ok else "failed",
+            detail=detail,
+        )
+        # Shielded: an operator closing the tab must not leave an action unrecorded.
+        await asyncio.shield(self.audit.record(entry))

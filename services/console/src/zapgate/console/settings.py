@@ -1,0 +1,62 @@
+"""The console's settings (env prefix `ZAPGATE_CONSOLE_`). Built in `create_app`, not at import."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from zapgate.runtime.settings import ServiceSettings, refuse_placeholder_secret
+
+_ARGON2_PREFIX = "$argon2"
+
+
+class ConsoleSettings(ServiceSettings):
+    """Where the console listens, who may log in, and how long it waits for the other APIs.
+
+    `operators` maps a login to an Argon2id hash made by `zapgate-console hash-password`
+    (JSON in `ZAPGATE_CONSOLE_OPERATORS`, e.g. `{"ana": "$argon2id$v=19$..."}`); plain-text
+    passwords are refused.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZAPGATE_CONSOLE_", extra="ignore", frozen=True)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8090, ge=0, le=65535)
+    session_secret: SecretStr = Field(
+        description="Signs the session cookie; at least 32 characters outside dev."
+    )
+    operators: dict[str, SecretStr] = Field(default_factory=dict)
+    cookie_secure: bool = Field(
+        default=True, description="Send the session cookie over HTTPS only (off for localhost)."
+    )
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    timezone: str = "America/Sao_Paulo"
+    restart_cooldown: timedelta = Field(
+        default=timedelta(minutes=30),
+        description="Health's restart cooldown (ZAPGATE_HEALTH_RESTART_COOLDOWN), to show the "
+        "time left until health may restart an instance again.",
+    )
+    audit_rows: int = Field(default=20, ge=1, le=500)
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret_is_real(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        environment = str(info.data.get("environment", "dev"))
+        refuse_placeholder_secret(value, environment, "session_secret")
+        if environment != "dev" and len(value.get_secret_value()) < 32:  # noqa: PLR2004 - bytes of entropy
+            raise ValueError("session_secret must have at least 32 characters outside dev")
+        return value
+
+    @field_validator("operators")
+    @classmethod
+    def _operators_hold_hashes(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for login, secret in value.items():
+            if not secret.get_secret_value().startswith(_ARGON2_PREFIX):
+                raise ValueError(
+                    f"operator {login!r}: give an Argon2 hash (zapgate-console hash-password), "
+                    "never a plain password"
+                )
+        return value

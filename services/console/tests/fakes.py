@@ -1,0 +1,106 @@
+"""Hand-written fakes behind the console's ports, recording what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zapgate.console.ports import ApiRefusedError, AuditEntry, StateListener
+from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.health import InstanceHealth, InstanceState, InstanceSummary
+
+
+@dataclass
+class FakeHealth:
+    """Health's API over a dict of instances; records every call as `(verb, instance_id)`."""
+
+    instances: dict[str, InstanceHealth] = field(default_factory=dict)
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def put(self, health: InstanceHealth) -> None:
+        self.instances[health.instance_id] = health
+
+    def _known(self, instance_id: str) -> InstanceHealth:
+        if instance_id not in self.instances:
+            raise ApiRefusedError(Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+        return self.instances[instance_id]
+
+    @staticmethod
+    def _summary(health: InstanceHealth) -> InstanceSummary:
+        return InstanceSummary(
+            instance_id=health.instance_id,
+            display_name=health.display_name,
+            managed=health.managed,
+            paused=health.paused,
+        )
+
+    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
+        self.calls.append(("health", instance_id))
+        if instance_id is None:
+            return list(self.instances.values())
+        return [self._known(instance_id)]
+
+    async def check_now(self, instance_id: str) -> list[InstanceHealth]:
+        self.calls.append(("check_now", instance_id))
+        return [self._known(instance_id)]
+
+    async def set_paused(self, instance_id: str, *, paused: bool) -> InstanceSummary:
+        self.calls.append(("pause" if paused else "resume", instance_id))
+        health = self._known(instance_id).model_copy(update={"paused": paused})
+        self.put(health)
+        return self._summary(health)
+
+    async def register(
+        self, *, instance_id: str, display_name: str, token: str, managed: bool
+    ) -> InstanceSummary:
+        self.calls.append(("register", instance_id))
+        if instance_id in self.instances:
+            raise ApiRefusedError(Problem.of(ErrorCode.INSTANCE_EXISTS))
+        del token
+        self.put(
+            InstanceHealth(
+                instance_id=instance_id,
+                display_name=display_name,
+                managed=managed,
+                paused=False,
+                state=InstanceState.UNKNOWN,
+            )
+        )
+        return self._summary(self.instances[instance_id])
+
+    async def remove(self, instance_id: str) -> InstanceSummary:
+        self.calls.append(("remove", instance_id))
+        health = self._known(instance_id)
+        del self.instances[instance_id]
+        return self._summary(health)
+
+
+@dataclass
+class FakeAudit:
+    """The audit log in a list (newest last)."""
+
+    entries: list[AuditEntry] = field(default_factory=list)
+
+    async def record(self, entry: AuditEntry) -> None:
+        self.entries.append(entry)
+
+    async def recent(self, *, limit: int, instance_id: str | None = None) -> list[AuditEntry]:
+        chosen = [e for e in self.entries if instance_id is None or e.instance_id == instance_id]
+        return list(reversed(chosen))[:limit]
+
+
+@dataclass
+class FakeFeed:
+    """A state feed a test triggers by hand with `changed(instance_id)`."""
+
+    listener: StateListener | None = None
+    stopped: bool = False
+
+    async def start(self, listener: StateListener) -> None:
+        self.listener = listener
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def changed(self, instance_id: str) -> None:
+        assert self.listener is not None, "feed not started"
+        await self.listener(instance_id)

@@ -1,0 +1,216 @@
+"""The console's pages and actions over fakes: login, CSRF, pt-BR pages, audit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from zapgate.console.adapters.passwords import Argon2Passwords
+from zapgate.console.app import Ports, create_app
+from zapgate.console.settings import ConsoleSettings
+from zapgate.contracts.health import InstanceHealth, InstanceState
+from zapgate.runtime.clock import ManualClock
+
+from .fakes import FakeAudit, FakeFeed, FakeHealth
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def password_hash() -> str:
+    return Argon2Passwords().hash(PASSWORD)
+
+
+@pytest.fixture
+def health() -> FakeHealth:
+    fake = FakeHealth()
+    fake.put(
+        InstanceHealth(
+            instance_id="demo",
+            display_name="Demo",
+            managed=True,
+            paused=False,
+            state=InstanceState.CONNECTED,
+            phone="5511900000001",
+            since=NOW - timedelta(minutes=5),
+            last_check_at=NOW - timedelta(seconds=30),
+        )
+    )
+    fake.put(
+        InstanceHealth(
+            instance_id="loja",
+            display_name="Loja",
+            managed=True,
+            paused=False,
+            state=InstanceState.DEGRADED,
+            reason="SESSION_INCOMPLETE",
+            since=NOW - timedelta(hours=2),
+        )
+    )
+    return fake
+
+
+@pytest.fixture
+def audit() -> FakeAudit:
+    return FakeAudit()
+
+
+@pytest.fixture
+def client(health: FakeHealth, audit: FakeAudit, password_hash: str) -> Iterator[TestClient]:
+    settings = ConsoleSettings(
+        environment="test",
+        database_url=SecretStr("postgresql://zapgate@127.0.0.1/unused"),
+        session_secret=SecretStr("s" * 40),
+        operators={"ana": SecretStr(password_hash)},
+        cookie_secure=False,
+    )
+    app = create_app(
+        settings,
+        clock=ManualClock(NOW),
+        ports=Ports(health=health, audit=audit, feed=FakeFeed()),
+        configure_logs=False,
+    )
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as test_client:
+        yield test_client
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None, "page has no csrf field"
+    return found.group(1)
+
+
+def log_in(client: TestClient) -> str:
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"login": "ana", "password": PASSWORD, "csrf": token})
+    assert answer.status_code == 303
+    page = client.get("/")
+    assert page.status_code == 200
+    return csrf_of(page.text)
+
+
+def test_pages_need_a_login(client: TestClient) -> None:
+    """Without a session the instances page sends the operator to the login page."""
+    answer = client.get("/")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login"
+
+
+def test_a_wrong_password_is_refused_in_portuguese_and_audited(
+    client: TestClient, audit: FakeAudit
+) -> None:
+    """401 with a pt-BR message; the failed attempt is in the audit log."""
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"login": "ana", "password": "nope", "csrf": token})
+    assert answer.status_code == 401
+    assert "Usuário ou senha incorretos." in answer.text
+    assert [(e.operator, e.action, e.outcome) for e in audit.entries] == [
+        ("ana", "login", "failed")
+    ]
+
+
+def test_an_unknown_operator_is_refused_like_a_wrong_password(client: TestClient) -> None:
+    """Same answer whether the login exists or not."""
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"login": "eve", "password": PASSWORD, "csrf": token})
+    assert answer.status_code == 401
+
+
+def test_login_without_the_csrf_token_is_refused(client: TestClient) -> None:
+    """Even the login form must echo the token (login CSRF)."""
+    client.get("/login")
+    answer = client.post("/login", data={"login": "ana", "password": PASSWORD})
+    assert answer.status_code == 403
+    assert "Ação recusada" in answer.text
+
+
+def test_the_session_cookie_is_http_only_and_strict(client: TestClient) -> None:
+    """The cookie cannot be read by scripts nor sent by other sites."""
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"login": "ana", "password": PASSWORD, "csrf": token})
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+
+
+def test_instances_page_shows_each_state_in_portuguese(client: TestClient) -> None:
+    """`demo` reads Conectado; the incomplete session reads Sessão incompleta with its reason."""
+    log_in(client)
+    page = client.get("/").text
+    assert "Conectado" in page
+    assert "Sessão incompleta" in page
+    assert "o número do WhatsApp não é conhecido" in page
+    assert "há 5 minutos" in page
+
+
+def test_the_state_filter_shows_only_that_state(client: TestClient) -> None:
+    """?estado=incompleta lists the incomplete session and not the connected one."""
+    log_in(client)
+    page = client.get("/?estado=incompleta").text
+    assert 'id="instancia-loja"' in page
+    assert 'id="instancia-demo"' not in page
+
+
+def test_an_action_without_the_csrf_token_is_refused(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """A forged POST changes nothing."""
+    log_in(client)
+    answer = client.post("/instancias/demo/pausar", data={})
+    assert answer.status_code == 403
+    assert ("pause", "demo") not in health.calls
+
+
+def test_a_cross_origin_action_is_refused_even_with_the_token(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """An Origin other than the console's own is refused outright."""
+    token = log_in(client)
+    answer = client.post(
+        "/instancias/demo/pausar",
+        data={"csrf": token},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert answer.status_code == 403
+    assert ("pause", "demo") not in health.calls
+
+
+def test_pause_goes_through_health_and_is_audited(
+    client: TestClient, health: FakeHealth, audit: FakeAudit
+) -> None:
+    """The action reaches health's API and the audit shows who did what."""
+    token = log_in(client)
+    answer = client.post("/instancias/demo/pausar", data={"csrf": token})
+    assert answer.status_code == 303
+    assert ("pause", "demo") in health.calls
+    assert (audit.entries[-1].operator, audit.entries[-1].action) == ("ana", "pause")
+    page = client.get("/instancias/demo").text
+    assert "Instância pausada." in page
+    assert "Pausado" in page
+    assert "ana" in page
+
+
+def test_an_unknown_instance_page_is_a_portuguese_404(client: TestClient) -> None:
+    """404 in words, not a stack trace."""
+    log_in(client)
+    answer = client.get("/instancias/nao-existe")
+    assert answer.status_code == 404
+    assert "Página não encontrada" in answer.text
+
+
+def test_register_refused_by_health_shows_its_message(client: TestClient) -> None:
+    """A duplicate id comes back with health's pt-BR message."""
+    token = log_in(client)
+    client.post(
+        "/instancias",
+        data={"csrf": token, "instance_id": "demo", "display_name": "x", "token": "t"},
+    )
+    assert "Já existe uma instância" in client.get("/").text
