@@ -28,13 +28,21 @@ from zapgate.contracts.health import (
     CheckNow,
     CheckNowReply,
     GetInstanceHealth,
+    GetInstanceHistory,
+    GetQrCode,
     HealthReply,
+    InstanceHistoryReply,
     InstanceListReply,
     ListInstances,
+    PairingCodeReply,
     PauseInstance,
+    QrCodeReply,
     RegisterInstance,
     RegistryReply,
     RemoveInstance,
+    RequestPairingCode,
+    RestartInstance,
+    RestartReply,
 )
 from zapgate.contracts.sending import (
     CancelSend,
@@ -80,6 +88,10 @@ HEALTH_APIS: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
     subjects.API_HEALTH_REMOVE: (RemoveInstance, RegistryReply),
     subjects.API_HEALTH_GET: (GetInstanceHealth, HealthReply),
     subjects.API_HEALTH_CHECK_NOW: (CheckNow, CheckNowReply),
+    subjects.API_HEALTH_RESTART: (RestartInstance, RestartReply),
+    subjects.API_HEALTH_QR_CODE: (GetQrCode, QrCodeReply),
+    subjects.API_HEALTH_PAIRING_CODE: (RequestPairingCode, PairingCodeReply),
+    subjects.API_HEALTH_HISTORY: (GetInstanceHistory, InstanceHistoryReply),
 }
 FIELDS: Final = [
     "command_id",
@@ -93,6 +105,9 @@ FIELDS: Final = [
     "occurred_at",
     "event_id",
     "schema_version",
+    "requested_by",
+    "phone",
+    "limit",
 ]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

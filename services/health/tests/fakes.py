@@ -36,7 +36,14 @@ from zapgate.health.ports import (
 from zapgate.runtime.clock import ManualClock
 from zapgate.wapi.credentials import InstanceCredentials
 from zapgate.wapi.failures import ProviderFailure
-from zapgate.wapi.results import Acknowledged, DeviceInfo, InstanceDetails, InstanceStatus
+from zapgate.wapi.results import (
+    Acknowledged,
+    DeviceInfo,
+    InstanceDetails,
+    InstanceStatus,
+    PairingCode,
+    QrCode,
+)
 
 
 @dataclass
@@ -81,6 +88,17 @@ class FakeProvider:
     async def restart(self, credentials: InstanceCredentials) -> Acknowledged | ProviderFailure:
         self.calls.append(("restart", credentials.instance_id))
         return Acknowledged(message="ok")
+
+    async def qr_code(self, credentials: InstanceCredentials) -> QrCode | ProviderFailure:
+        self.calls.append(("qr-code", credentials.instance_id))
+        return QrCode(qrcode="data:image/png;base64,iVBORw0KGgo=", connected=False)
+
+    async def pairing_code(
+        self, credentials: InstanceCredentials, phone_number: str
+    ) -> PairingCode | ProviderFailure:
+        self.calls.append(("pairing-code", credentials.instance_id))
+        del phone_number
+        return PairingCode(code="K7QZ-4M2P")
 
 
 @dataclass

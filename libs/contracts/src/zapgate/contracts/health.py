@@ -243,3 +243,69 @@ class CheckNowReply(Contract):
     ok: bool
     checked: list[InstanceHealth] = Field(default_factory=list)
     error: Problem | None = None
+
+
+# --- operator API (used by the console; see /work/notes/HEALTH_API_ADDITIONS.md) ---------------
+
+
+class RestartInstance(Envelope):
+    """An operator asks health to restart an instance now; health's cooldown still applies."""
+
+    instance_id: InstanceId
+    requested_by: str = Field(min_length=1, max_length=100)
+
+
+class RestartReply(Contract):
+    """`restarted` False with `ok` True: refused by the cooldown (`cooldown_until` says when)."""
+
+    ok: bool
+    restarted: bool = False
+    accepted_by_provider: bool | None = Field(
+        default=None, description="The provider's answer to the restart call, when one was made."
+    )
+    cooldown_until: AwareDatetime | None = Field(
+        default=None, description="Health will not restart this instance again before this."
+    )
+    error: Problem | None = None
+
+
+class GetQrCode(Envelope):
+    """Ask the provider for the QR code that reconnects an instance's session."""
+
+    instance_id: InstanceId
+
+
+class QrCodeReply(Contract):
+    """`image`: the provider's QR (a `data:image/...;base64,` URI, or the raw QR text);
+    `connected` True: the session is already connected and there is nothing to scan."""
+
+    ok: bool
+    connected: bool = False
+    image: str | None = None
+    error: Problem | None = None
+
+
+class RequestPairingCode(Envelope):
+    """Ask the provider for a pairing code that connects `phone` (digits, with country code)."""
+
+    instance_id: InstanceId
+    phone: str = Field(pattern=r"^[1-9][0-9]{9,14}$")
+
+
+class PairingCodeReply(Contract):
+    ok: bool
+    code: str | None = Field(default=None, description="Typed on the phone (Linked devices).")
+    error: Problem | None = None
+
+
+class GetInstanceHistory(Envelope):
+    """The newest state changes of one instance (newest first)."""
+
+    instance_id: InstanceId
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class InstanceHistoryReply(Contract):
+    ok: bool
+    transitions: list[InstanceStateChanged] = Field(default_factory=list)
+    error: Problem | None = None

@@ -11,7 +11,7 @@ import httpx
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
-from zapgate.health import lifecycle
+from zapgate.health import lifecycle, operator_api
 from zapgate.health.adapters.bus import HealthEventPublisher
 from zapgate.health.adapters.db import PostgresHealthRepository
 from zapgate.health.adapters.operator import SignedOperatorWebhook
@@ -76,8 +76,9 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
     publisher = HealthEventPublisher(
         settings.nats_url, options=settings.nats_connection_options("zapgate-health")
     )
+    repository = PostgresHealthRepository(engine, settings.token_cipher())
     service = HealthService(
-        repository=PostgresHealthRepository(engine, settings.token_cipher()),
+        repository=repository,
         provider=provider,
         publisher=publisher,
         clock=clock,
@@ -88,6 +89,18 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
     )
     register_consumers(broker, service, settings, clock)
     register_api(broker, service)
+    # Restart now, QR code, pairing code and history for the console (operator_api.py).
+    operator_api.subscribe(
+        broker,
+        operator_api.OperatorApi(
+            store=repository,
+            provider=provider,
+            engine=engine,
+            clock=clock,
+            cooldown=settings.restart_cooldown,
+        ),
+        queue="health-api",
+    )
     app = lifecycle.wire(
         broker,
         service,

@@ -25,7 +25,14 @@ from zapgate.contracts.health import (
 from zapgate.health.domain import Decision, Observation, Status
 from zapgate.wapi.credentials import InstanceCredentials
 from zapgate.wapi.failures import ProviderFailure
-from zapgate.wapi.results import Acknowledged, DeviceInfo, InstanceDetails, InstanceStatus
+from zapgate.wapi.results import (
+    Acknowledged,
+    DeviceInfo,
+    InstanceDetails,
+    InstanceStatus,
+    PairingCode,
+    QrCode,
+)
 
 HealthEvent = InstanceStateChanged | InstanceNotification
 
@@ -207,6 +214,12 @@ class SessionProvider(Protocol):
     async def device(self, credentials: InstanceCredentials) -> DeviceInfo | ProviderFailure: ...
 
     async def restart(self, credentials: InstanceCredentials) -> Acknowledged | ProviderFailure: ...
+
+    async def qr_code(self, credentials: InstanceCredentials) -> QrCode | ProviderFailure: ...
+
+    async def pairing_code(
+        self, credentials: InstanceCredentials, phone_number: str
+    ) -> PairingCode | ProviderFailure: ...
 
 
 class EventPublisher(Protocol):

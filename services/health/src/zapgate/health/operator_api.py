@@ -1,0 +1,234 @@
+"""Health's request verbs for operators (the console): restart now, QR code, pairing code,
+history of state changes.
+
+Kept in one module with narrow Protocols so the rest of health does not change: `subscribe()`
+adds the four subscribers to health's broker (same queue group as the other API verbs). The
+token never leaves health: the console asks, health calls the provider with the credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
+import structlog
+from faststream.nats import NatsBroker, NatsMessage
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zapgate.contracts import subjects
+from zapgate.contracts.errors import ErrorCode, Problem
+from zapgate.contracts.health import (
+    EvidenceSource,
+    GetInstanceHistory,
+    GetQrCode,
+    InstanceHealth,
+    InstanceHistoryReply,
+    InstanceState,
+    InstanceStateChanged,
+    PairingCodeReply,
+    QrCodeReply,
+    RequestPairingCode,
+    RestartInstance,
+    RestartReply,
+)
+from zapgate.health.ports import CheckTarget
+from zapgate.runtime.clock import Clock
+from zapgate.wapi.credentials import InstanceCredentials
+from zapgate.wapi.failures import ProviderFailure
+from zapgate.wapi.results import Acknowledged, PairingCode, QrCode
+
+_log = structlog.get_logger("zapgate.health.operator_api")
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R", RestartReply, QrCodeReply, PairingCodeReply, InstanceHistoryReply)
+
+_transitions = sa.table(
+    "instance_transitions",
+    sa.column("event_id"),
+    sa.column("instance_id"),
+    sa.column("from_state"),
+    sa.column("from_reason"),
+    sa.column("to_state"),
+    sa.column("reason"),
+    sa.column("source"),
+    sa.column("phone"),
+    sa.column("observed_at"),
+    sa.column("recorded_at"),
+    sa.column("id"),
+)
+
+
+class OperatorStore(Protocol):
+    """The slice of health's repository these verbs use."""
+
+    async def target(self, instance_id: str) -> CheckTarget | None: ...
+
+    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]: ...
+
+    async def try_claim_restart(
+        self, instance_id: str, *, now: datetime, cooldown: timedelta
+    ) -> CheckTarget | None: ...
+
+
+class ReconnectProvider(Protocol):
+    """The W-API calls that bring a session back (a subset of `WapiPort`)."""
+
+    async def restart(self, credentials: InstanceCredentials) -> Acknowledged | ProviderFailure: ...
+
+    async def qr_code(self, credentials: InstanceCredentials) -> QrCode | ProviderFailure: ...
+
+    async def pairing_code(
+        self, credentials: InstanceCredentials, phone_number: str
+    ) -> PairingCode | ProviderFailure: ...
+
+
+def problem_of(failure: ProviderFailure) -> Problem:
+    """A provider failure as callers see it (the provider's own words stay in `detail`)."""
+    return Problem(code=failure.code, message=failure.message, detail=failure.detail[:500])
+
+
+class OperatorApi:
+    """The use cases behind the four verbs."""
+
+    def __init__(
+        self,
+        *,
+        store: OperatorStore,
+        provider: ReconnectProvider,
+        engine: AsyncEngine,
+        clock: Clock,
+        cooldown: timedelta,
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._engine = engine
+        self._clock = clock
+        self._cooldown = cooldown
+
+    async def restart(self, command: RestartInstance) -> RestartReply:
+        """Restart now unless paused, unmanaged or inside the cooldown (compare-and-set)."""
+        now = self._clock.now()
+        found = await self._store.health(command.instance_id)
+        if not found:
+            return RestartReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+        if found[0].paused:
+            return RestartReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_PAUSED))
+        target = await self._store.try_claim_restart(
+            command.instance_id, now=now, cooldown=self._cooldown
+        )
+        if target is None:
+            last = found[0].last_restart_attempt_at
+            until = last + self._cooldown if last is not None else None
+            _log.info(
+                "operator restart refused",
+                instance_id=command.instance_id,
+                requested_by=command.requested_by,
+                why="cooldown" if until is not None else "not managed",
+            )
+            return RestartReply(ok=True, restarted=False, cooldown_until=until)
+        result = await self._provider.restart(target.credentials())
+        failure = None if isinstance(result, Acknowledged) else result
+        _log.info(
+            "operator restart",
+            instance_id=command.instance_id,
+            requested_by=command.requested_by,
+            outcome="accepted" if failure is None else "failed",
+            code=None if failure is None else failure.code,
+        )
+        return RestartReply(
+            ok=True,
+            restarted=True,
+            accepted_by_provider=failure is None,
+            cooldown_until=now + self._cooldown,
+            error=None if failure is None else problem_of(failure),
+        )
+
+    async def qr_code(self, query: GetQrCode) -> QrCodeReply:
+        target = await self._store.target(query.instance_id)
+        if target is None:
+            return QrCodeReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+        result = await self._provider.qr_code(target.credentials())
+        if not isinstance(result, QrCode):
+            _log.warning("qr code failed", instance_id=query.instance_id, code=result.code)
+            return QrCodeReply(ok=False, error=problem_of(result))
+        _log.info("qr code", instance_id=query.instance_id, connected=result.connected)
+        return QrCodeReply(ok=True, connected=result.connected, image=result.qrcode)
+
+    async def pairing_code(self, command: RequestPairingCode) -> PairingCodeReply:
+        target = await self._store.target(command.instance_id)
+        if target is None:
+            return PairingCodeReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+        result = await self._provider.pairing_code(target.credentials(), command.phone)
+        if not isinstance(result, PairingCode):
+            _log.warning("pairing code failed", instance_id=command.instance_id, code=result.code)
+            return PairingCodeReply(ok=False, error=problem_of(result))
+        _log.info("pairing code", instance_id=command.instance_id)
+        return PairingCodeReply(ok=True, code=result.code)
+
+    async def history(self, query: GetInstanceHistory) -> InstanceHistoryReply:
+        if not await self._store.health(query.instance_id):
+            return InstanceHistoryReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
+        t = _transitions.c
+        statement = (
+            sa.select(_transitions)
+            .where(t.instance_id == query.instance_id)
+            .order_by(t.observed_at.desc(), t.id.desc())
+            .limit(query.limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return InstanceHistoryReply(ok=True, transitions=[_changed(row) for row in rows])
+
+
+def _changed(row: sa.Row[Any]) -> InstanceStateChanged:
+    return InstanceStateChanged(
+        event_id=row.event_id,
+        occurred_at=row.recorded_at,
+        instance_id=row.instance_id,
+        from_state=InstanceState(row.from_state),
+        from_reason=row.from_reason,
+        to_state=InstanceState(row.to_state),
+        reason=row.reason,
+        source=EvidenceSource(row.source),
+        phone=row.phone,
+        observed_at=row.observed_at,
+    )
+
+
+def subscribe(broker: NatsBroker, api: OperatorApi, *, queue: str) -> None:
+    """Add the four verbs to `broker` (one replica answers each request)."""
+
+    async def answer(
+        model: type[M],
+        msg: NatsMessage,
+        reply: type[R],
+        call: Callable[[M], Awaitable[R]],
+    ) -> R:
+        try:
+            command = model.model_validate_json(msg.body)
+        except ValidationError as exc:
+            detail = str(exc.errors(include_url=False))[:500]
+            return reply(ok=False, error=Problem.of(ErrorCode.INVALID_COMMAND, detail=detail))
+        try:
+            return await call(command)
+        except Exception as exc:  # noqa: BLE001 - the caller gets a coded answer, not a timeout
+            _log.exception("health operator API request failed")
+            return reply(ok=False, error=Problem.of(ErrorCode.INTERNAL, detail=type(exc).__name__))
+
+    @broker.subscriber(subjects.API_HEALTH_RESTART, queue=queue)
+    async def restart_instance(msg: NatsMessage) -> RestartReply:
+        return await answer(RestartInstance, msg, RestartReply, api.restart)
+
+    @broker.subscriber(subjects.API_HEALTH_QR_CODE, queue=queue)
+    async def get_qr_code(msg: NatsMessage) -> QrCodeReply:
+        return await answer(GetQrCode, msg, QrCodeReply, api.qr_code)
+
+    @broker.subscriber(subjects.API_HEALTH_PAIRING_CODE, queue=queue)
+    async def request_pairing_code(msg: NatsMessage) -> PairingCodeReply:
+        return await answer(RequestPairingCode, msg, PairingCodeReply, api.pairing_code)
+
+    @broker.subscriber(subjects.API_HEALTH_HISTORY, queue=queue)
+    async def get_instance_history(msg: NatsMessage) -> InstanceHistoryReply:
+        return await answer(GetInstanceHistory, msg, InstanceHistoryReply, api.history)
