@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from zapgate.console.ports import ApiRefusedError, AuditEntry, StateListener
 from zapgate.contracts.errors import ErrorCode, Problem
-from zapgate.contracts.health import InstanceHealth, InstanceState, InstanceSummary
+from zapgate.contracts.health import (
+    InstanceHealth,
+    InstanceState,
+    InstanceStateChanged,
+    InstanceSummary,
+    QrCodeReply,
+    RestartReply,
+)
+
+QR_IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAE="
 
 
 @dataclass
@@ -15,6 +25,8 @@ class FakeHealth:
 
     instances: dict[str, InstanceHealth] = field(default_factory=dict)
     calls: list[tuple[str, str | None]] = field(default_factory=list)
+    transitions: dict[str, list[InstanceStateChanged]] = field(default_factory=dict)
+    restart_refused_until: datetime | None = None
 
     def put(self, health: InstanceHealth) -> None:
         self.instances[health.instance_id] = health
@@ -72,6 +84,31 @@ class FakeHealth:
         health = self._known(instance_id)
         del self.instances[instance_id]
         return self._summary(health)
+
+    async def restart(self, instance_id: str, *, requested_by: str) -> RestartReply:
+        self.calls.append(("restart", instance_id))
+        del requested_by
+        health = self._known(instance_id)
+        if self.restart_refused_until is not None:
+            return RestartReply(ok=True, restarted=False, cooldown_until=self.restart_refused_until)
+        del health
+        return RestartReply(ok=True, restarted=True, accepted_by_provider=True)
+
+    async def qr_code(self, instance_id: str) -> QrCodeReply:
+        self.calls.append(("qr_code", instance_id))
+        health = self._known(instance_id)
+        connected = health.state is InstanceState.CONNECTED
+        return QrCodeReply(ok=True, connected=connected, image=None if connected else QR_IMAGE)
+
+    async def pairing_code(self, instance_id: str, phone: str) -> str:
+        self.calls.append(("pairing_code", f"{instance_id}:{phone}"))
+        self._known(instance_id)
+        return "K7QZ-4M2P"
+
+    async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]:
+        self.calls.append(("history", instance_id))
+        self._known(instance_id)
+        return self.transitions.get(instance_id, [])[:limit]
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
 from nats.aio.client import Client
-from playwright.async_api import expect
+from playwright.async_api import Dialog, expect
 
+from zapgate.wapi.simulator.handle import Simulator
 from zapgate.wapi.simulator.models import RestartMode
 from zapgate.wapi.simulator.server import SimulatorServer
 
@@ -77,3 +79,103 @@ async def test_a_silent_drop_appears_live_without_a_new_request(
     later = browser.requests[seen_before:]
     assert all(url.endswith("/eventos") for url in later), later
     assert page_loads == []
+
+
+async def test_restart_asks_for_confirmation_then_shows_the_cooldown(
+    browser: Browser,
+    console_stack: ConsoleStack,
+    nc: Client,
+    wapi_simulator_server: SimulatorServer,
+) -> None:
+    """Reiniciar asks first; after it the page says when the next restart is allowed and the
+    button waits for the cooldown."""
+    simulator = wapi_simulator_server.simulator
+    instance = unique("reinicio")
+    simulator.add_instance(instance, "tok-restart", phone="5511900000003")
+    await register(nc, instance, "tok-restart")
+    await log_in(browser, console_stack.console_url)
+    page = browser.page
+    asked: list[str] = []
+
+    async def accept(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    await page.goto(f"{console_stack.console_url}/instancias/{instance}")
+    await page.get_by_role("button", name="Reiniciar", exact=True).click()
+
+    await expect(page.locator(".flash.ok")).to_contain_text("Reinício pedido ao provedor.")
+    await expect(page.locator(".flash.ok")).to_contain_text("Próximo reinício permitido")
+    await expect(page.get_by_role("button", name="Reiniciar (aguarde")).to_be_disabled()
+    assert len(asked) == 1
+    assert "intervalo mínimo entre reinícios" in asked[0]
+    restarts = [c for c in simulator.calls(instance_id=instance) if c.operation == "restart"]
+    assert len(restarts) == 1
+    await expect(page.locator("table.audit-log")).to_contain_text("Reiniciar")
+
+
+async def drop(
+    browser: Browser, console_stack: ConsoleStack, nc: Client, simulator: Simulator, name: str
+) -> str:
+    """A registered instance whose session dropped (and does not come back by itself)."""
+    instance = unique(name)
+    simulator.add_instance(
+        instance, f"tok-{name}", phone="5511900000004", restart_mode=RestartMode.NEVER
+    )
+    await register(nc, instance, f"tok-{name}")
+    simulator.set_connected(instance, connected=False)
+    await log_in(browser, console_stack.console_url)
+    state = browser.page.locator(f"#instancia-{instance} [data-testid=estado]")
+    await expect(state).to_have_text("Desconectado", timeout=30_000)
+    return instance
+
+
+async def test_the_qr_flow_reconnects_a_dropped_instance(
+    browser: Browser,
+    console_stack: ConsoleStack,
+    nc: Client,
+    wapi_simulator_server: SimulatorServer,
+) -> None:
+    """The reconnect page shows the provider's QR; once the phone scans it the QR block says
+    so and the live card turns Conectado."""
+    simulator = wapi_simulator_server.simulator
+    instance = await drop(browser, console_stack, nc, simulator, "qr")
+    page = browser.page
+    await page.goto(f"{console_stack.console_url}/instancias/{instance}/reconectar")
+    await expect(page.get_by_test_id("qr").locator("img")).to_have_attribute(
+        "src", re.compile(r"^data:image/png;base64,")
+    )
+    await expect(page.get_by_test_id("ao-vivo")).to_have_text("ao vivo")
+
+    simulator.set_connected(instance, connected=True)  # the phone scanned the code
+
+    await expect(page.get_by_test_id("qr")).to_contain_text("Sessão conectada.", timeout=20_000)
+    state = page.locator(f"#instancia-{instance} [data-testid=estado]")
+    await expect(state).to_have_text("Conectado", timeout=20_000)
+    assert any(c.operation == "qr-code" for c in simulator.calls(instance_id=instance))
+
+
+async def test_the_pairing_code_flow_reconnects_a_dropped_instance(
+    browser: Browser,
+    console_stack: ConsoleStack,
+    nc: Client,
+    wapi_simulator_server: SimulatorServer,
+) -> None:
+    """A phone number typed as people do gets a pairing code; once typed on the phone the
+    page sees the session come back."""
+    simulator = wapi_simulator_server.simulator
+    instance = await drop(browser, console_stack, nc, simulator, "pareamento")
+    page = browser.page
+    await page.goto(f"{console_stack.console_url}/instancias/{instance}/reconectar")
+    await page.get_by_label("Celular do WhatsApp (com DDD)").fill("(11) 98888-7777")
+    await page.get_by_role("button", name="Pedir código").click()
+    await expect(page.get_by_test_id("codigo")).to_have_text(re.compile(r"\S+"))
+    calls = [c for c in simulator.calls(instance_id=instance) if c.operation == "pairing-code"]
+    assert [c.query.get("phoneNumber") for c in calls] == ["5511988887777"]
+
+    simulator.set_connected(instance, connected=True)  # the code was typed on the phone
+
+    await expect(page.get_by_test_id("sessao")).to_contain_text("Sessão conectada", timeout=20_000)
+    state = page.locator(f"#instancia-{instance} [data-testid=estado]")
+    await expect(state).to_have_text("Conectado", timeout=20_000)

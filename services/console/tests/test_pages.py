@@ -13,7 +13,12 @@ from starlette.testclient import TestClient
 from zapgate.console.adapters.passwords import Argon2Passwords
 from zapgate.console.app import Ports, create_app
 from zapgate.console.settings import ConsoleSettings
-from zapgate.contracts.health import InstanceHealth, InstanceState
+from zapgate.contracts.health import (
+    EvidenceSource,
+    InstanceHealth,
+    InstanceState,
+    InstanceStateChanged,
+)
 from zapgate.runtime.clock import ManualClock
 
 from .fakes import FakeAudit, FakeFeed, FakeHealth
@@ -214,3 +219,74 @@ def test_register_refused_by_health_shows_its_message(client: TestClient) -> Non
         data={"csrf": token, "instance_id": "demo", "display_name": "x", "token": "t"},
     )
     assert "Já existe uma instância" in client.get("/").text
+
+
+def test_restart_inside_the_cooldown_says_until_when(
+    client: TestClient, health: FakeHealth, audit: FakeAudit
+) -> None:
+    """Health refuses by its cooldown; the page says when the next restart is allowed."""
+    health.restart_refused_until = NOW + timedelta(minutes=12)
+    token = log_in(client)
+    client.post("/instancias/demo/reiniciar", data={"csrf": token})
+    page = client.get("/instancias/demo").text
+    assert "Reinício não feito: reinício recente." in page
+    assert "em 12 minutos" in page
+    assert (audit.entries[-1].action, audit.entries[-1].outcome) == ("restart", "failed")
+
+
+def test_restart_accepted_is_audited_as_ok(
+    client: TestClient, health: FakeHealth, audit: FakeAudit
+) -> None:
+    """The restart goes through health's API and lands in the audit log."""
+    token = log_in(client)
+    client.post("/instancias/demo/reiniciar", data={"csrf": token})
+    assert ("restart", "demo") in health.calls
+    assert (audit.entries[-1].action, audit.entries[-1].outcome) == ("restart", "ok")
+
+
+def test_reconnect_page_shows_the_qr_of_a_dropped_session(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """A disconnected instance gets the provider's QR image, refreshed by htmx."""
+    health.put(health.instances["demo"].model_copy(update={"state": InstanceState.DISCONNECTED}))
+    log_in(client)
+    page = client.get("/instancias/demo/reconectar").text
+    assert 'src="data:image/png;base64,' in page
+    assert 'hx-trigger="every 5s"' in page
+
+
+def test_a_pairing_code_is_asked_for_a_valid_phone_only(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """A typed Brazilian number reaches health as digits with the country code; junk does not."""
+    token = log_in(client)
+    bad = client.post("/instancias/demo/pareamento", data={"csrf": token, "phone": "123"})
+    assert bad.status_code == 422
+    assert "Número inválido" in bad.text
+    good = client.post(
+        "/instancias/demo/pareamento", data={"csrf": token, "phone": "(11) 98888-7777"}
+    )
+    assert good.status_code == 200
+    assert "K7QZ-4M2P" in good.text
+    assert ("pairing_code", "demo:5511988887777") in health.calls
+
+
+def test_the_instance_page_shows_the_timeline_in_words(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """Each state change reads as labels, reason and the evidence that caused it."""
+    health.transitions["loja"] = [
+        InstanceStateChanged(
+            instance_id="loja",
+            from_state=InstanceState.CONNECTED,
+            to_state=InstanceState.DEGRADED,
+            reason="SESSION_INCOMPLETE",
+            source=EvidenceSource.TICK,
+            observed_at=NOW - timedelta(hours=2),
+        )
+    ]
+    log_in(client)
+    page = client.get("/instancias/loja").text
+    assert "Linha do tempo" in page
+    assert "verificação periódica" in page
+    assert page.count("Sessão incompleta") >= 2

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 from babel.dates import format_datetime, format_timedelta
 
 from zapgate.contracts.health import DegradedReason, InstanceState
@@ -305,3 +306,81 @@ def audit_line(  # noqa: PLR0913 - one argument per audit column
         outcome="ok" if ok else "failed",
         result=result,
     )
+
+
+SOURCE_LABELS: dict[str, str] = {
+    "tick": "verificação periódica",
+    "check_now": "verificação pedida",
+    "webhook": "webhook do provedor",
+    "proof_of_life": "prova de vida (webhook com o número)",
+    "sender_preflight": "pré-verificação de um envio",
+    "delivery_tracking": "acompanhamento de entregas",
+    "operator": "operador",
+}
+
+
+def state_label(state: InstanceState, reason: str | None) -> str:
+    """The words for a state as health stores it (the timeline has no pause or episodes)."""
+    facts = InstanceFacts(
+        instance_id="", display_name="", managed=True, paused=False, state=state, reason=reason
+    )
+    return label(facts, shown_state(facts))
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineLine:
+    """One state change as the instance page lists it."""
+
+    when: Moment
+    from_label: str
+    to_label: str
+    to_shown: str
+    reason: str
+    source: str
+
+
+def timeline_line(  # noqa: PLR0913 - one argument per column of a transition
+    *,
+    observed_at: datetime,
+    from_state: InstanceState,
+    from_reason: str | None,
+    to_state: InstanceState,
+    reason: str | None,
+    source: str,
+    clock: Viewpoint,
+) -> TimelineLine:
+    facts = InstanceFacts(
+        instance_id="", display_name="", managed=True, paused=False, state=to_state, reason=reason
+    )
+    shown = shown_state(facts)
+    return TimelineLine(
+        when=moment(observed_at, clock),
+        from_label=state_label(from_state, from_reason),
+        to_label=label(facts, shown),
+        to_shown=shown.value,
+        reason=REASON_TEXTS.get(reason, reason) if reason else "",
+        source=SOURCE_LABELS.get(source, source),
+    )
+
+
+_QR_IMAGE_PREFIXES = ("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/svg+xml")
+
+
+def qr_image(value: str | None) -> str | None:
+    """The provider's QR as an `<img src>`: only a data-URI image is shown, nothing else."""
+    if value and value.startswith(_QR_IMAGE_PREFIXES):
+        return value
+    return None
+
+
+def phone_digits(value: str) -> str | None:
+    """A phone typed by a person ("(11) 98888-7777", "+55 11 98888-7777") as W-API wants it:
+    digits with the country code (Brazil when none is given); None when it is not a valid
+    number (libphonenumber's metadata through `phonenumbers`)."""
+    try:
+        parsed = phonenumbers.parse(value, "BR")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164).lstrip("+")

@@ -139,7 +139,38 @@ async def instance_page(request: Request) -> Response:
     if card is None:
         raise HTTPException(404)
     audit = await found.service.recent_actions(instance_id, limit=found.audit_rows)
-    return _render(request, "instance.html", card=card, audit=audit)
+    timeline = await found.service.timeline(instance_id)
+    return _render(request, "instance.html", card=card, audit=audit, timeline=timeline)
+
+
+async def reconnect_page(request: Request) -> Response:
+    """QR code (refreshed until connected) and the pairing-code form, with the live card."""
+    who = security.operator(request)
+    instance_id = _instance_id(request)
+    found = pages(request)
+    card = await found.service.instance_card(instance_id)
+    if card is None:
+        raise HTTPException(404)
+    qr = await found.service.qr_code(who, instance_id, audit=True)
+    return _render(request, "reconnect.html", card=card, qr=qr, pairing=None, phone="")
+
+
+async def qr_fragment(request: Request) -> Response:
+    """The QR block alone: htmx swaps it every few seconds until the session is connected."""
+    who = security.operator(request)
+    instance_id = _instance_id(request)
+    qr = await pages(request).service.qr_code(who, instance_id, audit=False)
+    return _render(request, "_qr.html", card_id=instance_id, qr=qr)
+
+
+async def session_fragment(request: Request) -> Response:
+    """After a pairing code: check the session now and say whether it is back."""
+    security.operator(request)
+    instance_id = _instance_id(request)
+    card = await pages(request).service.watch_session(instance_id)
+    if card is None:
+        raise HTTPException(404)
+    return _render(request, "_session.html", card=card)
 
 
 async def events(request: Request) -> Response:
@@ -198,6 +229,36 @@ async def resume(request: Request) -> Response:
     return await _back_to_instance(request, result, instance_id)
 
 
+async def restart(request: Request) -> Response:
+    who = security.operator(request)
+    await _form(request)
+    instance_id = _instance_id(request)
+    result = await pages(request).service.restart(who, instance_id)
+    return await _back_to_instance(request, result, instance_id)
+
+
+async def pairing_code(request: Request) -> Response:
+    who = security.operator(request)
+    form = await _form(request)
+    instance_id = _instance_id(request)
+    found = pages(request)
+    card = await found.service.instance_card(instance_id)
+    if card is None:
+        raise HTTPException(404)
+    phone = str(form.get("phone", ""))[:40]
+    result = await found.service.pairing_code(who, instance_id, phone)
+    qr = await found.service.qr_code(who, instance_id, audit=False)
+    return _render(
+        request,
+        "reconnect.html",
+        status_code=200 if result.ok else 422,
+        card=card,
+        qr=qr,
+        pairing=result,
+        phone=phone,
+    )
+
+
 async def remove(request: Request) -> Response:
     who = security.operator(request)
     await _form(request)
@@ -236,5 +297,10 @@ def routes(static_dir: str) -> list[Route | Mount]:
         Route("/instancias/{instance_id}/pausar", pause, methods=["POST"]),
         Route("/instancias/{instance_id}/retomar", resume, methods=["POST"]),
         Route("/instancias/{instance_id}/remover", remove, methods=["POST"]),
+        Route("/instancias/{instance_id}/reiniciar", restart, methods=["POST"]),
+        Route("/instancias/{instance_id}/reconectar", reconnect_page, methods=["GET"]),
+        Route("/instancias/{instance_id}/reconectar/qr", qr_fragment, methods=["GET"]),
+        Route("/instancias/{instance_id}/reconectar/sessao", session_fragment, methods=["GET"]),
+        Route("/instancias/{instance_id}/pareamento", pairing_code, methods=["POST"]),
         Mount("/static", StaticFiles(directory=static_dir), name="static"),
     ]

@@ -12,7 +12,13 @@ from datetime import datetime
 from typing import Protocol
 
 from zapgate.contracts.errors import Problem
-from zapgate.contracts.health import InstanceHealth, InstanceSummary
+from zapgate.contracts.health import (
+    InstanceHealth,
+    InstanceStateChanged,
+    InstanceSummary,
+    QrCodeReply,
+    RestartReply,
+)
 
 
 class ApiUnavailableError(Exception):
@@ -45,6 +51,16 @@ class HealthApi(Protocol):
     ) -> InstanceSummary: ...
 
     async def remove(self, instance_id: str) -> InstanceSummary: ...
+
+    async def restart(self, instance_id: str, *, requested_by: str) -> RestartReply:
+        """Restart now under health's cooldown (`restarted` False: refused by it)."""
+        ...
+
+    async def qr_code(self, instance_id: str) -> QrCodeReply: ...
+
+    async def pairing_code(self, instance_id: str, phone: str) -> str: ...
+
+    async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]: ...
 
 
 @dataclass(frozen=True, slots=True)

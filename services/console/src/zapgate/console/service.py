@@ -50,6 +50,15 @@ class ActionResult:
     card: InstanceCard | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QrView:
+    """What the QR block shows: the image to scan, or that the session is connected."""
+
+    connected: bool
+    image: str | None
+    message: str
+
+
 def facts_of(health: InstanceHealth) -> InstanceFacts:
     """The console's view of health's read model (fields health may add later are optional)."""
     return InstanceFacts(
@@ -195,6 +204,107 @@ class ConsoleService:
             return ActionResult(ok=True, message=f"Instância {instance_id} removida.")
 
         return await self._act(operator, "remove", instance_id, run)
+
+    async def restart(self, operator: str, instance_id: str) -> ActionResult:
+        """Ask health to restart now; its cooldown decides (the answer says until when)."""
+
+        async def run() -> ActionResult:
+            reply = await self.health.restart(instance_id, requested_by=operator)
+            view = self.viewpoint()
+            until = domain.moment(reply.cooldown_until, view)
+            card = await self.instance_card(instance_id)
+            if not reply.restarted:
+                wait = (
+                    f" O próximo só é permitido {until.relative} ({until.absolute})."
+                    if until.known
+                    else ""
+                )
+                return ActionResult(
+                    ok=False, message=f"Reinício não feito: reinício recente.{wait}", card=card
+                )
+            if reply.error is not None:
+                return ActionResult(
+                    ok=False,
+                    message=f"O provedor recusou o reinício: {reply.error.message}",
+                    card=card,
+                )
+            text = "Reinício pedido ao provedor."
+            if until.known:
+                text += f" Próximo reinício permitido {until.relative} ({until.absolute})."
+            return ActionResult(ok=True, message=text, card=card)
+
+        return await self._act(operator, "restart", instance_id, run)
+
+    async def qr_code(self, operator: str, instance_id: str, *, audit: bool) -> QrView:
+        """The provider's QR for the instance; when the session is already connected, health
+        checks it at once so every page sees it come back."""
+        try:
+            reply = await self.health.qr_code(instance_id)
+        except ApiRefusedError as refused:
+            view = QrView(connected=False, image=None, message=refused.problem.message)
+        else:
+            if reply.connected:
+                await self._check_quietly(instance_id)
+                view = QrView(connected=True, image=None, message="Sessão conectada.")
+            else:
+                image = domain.qr_image(reply.image)
+                text = "" if image else "O provedor não enviou uma imagem de QR code."
+                view = QrView(connected=False, image=image, message=text)
+        if audit:
+            await self._record(
+                operator,
+                "qr_code",
+                instance_id,
+                ok=view.image is not None or view.connected,
+                detail=None,
+            )
+        return view
+
+    async def pairing_code(self, operator: str, instance_id: str, phone: str) -> ActionResult:
+        digits = domain.phone_digits(phone)
+        if digits is None:
+            await self._record(
+                operator, "pairing_code", instance_id, ok=False, detail="INVALID_PHONE"
+            )
+            return ActionResult(
+                ok=False,
+                message="Número inválido: informe o celular com DDD (e o código do país, se "
+                "não for do Brasil).",
+            )
+
+        async def run() -> ActionResult:
+            code = await self.health.pairing_code(instance_id, digits)
+            return ActionResult(ok=True, message=code)
+
+        return await self._act(operator, "pairing_code", instance_id, run)
+
+    async def watch_session(self, instance_id: str) -> InstanceCard | None:
+        """Check the session now (a reconnection in progress) and return its card."""
+        await self._check_quietly(instance_id)
+        return await self.instance_card(instance_id)
+
+    async def timeline(self, instance_id: str, *, limit: int = 50) -> list[domain.TimelineLine]:
+        """The instance's state changes, newest first, in words."""
+        transitions = await self.health.history(instance_id, limit=limit)
+        view = self.viewpoint()
+        return [
+            domain.timeline_line(
+                observed_at=t.observed_at,
+                from_state=t.from_state,
+                from_reason=t.from_reason,
+                to_state=t.to_state,
+                reason=t.reason,
+                source=t.source.value,
+                clock=view,
+            )
+            for t in transitions
+        ]
+
+    async def _check_quietly(self, instance_id: str) -> None:
+        try:
+            await self.health.check_now(instance_id)
+        except (ApiRefusedError, ApiUnavailableError) as error:
+            _log.info("check during reconnection failed", instance_id=instance_id, error=str(error))
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -21,13 +21,22 @@ from zapgate.contracts.health import (
     CheckNow,
     CheckNowReply,
     GetInstanceHealth,
+    GetInstanceHistory,
+    GetQrCode,
     HealthReply,
     InstanceHealth,
+    InstanceHistoryReply,
+    InstanceStateChanged,
     InstanceSummary,
+    PairingCodeReply,
     PauseInstance,
+    QrCodeReply,
     RegisterInstance,
     RegistryReply,
     RemoveInstance,
+    RequestPairingCode,
+    RestartInstance,
+    RestartReply,
 )
 
 R = TypeVar("R", bound=BaseModel)
@@ -107,3 +116,32 @@ class NatsHealthApi:
         return await self._registry(
             subjects.API_HEALTH_REMOVE, RemoveInstance(instance_id=instance_id)
         )
+
+    async def restart(self, instance_id: str, *, requested_by: str) -> RestartReply:
+        command = RestartInstance(instance_id=instance_id, requested_by=requested_by)
+        answer = await self._ask(subjects.API_HEALTH_RESTART, command, RestartReply)
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer
+
+    async def qr_code(self, instance_id: str) -> QrCodeReply:
+        answer = await self._ask(
+            subjects.API_HEALTH_QR_CODE, GetQrCode(instance_id=instance_id), QrCodeReply
+        )
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer
+
+    async def pairing_code(self, instance_id: str, phone: str) -> str:
+        command = RequestPairingCode(instance_id=instance_id, phone=phone)
+        answer = await self._ask(subjects.API_HEALTH_PAIRING_CODE, command, PairingCodeReply)
+        if not answer.ok or not answer.code:
+            raise _refused(answer.error)
+        return answer.code
+
+    async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]:
+        query = GetInstanceHistory(instance_id=instance_id, limit=limit)
+        answer = await self._ask(subjects.API_HEALTH_HISTORY, query, InstanceHistoryReply)
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer.transitions
