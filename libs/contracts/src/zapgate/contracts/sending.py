@@ -241,3 +241,54 @@ class SendOutcomeReply(Contract):
         default_factory=list,
         description="Every status the command reached, oldest first (outcome queries only).",
     )
+
+
+# --- listing API (used by the console; see /work/notes/SENDER_API.md) --------------------------
+
+
+class ListSends(Envelope):
+    """One instance's sends, newest first. `statuses` narrows to those statuses; `stuck` to
+    sends accepted by the provider (`sent`) longer ago than the sender's stuck window and still
+    not delivered."""
+
+    instance_id: InstanceId
+    statuses: list[SendStatus] = Field(default_factory=list, max_length=8)
+    stuck: bool = False
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class SendSummary(Contract):
+    """One send as listings show it: its status, error and the time of each step (UTC)."""
+
+    command_id: str
+    instance_id: str
+    phone: str
+    kind: MessageKind
+    status: SendStatus
+    provider_message_id: str | None = None
+    error: Problem | None = None
+    attempts: int = 0
+    retry_of: str | None = None
+    created_at: AwareDatetime
+    held_at: AwareDatetime | None = None
+    sent_at: AwareDatetime | None = None
+    delivered_at: AwareDatetime | None = None
+    read_at: AwareDatetime | None = None
+    played_at: AwareDatetime | None = None
+    failed_at: AwareDatetime | None = None
+
+
+class SendListReply(Contract):
+    ok: bool
+    sends: list[SendSummary] = Field(default_factory=list)
+    error: Problem | None = None
+
+
+class CountStuck(Envelope):
+    """How many sends are stuck (see `ListSends.stuck`) for every instance that has any."""
+
+
+class StuckCountsReply(Contract):
+    ok: bool
+    counts: dict[str, int] = Field(default_factory=dict, description="instance_id -> stuck")
+    error: Problem | None = None

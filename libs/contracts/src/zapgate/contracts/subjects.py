@@ -119,6 +119,8 @@ API_HEALTH_HISTORY: Final = "zg.api.health.instances.history"
 API_SENDER_OUTCOME: Final = "zg.api.sender.outcome"
 API_SENDER_RETRY: Final = "zg.api.sender.retry"
 API_SENDER_CANCEL: Final = "zg.api.sender.cancel"
+API_SENDER_LIST: Final = "zg.api.sender.list"
+API_SENDER_STUCK_COUNTS: Final = "zg.api.sender.stuck_counts"
 
 # --- header names -------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

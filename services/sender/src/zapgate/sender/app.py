@@ -18,6 +18,7 @@ from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.sending import SendOutcomeReply
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.logging import configure_logging, faststream_logger
+from zapgate.sender import listing
 from zapgate.sender.lifecycle import start
 from zapgate.sender.settings import SenderSettings
 
@@ -71,6 +72,15 @@ def create_app(
         return await running[0].on_cancel_send(msg.body) if running else _NOT_READY
 
     app = FastStream(broker, logger=faststream_logger())
+    # One instance's sends and stuck counts for the console (listing.py, read-only queries).
+    listing.attach(
+        app,
+        broker,
+        queue=API_QUEUE,
+        database_url=settings.database_url.get_secret_value(),
+        clock=clock or SystemClock(),
+        stuck_window=settings.stuck_window,
+    )
 
     @app.after_startup
     async def start_service() -> None:
