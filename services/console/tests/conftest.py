@@ -95,7 +95,7 @@ def console_stack(
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, delete_all_streams(nats_server.url)).result(timeout=30)
     logs = tmp_path_factory.mktemp("console-stack")
-    health_probe, console_port = free_port(HOST), free_port(HOST)
+    health_probe, sender_probe, console_port = free_port(HOST), free_port(HOST), free_port(HOST)
     stack = ConsoleStack(nats_server.url, f"http://{HOST}:{console_port}", logs)
     specs = [
         ProcessSpec(
@@ -114,6 +114,23 @@ def console_stack(
             },
             ready_url=f"http://{HOST}:{health_probe}/readyz",
             log_path=logs / "health.log",
+        ),
+        ProcessSpec(
+            name="sender",
+            argv=("zapgate-sender", "run"),
+            env={
+                "ZAPGATE_SENDER_ENVIRONMENT": "test",
+                "ZAPGATE_SENDER_NATS_URL": nats_server.url,
+                "ZAPGATE_SENDER_DATABASE_URL": console_database,
+                "ZAPGATE_SENDER_WAPI_BASE_URL": wapi_simulator_server.base_url,
+                "ZAPGATE_SENDER_PROBE_HOST": HOST,
+                "ZAPGATE_SENDER_PROBE_PORT": str(sender_probe),
+                "ZAPGATE_SENDER_MIN_SEND_GAP": "PT0S",
+                "ZAPGATE_SENDER_PROVIDER_BACKOFF": "PT0.05S",
+                "ZAPGATE_SENDER_LOG_JSON": "true",
+            },
+            ready_url=f"http://{HOST}:{sender_probe}/readyz",
+            log_path=logs / "sender.log",
         ),
         ProcessSpec(
             name="console",
@@ -151,6 +168,15 @@ async def nc(console_stack: ConsoleStack) -> AsyncIterator[Client]:
     client = await nats.connect(console_stack.nats_url, connect_timeout=5)
     yield client
     await client.close()
+
+
+async def check_now(nc: Client, instance_id: str) -> None:
+    checked = await nc.request(
+        subjects.API_HEALTH_CHECK_NOW,
+        CheckNow(instance_id=instance_id).model_dump_json().encode(),
+        timeout=20,
+    )
+    assert CheckNowReply.model_validate_json(checked.data).ok
 
 
 async def register(nc: Client, instance_id: str, token: str) -> None:

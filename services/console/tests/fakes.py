@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from zapgate.console.ports import ApiRefusedError, AuditEntry, StateListener
+from zapgate.console.ports import ApiRefusedError, ApiUnavailableError, AuditEntry, StateListener
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import (
     InstanceHealth,
@@ -15,6 +15,7 @@ from zapgate.contracts.health import (
     QrCodeReply,
     RestartReply,
 )
+from zapgate.contracts.sending import SendOutcome, SendStatus, SendSummary
 
 QR_IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAE="
 
@@ -141,3 +142,43 @@ class FakeFeed:
     async def changed(self, instance_id: str) -> None:
         assert self.listener is not None, "feed not started"
         await self.listener(instance_id)
+
+
+@dataclass
+class FakeSender:
+    """The sender's API over lists of sends; `retry` records and answers `sent`."""
+
+    by_instance: dict[str, list[SendSummary]] = field(default_factory=dict)
+    stuck: dict[str, list[SendSummary]] = field(default_factory=dict)
+    retried: list[tuple[str, str]] = field(default_factory=list)
+    available: bool = True
+
+    async def sends(
+        self, instance_id: str, *, statuses: list[SendStatus], stuck: bool, limit: int
+    ) -> list[SendSummary]:
+        if not self.available:
+            raise ApiUnavailableError("sender")
+        source = self.stuck if stuck else self.by_instance
+        found = [s for s in source.get(instance_id, []) if not statuses or s.status in statuses]
+        return found[:limit]
+
+    async def stuck_counts(self) -> dict[str, int]:
+        if not self.available:
+            raise ApiUnavailableError("sender")
+        return {instance_id: len(sends) for instance_id, sends in self.stuck.items() if sends}
+
+    async def retry(self, command_id: str, new_command_id: str) -> SendOutcome:
+        self.retried.append((command_id, new_command_id))
+        original = next(
+            s for sends in self.by_instance.values() for s in sends if s.command_id == command_id
+        )
+        return SendOutcome(
+            command_id=new_command_id,
+            instance_id=original.instance_id,
+            phone=original.phone,
+            kind=original.kind,
+            status=SendStatus.SENT,
+            provider_message_id="wamid-retry",
+            attempts=1,
+            retry_of=command_id,
+        )

@@ -9,11 +9,13 @@ import pytest
 from nats.aio.client import Client
 from playwright.async_api import Dialog, expect
 
+from zapgate.contracts.client import SenderClient
+from zapgate.contracts.sending import SendMessage, SendStatus, TextContent
 from zapgate.wapi.simulator.handle import Simulator
 from zapgate.wapi.simulator.models import RestartMode
 from zapgate.wapi.simulator.server import SimulatorServer
 
-from .conftest import Browser, ConsoleStack, log_in, register
+from .conftest import Browser, ConsoleStack, check_now, log_in, register
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -179,3 +181,42 @@ async def test_the_pairing_code_flow_reconnects_a_dropped_instance(
     await expect(page.get_by_test_id("sessao")).to_contain_text("Sessão conectada", timeout=20_000)
     state = page.locator(f"#instancia-{instance} [data-testid=estado]")
     await expect(state).to_have_text("Conectado", timeout=20_000)
+
+
+async def test_tentar_novamente_on_a_failed_message_makes_a_new_attempt(
+    browser: Browser,
+    console_stack: ConsoleStack,
+    nc: Client,
+    wapi_simulator_server: SimulatorServer,
+) -> None:
+    """A send refused while the session was incomplete is listed as failed with its reason;
+    after the session is whole again, "Tentar novamente" sends it as a new attempt."""
+    simulator = wapi_simulator_server.simulator
+    instance = unique("falha")
+    simulator.add_instance(instance, "tok-retry", phone=None, connected=True)
+    await register(nc, instance, "tok-retry")
+    failed = await SenderClient(nc).send(
+        SendMessage(
+            command_id=unique("pedido"),
+            instance_id=instance,
+            phone="5511988887777",
+            body=TextContent(message="Seu pedido saiu para entrega"),
+        ),
+        timeout=20,
+    )
+    assert failed.status is SendStatus.FAILED
+    simulator.set_phone(instance, "5511900000005")
+    await check_now(nc, instance)
+
+    await log_in(browser, console_stack.console_url)
+    page = browser.page
+    await page.goto(f"{console_stack.console_url}/instancias/{instance}")
+    row = page.locator(f"tr[data-command='{failed.command_id}']").first
+    await expect(row).to_contain_text("Sessão incompleta")
+    await row.get_by_role("button", name="Tentar novamente").click()
+
+    await expect(page.locator(".flash.ok")).to_contain_text("Nova tentativa")
+    await expect(page.locator(".flash.ok")).to_contain_text("Aceita pelo provedor")
+    sends = simulator.calls(operation="send-text", instance_id=instance)
+    assert len(sends) == 1
+    await expect(page.locator("table.audit-log")).to_contain_text("Tentar novamente (envio)")

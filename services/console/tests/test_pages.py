@@ -13,15 +13,17 @@ from starlette.testclient import TestClient
 from zapgate.console.adapters.passwords import Argon2Passwords
 from zapgate.console.app import Ports, create_app
 from zapgate.console.settings import ConsoleSettings
+from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import (
     EvidenceSource,
     InstanceHealth,
     InstanceState,
     InstanceStateChanged,
 )
+from zapgate.contracts.sending import MessageKind, SendStatus, SendSummary
 from zapgate.runtime.clock import ManualClock
 
-from .fakes import FakeAudit, FakeFeed, FakeHealth
+from .fakes import FakeAudit, FakeFeed, FakeHealth, FakeSender
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +71,33 @@ def audit() -> FakeAudit:
 
 
 @pytest.fixture
-def client(health: FakeHealth, audit: FakeAudit, password_hash: str) -> Iterator[TestClient]:
+def sender() -> FakeSender:
+    failed = SendSummary(
+        command_id="pedido-42",
+        instance_id="loja",
+        phone="5511988887777",
+        kind=MessageKind.TEXT,
+        status=SendStatus.FAILED,
+        error=Problem.of(ErrorCode.SESSION_INCOMPLETE),
+        created_at=NOW - timedelta(minutes=3),
+        failed_at=NOW - timedelta(minutes=3),
+    )
+    stuck = SendSummary(
+        command_id="pedido-41",
+        instance_id="loja",
+        phone="5511988887777",
+        kind=MessageKind.TEXT,
+        status=SendStatus.SENT,
+        created_at=NOW - timedelta(minutes=30),
+        sent_at=NOW - timedelta(minutes=30),
+    )
+    return FakeSender(by_instance={"loja": [failed, stuck]}, stuck={"loja": [stuck]})
+
+
+@pytest.fixture
+def client(
+    health: FakeHealth, sender: FakeSender, audit: FakeAudit, password_hash: str
+) -> Iterator[TestClient]:
     settings = ConsoleSettings(
         environment="test",
         database_url=SecretStr("postgresql://zapgate@127.0.0.1/unused"),
@@ -80,7 +108,7 @@ def client(health: FakeHealth, audit: FakeAudit, password_hash: str) -> Iterator
     app = create_app(
         settings,
         clock=ManualClock(NOW),
-        ports=Ports(health=health, audit=audit, feed=FakeFeed()),
+        ports=Ports(health=health, sender=sender, audit=audit, feed=FakeFeed()),
         configure_logs=False,
     )
     with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as test_client:
@@ -290,3 +318,40 @@ def test_the_instance_page_shows_the_timeline_in_words(
     assert "Linha do tempo" in page
     assert "verificação periódica" in page
     assert page.count("Sessão incompleta") >= 2
+
+
+def test_failed_and_stuck_messages_are_listed_with_their_timelines(client: TestClient) -> None:
+    """The failed send shows its pt-BR error and a retry button; the stuck one is listed and
+    counted on the instances page."""
+    log_in(client)
+    page = client.get("/instancias/loja").text
+    assert "Com falha (1)" in page
+    assert "Presas (1)" in page
+    assert "Sessão incompleta: a instância diz estar conectada" in page
+    assert "Tentar novamente" in page
+    assert "Aceita pelo provedor" in page
+    row = client.get("/").text.split('id="instancia-loja"')[1].split("</tr>")[0]
+    assert '<td class="num">1</td>' in row
+
+
+def test_tentar_novamente_makes_a_new_attempt_through_the_sender(
+    client: TestClient, sender: FakeSender, audit: FakeAudit
+) -> None:
+    """The retry goes to the sender's API with a new command id and is audited."""
+    token = log_in(client)
+    client.post("/instancias/loja/envios/pedido-42/tentar-novamente", data={"csrf": token})
+    assert [original for original, _ in sender.retried] == ["pedido-42"]
+    assert sender.retried[0][1].startswith("pedido-42:r")
+    assert (audit.entries[-1].action, audit.entries[-1].detail) == ("retry_send", "pedido-42")
+    assert "Nova tentativa" in client.get("/instancias/loja").text
+
+
+def test_a_silent_sender_leaves_the_pages_up_with_a_message(
+    client: TestClient, sender: FakeSender
+) -> None:
+    """When the sender does not answer, the instance page says so in words; counts show —."""
+    sender.available = False
+    log_in(client)
+    page = client.get("/instancias/loja")
+    assert page.status_code == 200
+    assert "O serviço de envio não respondeu a tempo." in page.text

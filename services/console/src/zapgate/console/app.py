@@ -29,11 +29,17 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zapgate.console import handlers, security
-from zapgate.console.adapters.apis import NatsHealthApi
+from zapgate.console.adapters.apis import NatsHealthApi, NatsSenderApi
 from zapgate.console.adapters.db import SqlAuditLog
 from zapgate.console.adapters.live import LiveHub, LiveUpdate, NatsStateFeed
 from zapgate.console.adapters.passwords import Argon2Passwords
-from zapgate.console.ports import ApiUnavailableError, AuditLog, HealthApi, StateListener
+from zapgate.console.ports import (
+    ApiUnavailableError,
+    AuditLog,
+    HealthApi,
+    SenderApi,
+    StateListener,
+)
 from zapgate.console.service import ConsoleService, unavailable_text
 from zapgate.console.settings import ConsoleSettings
 from zapgate.runtime.clock import Clock, SystemClock
@@ -72,6 +78,7 @@ class Ports:
     """Adapters handed in by tests; anything left None is built from settings at startup."""
 
     health: HealthApi | None = None
+    sender: SenderApi | None = None
     audit: AuditLog | None = None
     feed: StateFeed | None = None
 
@@ -133,7 +140,7 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             nc: Client | None = None
             engine: AsyncEngine | None = None
-            if ports.health is None or ports.feed is None:
+            if ports.health is None or ports.sender is None or ports.feed is None:
                 nc = await nats.connect(
                     settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1
                 )
@@ -141,9 +148,10 @@ def create_app(
             if ports.audit is None:
                 engine = create_engine(settings.database_url.get_secret_value(), pool_size=5)
                 stack.push_async_callback(engine.dispose)
-            health = ports.health or NatsHealthApi(_need(nc), timeout=settings.request_timeout_s)
+            timeout = settings.request_timeout_s
             service = ConsoleService(
-                health=health,
+                health=ports.health or NatsHealthApi(_need(nc), timeout=timeout),
+                sender=ports.sender or NatsSenderApi(_need(nc), timeout=timeout),
                 audit=ports.audit or SqlAuditLog(_need(engine)),
                 passwords=Argon2Passwords(),
                 operators={k: v.get_secret_value() for k, v in settings.operators.items()},

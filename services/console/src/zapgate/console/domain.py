@@ -15,6 +15,7 @@ import phonenumbers
 from babel.dates import format_datetime, format_timedelta
 
 from zapgate.contracts.health import DegradedReason, InstanceState
+from zapgate.contracts.sending import SendStatus, SendSummary
 
 LOCALE = "pt_BR"
 _ABSOLUTE = "dd/MM/yyyy HH:mm:ss"
@@ -384,3 +385,64 @@ def phone_digits(value: str) -> str | None:
     if not phonenumbers.is_valid_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
+
+
+SEND_STATUS_LABELS: dict[str, str] = {
+    "held": "Aguardando a instância",
+    "sent": "Aceita pelo provedor",
+    "delivered": "Entregue",
+    "read": "Lida",
+    "played": "Reproduzida",
+    "failed": "Falhou",
+    "uncertain": "Incerta",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SendStep:
+    """One step of a message's status timeline."""
+
+    label: str
+    when: Moment
+
+
+@dataclass(frozen=True, slots=True)
+class SendLine:
+    """One send as the instance page lists it."""
+
+    command_id: str
+    phone: str
+    kind: str
+    status: str
+    status_label: str
+    steps: tuple[SendStep, ...]
+    error: str
+    error_code: str
+    can_retry: bool
+    retry_of: str
+
+
+def send_line(send: SendSummary, clock: Viewpoint) -> SendLine:
+    """A send with its status timeline in words (accepted, sent, delivered, read, failed)."""
+    times = [
+        ("Recebida pelo zapgate", send.created_at),
+        ("Aguardando a instância", send.held_at),
+        ("Aceita pelo provedor", send.sent_at),
+        ("Entregue", send.delivered_at),
+        ("Lida", send.read_at),
+        ("Reproduzida", send.played_at),
+        ("Falhou", send.failed_at),
+    ]
+    steps = tuple(SendStep(label, moment(at, clock)) for label, at in times if at is not None)
+    return SendLine(
+        command_id=send.command_id,
+        phone=send.phone,
+        kind=send.kind.value,
+        status=send.status.value,
+        status_label=SEND_STATUS_LABELS.get(send.status.value, send.status.value),
+        steps=steps,
+        error=send.error.message if send.error else "",
+        error_code=send.error.code if send.error else "",
+        can_retry=send.status is SendStatus.FAILED,
+        retry_of=send.retry_of or "",
+    )

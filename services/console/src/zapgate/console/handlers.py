@@ -6,6 +6,7 @@ the event stream (`/eventos`, server-sent events) pushes when health publishes a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -139,8 +140,10 @@ async def instance_page(request: Request) -> Response:
     if card is None:
         raise HTTPException(404)
     audit = await found.service.recent_actions(instance_id, limit=found.audit_rows)
-    timeline = await found.service.timeline(instance_id)
-    return _render(request, "instance.html", card=card, audit=audit, timeline=timeline)
+    timeline, sends = await asyncio.gather(
+        found.service.timeline(instance_id), found.service.sends(instance_id)
+    )
+    return _render(request, "instance.html", card=card, audit=audit, timeline=timeline, sends=sends)
 
 
 async def reconnect_page(request: Request) -> Response:
@@ -259,6 +262,16 @@ async def pairing_code(request: Request) -> Response:
     )
 
 
+async def retry_send(request: Request) -> Response:
+    who = security.operator(request)
+    await _form(request)
+    instance_id = _instance_id(request)
+    command_id = str(request.path_params["command_id"])[:128]
+    result = await pages(request).service.retry_send(who, instance_id, command_id)
+    _flash(request, result)
+    return _see_other(f"/instancias/{instance_id}#envios")
+
+
 async def remove(request: Request) -> Response:
     who = security.operator(request)
     await _form(request)
@@ -302,5 +315,10 @@ def routes(static_dir: str) -> list[Route | Mount]:
         Route("/instancias/{instance_id}/reconectar/qr", qr_fragment, methods=["GET"]),
         Route("/instancias/{instance_id}/reconectar/sessao", session_fragment, methods=["GET"]),
         Route("/instancias/{instance_id}/pareamento", pairing_code, methods=["POST"]),
+        Route(
+            "/instancias/{instance_id}/envios/{command_id}/tentar-novamente",
+            retry_send,
+            methods=["POST"],
+        ),
         Mount("/static", StaticFiles(directory=static_dir), name="static"),
     ]

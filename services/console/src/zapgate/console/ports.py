@@ -19,6 +19,7 @@ from zapgate.contracts.health import (
     QrCodeReply,
     RestartReply,
 )
+from zapgate.contracts.sending import SendOutcome, SendStatus, SendSummary
 
 
 class ApiUnavailableError(Exception):
@@ -61,6 +62,20 @@ class HealthApi(Protocol):
     async def pairing_code(self, instance_id: str, phone: str) -> str: ...
 
     async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]: ...
+
+
+class SenderApi(Protocol):
+    """The sender's request API (`zg.api.sender.*`). Raises ApiUnavailableError/ApiRefusedError."""
+
+    async def sends(
+        self, instance_id: str, *, statuses: list[SendStatus], stuck: bool, limit: int
+    ) -> list[SendSummary]: ...
+
+    async def stuck_counts(self) -> dict[str, int]: ...
+
+    async def retry(self, command_id: str, new_command_id: str) -> SendOutcome:
+        """A new attempt of a failed send (through the preflight again)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

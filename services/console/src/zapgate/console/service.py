@@ -6,6 +6,7 @@ Handlers call these and render what they return; tests call them with the fakes.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,8 +23,10 @@ from zapgate.console.ports import (
     AuditLog,
     HealthApi,
     PasswordVerifier,
+    SenderApi,
 )
 from zapgate.contracts.health import InstanceHealth
+from zapgate.contracts.sending import SendStatus
 from zapgate.runtime.clock import Clock
 
 _log = structlog.get_logger("zapgate.console")
@@ -51,6 +54,16 @@ class ActionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SendsView:
+    """The instance page's message lists; `unavailable` says why they are empty, if so."""
+
+    recent: list[domain.SendLine]
+    stuck: list[domain.SendLine]
+    failed: list[domain.SendLine]
+    unavailable: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class QrView:
     """What the QR block shows: the image to scan, or that the session is connected."""
 
@@ -59,9 +72,11 @@ class QrView:
     message: str
 
 
-def facts_of(health: InstanceHealth) -> InstanceFacts:
-    """The console's view of health's read model (fields health may add later are optional)."""
+def facts_of(health: InstanceHealth, stuck: dict[str, int] | None = None) -> InstanceFacts:
+    """The console's view of health's read model (fields health may add later are optional);
+    `stuck` is the sender's count per instance (None: the sender did not answer)."""
     return InstanceFacts(
+        stuck_messages=None if stuck is None else stuck.get(health.instance_id, 0),
         instance_id=health.instance_id,
         display_name=health.display_name,
         managed=health.managed,
@@ -88,6 +103,7 @@ class ConsoleService:
         self,
         *,
         health: HealthApi,
+        sender: SenderApi,
         audit: AuditLog,
         passwords: PasswordVerifier,
         operators: dict[str, str],
@@ -96,6 +112,7 @@ class ConsoleService:
         restart_cooldown: timedelta,
     ) -> None:
         self.health = health
+        self.sender = sender
         self.audit = audit
         self._passwords = passwords
         self._operators = operators
@@ -115,10 +132,10 @@ class ConsoleService:
 
     async def instances(self, selected: Shown | None = None) -> InstancesPage:
         """Every instance's card (sorted by name), filtered by `selected` when given."""
-        found = await self.health.health()
+        found, stuck = await asyncio.gather(self.health.health(), self._stuck_counts())
         view = self.viewpoint()
         cards = [
-            domain.card(facts_of(item), view, restart_cooldown=self._restart_cooldown)
+            domain.card(facts_of(item, stuck), view, restart_cooldown=self._restart_cooldown)
             for item in sorted(found, key=lambda h: (h.display_name.lower(), h.instance_id))
         ]
         shown = [c for c in cards if selected is None or c.shown is selected]
@@ -129,10 +146,58 @@ class ConsoleService:
     async def instance_card(self, instance_id: str) -> InstanceCard | None:
         """One instance's card; None when health does not know it."""
         try:
-            found = await self.health.health(instance_id)
+            found, stuck = await asyncio.gather(
+                self.health.health(instance_id), self._stuck_counts()
+            )
         except ApiRefusedError:
             return None
-        return self.card(found[0]) if found else None
+        if not found:
+            return None
+        return domain.card(
+            facts_of(found[0], stuck), self.viewpoint(), restart_cooldown=self._restart_cooldown
+        )
+
+    async def _stuck_counts(self) -> dict[str, int] | None:
+        try:
+            return await self.sender.stuck_counts()
+        except (ApiRefusedError, ApiUnavailableError) as error:
+            _log.info("stuck counts unavailable", error=str(error))
+            return None
+
+    async def sends(self, instance_id: str, *, limit: int = 20) -> SendsView:
+        """Recent sends with their status timelines, the stuck ones and the failed ones."""
+        try:
+            recent, stuck, failed = await asyncio.gather(
+                self.sender.sends(instance_id, statuses=[], stuck=False, limit=limit),
+                self.sender.sends(instance_id, statuses=[], stuck=True, limit=limit),
+                self.sender.sends(
+                    instance_id, statuses=[SendStatus.FAILED], stuck=False, limit=limit
+                ),
+            )
+        except ApiUnavailableError as error:
+            return SendsView([], [], [], unavailable=unavailable_text(error))
+        except ApiRefusedError as refused:
+            return SendsView([], [], [], unavailable=refused.problem.message)
+        view = self.viewpoint()
+        return SendsView(
+            recent=[domain.send_line(s, view) for s in recent],
+            stuck=[domain.send_line(s, view) for s in stuck],
+            failed=[domain.send_line(s, view) for s in failed],
+        )
+
+    async def retry_send(self, operator: str, instance_id: str, command_id: str) -> ActionResult:
+        """ "Tentar novamente": a new attempt of a failed send through the sender's API."""
+        new_command_id = f"{command_id[:100]}:r{uuid.uuid4().hex[:10]}"
+
+        async def run() -> ActionResult:
+            outcome = await self.sender.retry(command_id, new_command_id)
+            label = domain.SEND_STATUS_LABELS.get(outcome.status.value, outcome.status.value)
+            if outcome.status is SendStatus.FAILED:
+                reason = outcome.error.message if outcome.error else ""
+                return ActionResult(ok=False, message=f"Nova tentativa falhou: {reason}")
+            return ActionResult(ok=True, message=f"Nova tentativa ({new_command_id}): {label}.")
+
+        return await self._act(operator, "retry_send", instance_id, run, detail=command_id)
 
     async def recent_actions(
         self, instance_id: str | None = None, *, limit: int = 20
@@ -314,17 +379,17 @@ class ConsoleService:
         action: str,
         instance_id: str | None,
         run: Callable[[], Awaitable[ActionResult]],
+        *,
+        detail: str | None = None,
     ) -> ActionResult:
         try:
             result = await run()
         except ApiRefusedError as refused:
             result = ActionResult(ok=False, message=refused.problem.message)
-            detail: str | None = refused.problem.code
+            detail = " ".join(filter(None, [detail, refused.problem.code]))
         except ApiUnavailableError as error:
             result = ActionResult(ok=False, message=unavailable_text(error))
-            detail = "UNAVAILABLE"
-        else:
-            detail = None
+            detail = " ".join(filter(None, [detail, "UNAVAILABLE"]))
         await self._record(operator, action, instance_id, ok=result.ok, detail=detail)
         _log.info(
             "operator action",

@@ -38,6 +38,17 @@ from zapgate.contracts.health import (
     RestartInstance,
     RestartReply,
 )
+from zapgate.contracts.sending import (
+    CountStuck,
+    ListSends,
+    RetrySend,
+    SendListReply,
+    SendOutcome,
+    SendOutcomeReply,
+    SendStatus,
+    SendSummary,
+    StuckCountsReply,
+)
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -145,3 +156,43 @@ class NatsHealthApi:
         if not answer.ok:
             raise _refused(answer.error)
         return answer.transitions
+
+
+class NatsSenderApi:
+    """`SenderApi` over `zg.api.sender.*`."""
+
+    def __init__(self, nc: Client, *, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+
+    async def _ask(self, subject: str, command: Contract, reply: type[R]) -> R:
+        return await request(
+            self._nc,
+            service="sender",
+            subject=subject,
+            command=command,
+            reply=reply,
+            timeout=self._timeout,
+        )
+
+    async def sends(
+        self, instance_id: str, *, statuses: list[SendStatus], stuck: bool, limit: int
+    ) -> list[SendSummary]:
+        query = ListSends(instance_id=instance_id, statuses=statuses, stuck=stuck, limit=limit)
+        answer = await self._ask(subjects.API_SENDER_LIST, query, SendListReply)
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer.sends
+
+    async def stuck_counts(self) -> dict[str, int]:
+        answer = await self._ask(subjects.API_SENDER_STUCK_COUNTS, CountStuck(), StuckCountsReply)
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer.counts
+
+    async def retry(self, command_id: str, new_command_id: str) -> SendOutcome:
+        command = RetrySend(command_id=command_id, new_command_id=new_command_id)
+        answer = await self._ask(subjects.API_SENDER_RETRY, command, SendOutcomeReply)
+        if not answer.ok or answer.outcome is None:
+            raise _refused(answer.error)
+        return answer.outcome
