@@ -28,6 +28,7 @@ from pydantic.json_schema import models_json_schema
 from pydantic_settings import BaseSettings
 
 from zapgate.api.settings import ApiSettings
+from zapgate.console.settings import ConsoleSettings
 from zapgate.health import cli as health_cli
 from zapgate.health.settings import HealthSettings
 from zapgate.ingest import handlers as ingest_http
@@ -255,6 +256,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "health": HealthSettings,
     "sender": SenderSettings,
+    "console": ConsoleSettings,
     "api": ApiSettings,
 }
 

@@ -3,7 +3,8 @@
 `Stack(StackConfig.from_env()).up()` starts, in order: nats-server (JetStream), an embedded
 PostgreSQL, the migrations of every service, the simulator (unless real W-API credentials are
 configured), then ingest, health and sender as separate processes; it then registers the demo
-instance in health and points its six webhook slots at ingest. `down()` stops everything in
+instance in health, points its six webhook slots at ingest and starts the operator console
+(login printed; the password is made once and kept in the data dir). `down()` stops everything in
 reverse order. Data lives under `.zapgate/` (gitignored) so it survives restarts.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import structlog
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from zapgate.console.adapters.passwords import Argon2Passwords
 from zapgate.contracts import subjects
 from zapgate.contracts.health import RegisterInstance, RegistryReply
 from zapgate.devservers.nats import NatsServer
@@ -40,6 +43,7 @@ SIM_INSTANCE_ID = "demo"
 SIM_INSTANCE_TOKEN = "demo-token"  # noqa: S105 - the simulator's own made-up token
 SIM_INSTANCE_PHONE = "5511900000001"
 LOCALHOST = "127.0.0.1"
+CONSOLE_OPERATOR = "operador"
 
 
 class StackConfig(BaseSettings):
@@ -59,6 +63,7 @@ class StackConfig(BaseSettings):
     ingest_probe_port: int = Field(default=18081, ge=0, le=65535)
     health_probe_port: int = Field(default=18082, ge=0, le=65535)
     sender_probe_port: int = Field(default=18083, ge=0, le=65535)
+    console_port: int = Field(default=18090, ge=0, le=65535)
     webhook_secret: SecretStr | None = Field(
         default=None, description="Path secret of ingest's webhook URL; default: made once."
     )
@@ -100,6 +105,9 @@ class Endpoints:
     probes: dict[str, str]
     instance_id: str
     logs_dir: Path
+    console_url: str | None = None
+    console_login: str | None = None
+    """`user / password` of the local operator (made once, kept in the data dir)."""
 
     def describe(self) -> str:
         lines = [
@@ -111,6 +119,9 @@ class Endpoints:
         ]
         if self.public_webhook_url:
             lines.append(f"public webhooks    {_mask_secret(self.public_webhook_url)}")
+        if self.console_url:
+            lines.append(f"console            {self.console_url}")
+            lines.append(f"console login      {self.console_login}")
         lines.extend(f"{name:<18} {url}" for name, url in self.probes.items())
         lines.append(f"instance           {self.instance_id}")
         lines.append(f"logs               {self.logs_dir}/")
@@ -236,6 +247,7 @@ class Stack:
                 public_url if self.real.configured else webhook_url,
             )
         )
+        console_url, console_login = self._start_console(database_url)
         self.endpoints = Endpoints(
             nats_url=self.nats.url,
             database_url=database_url,
@@ -246,6 +258,8 @@ class Stack:
             probes=probes,
             instance_id=instance_id,
             logs_dir=self.logs_dir,
+            console_url=console_url,
+            console_login=console_login,
         )
         return self.endpoints
 
@@ -319,6 +333,31 @@ class Stack:
         for name in ports:
             self._say(f"{name} ready (pid {self.processes[name].pid})")
         return probes
+
+    def _start_console(self, database_url: str) -> tuple[str, str]:
+        """The operator console, with one local operator whose password is made once."""
+        assert self.nats is not None  # noqa: S101 - started first
+        port = self.config.console_port or _free_port()
+        url = f"http://{LOCALHOST}:{port}"
+        password = _secret_file(self.data_dir / "console-password")
+        env = {
+            "ZAPGATE_CONSOLE_NATS_URL": self.nats.url,
+            "ZAPGATE_CONSOLE_DATABASE_URL": database_url,
+            "ZAPGATE_CONSOLE_HTTP_HOST": LOCALHOST,
+            "ZAPGATE_CONSOLE_HTTP_PORT": str(port),
+            "ZAPGATE_CONSOLE_SESSION_SECRET": _secret_file(
+                self.data_dir / "console-session-secret"
+            ),
+            "ZAPGATE_CONSOLE_OPERATORS": json.dumps(
+                {CONSOLE_OPERATOR: Argon2Passwords().hash(password)}
+            ),
+            "ZAPGATE_CONSOLE_COOKIE_SECURE": "false",  # plain HTTP on localhost
+            "ZAPGATE_CONSOLE_RESTART_COOLDOWN": _iso(self.config.restart_cooldown),
+            "ZAPGATE_CONSOLE_LOG_LEVEL": self.config.log_level,
+            "ZAPGATE_CONSOLE_LOG_JSON": "true",
+        }
+        self._start("console", ("zapgate-console", "run"), env, f"{url}/readyz")
+        return url, f"{CONSOLE_OPERATOR} / {password}"
 
     def _start(
         self,
@@ -399,6 +438,15 @@ def read_webhook_secret(config: StackConfig, *, create: bool = False) -> str:
     if not path.exists():
         if not create:
             raise StackError(f"no {path}: is the stack running (`./taskw up`)?")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _secret_file(path: Path) -> str:
+    """A random secret made once and kept in `path` (0600), so it survives restarts."""
+    if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)

@@ -453,6 +453,10 @@ ALL_REQUESTS: Final = (
             (subjects.API_HEALTH_REMOVE, health.RemoveInstance, health.RegistryReply),
             (subjects.API_HEALTH_GET, health.GetInstanceHealth, health.HealthReply),
             (subjects.API_HEALTH_CHECK_NOW, health.CheckNow, health.CheckNowReply),
+            (subjects.API_HEALTH_RESTART, health.RestartInstance, health.RestartReply),
+            (subjects.API_HEALTH_QR_CODE, health.GetQrCode, health.QrCodeReply),
+            (subjects.API_HEALTH_PAIRING_CODE, health.RequestPairingCode, health.PairingCodeReply),
+            (subjects.API_HEALTH_HISTORY, health.GetInstanceHistory, health.InstanceHistoryReply),
         )
     ),
     RequestSpec(
@@ -481,6 +485,24 @@ ALL_REQUESTS: Final = (
         queue="sender-api",
         operation="cancel_send",
         description="Request-reply: cancel a held command (it fails with CANCELLED, never sent).",
+    ),
+    RequestSpec(
+        service="sender",
+        subject=subjects.API_SENDER_LIST,
+        request=sending.ListSends,
+        reply=sending.SendListReply,
+        queue="sender-api",
+        operation="list_sends",
+        description="Request-reply: one instance's sends, newest first, by status or stuck.",
+    ),
+    RequestSpec(
+        service="sender",
+        subject=subjects.API_SENDER_STUCK_COUNTS,
+        request=sending.CountStuck,
+        reply=sending.StuckCountsReply,
+        queue="sender-api",
+        operation="count_stuck",
+        description="Request-reply: how many sends are stuck, per instance.",
     ),
 )
 

@@ -6,19 +6,23 @@ both relative ("há 5 minutos") and absolute ("30/11/2026 19:42:29"), through Ba
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from babel.dates import format_datetime, format_timedelta
+from babel import Locale
+from babel.dates import TIMEDELTA_UNITS, format_datetime, format_timedelta
 
 from zapgate.contracts.health import DegradedReason, InstanceState
 from zapgate.contracts.sending import SendStatus, SendSummary
 
-LOCALE = "pt_BR"
+LOCALE = Locale.parse("pt_BR")
 _ABSOLUTE = "dd/MM/yyyy HH:mm:ss"
+# The same numeric pattern through strftime: no locale data needed, 20x cheaper than Babel.
+_ABSOLUTE_STRFTIME = "%d/%m/%Y %H:%M:%S"
 
 
 class Shown(StrEnum):
@@ -190,14 +194,38 @@ def moment(value: datetime | None, clock: Viewpoint) -> Moment:
     """`value` as "há 5 minutos" and "30/11/2026 19:42:29" in the operator's zone."""
     if value is None:
         return Moment()
-    relative = format_timedelta(value - clock.now, add_direction=True, threshold=1, locale=LOCALE)
-    absolute = format_datetime(value, _ABSOLUTE, tzinfo=clock.zone, locale=LOCALE)
+    relative = _relative(_canonical_seconds((value - clock.now).total_seconds()))
+    absolute = value.astimezone(clock.zone).strftime(_ABSOLUTE_STRFTIME)
     return Moment(relative=relative, absolute=absolute, iso=value.isoformat())
 
 
 def duration(value: timedelta) -> str:
     """A positive duration in words ("4 minutos")."""
-    return format_timedelta(value, threshold=1, locale=LOCALE)
+    return _duration(abs(_canonical_seconds(value.total_seconds())))
+
+
+def _canonical_seconds(seconds: float) -> int:
+    """The seconds Babel's wording depends on: its unit (the largest reaching 1, as Babel
+    picks it with threshold 1) times the rounded count, with the sign. Equal wording, equal key:
+    a page of 1,000 instances formats a few dozen distinct values, each once (lru_cache)."""
+    size = abs(seconds)
+    for _unit, per_unit in TIMEDELTA_UNITS:
+        if size / per_unit >= 1:
+            count = max(1, round(size / per_unit))
+            return int(count * per_unit if seconds >= 0 else -count * per_unit)
+    return 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _relative(seconds: int) -> str:
+    return format_timedelta(
+        timedelta(seconds=seconds), add_direction=True, threshold=1, locale=LOCALE
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _duration(seconds: int) -> str:
+    return format_timedelta(timedelta(seconds=seconds), threshold=1, locale=LOCALE)
 
 
 def cooldown_left(

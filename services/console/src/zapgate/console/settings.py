@@ -27,13 +27,19 @@ class ConsoleSettings(ServiceSettings):
     session_secret: SecretStr = Field(
         description="Signs the session cookie; at least 32 characters outside dev."
     )
-    operators: dict[str, SecretStr] = Field(default_factory=dict)
+    operators: dict[str, SecretStr] = Field(
+        default={},
+        description='Login -> Argon2id hash, as JSON: {"ana": "$argon2id$..."} '
+        "(make one with `zapgate-console hash-password`).",
+    )
     cookie_secure: bool = Field(
         default=True, description="Send the session cookie over HTTPS only (off for localhost)."
     )
     session_max_age_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
-    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    timezone: str = "America/Sao_Paulo"
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="How long to wait for health's/sender's API."
+    )
+    timezone: str = Field(default="America/Sao_Paulo", description="Zone times are shown in.")
     restart_cooldown: timedelta = Field(
         default=timedelta(minutes=30),
         description="Health's restart cooldown (ZAPGATE_HEALTH_RESTART_COOLDOWN), to show the "
