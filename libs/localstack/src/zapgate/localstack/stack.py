@@ -341,6 +341,7 @@ class Stack:
         url = f"http://{LOCALHOST}:{port}"
         password = _secret_file(self.data_dir / "console-password")
         env = {
+            "ZAPGATE_CONSOLE_ENVIRONMENT": "dev",
             "ZAPGATE_CONSOLE_NATS_URL": self.nats.url,
             "ZAPGATE_CONSOLE_DATABASE_URL": database_url,
             "ZAPGATE_CONSOLE_HTTP_HOST": LOCALHOST,

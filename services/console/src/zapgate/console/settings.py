@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from zapgate.runtime.settings import ServiceSettings, refuse_placeholder_secret
+from zapgate.runtime.settings import ServiceSettings, refuse_weak_secret
 
 _ARGON2_PREFIX = "$argon2"
 
@@ -50,8 +50,8 @@ class ConsoleSettings(ServiceSettings):
     @field_validator("session_secret")
     @classmethod
     def _session_secret_is_real(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        environment = str(info.data.get("environment", "dev"))
-        refuse_placeholder_secret(value, environment, "session_secret")
+        environment = str(info.data.get("environment", "prod"))
+        refuse_weak_secret(value, environment, "session_secret")
         if environment != "dev" and len(value.get_secret_value()) < 32:  # noqa: PLR2004 - bytes of entropy
             raise ValueError("session_secret must have at least 32 characters outside dev")
         return value
