@@ -355,3 +355,24 @@ def test_a_silent_sender_leaves_the_pages_up_with_a_message(
     page = client.get("/instancias/loja")
     assert page.status_code == 200
     assert "O serviço de envio não respondeu a tempo." in page.text
+
+
+def test_an_open_outage_episode_with_flaps_reads_instavel(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """Health's read model carries the episode's flaps: the card says Instável and why."""
+    health.put(
+        health.instances["demo"].model_copy(
+            update={
+                "state": InstanceState.CONNECTED,
+                "outage_started_at": NOW - timedelta(minutes=20),
+                "episode_flaps": 3,
+                "phone_observed_at": NOW - timedelta(minutes=1),
+            }
+        )
+    )
+    log_in(client)
+    row = client.get("/").text.split('id="instancia-demo"')[1].split("</tr>")[0]
+    assert "Instável" in row
+    assert "3 mudança(s) de estado" in row
+    assert "há 1 minuto" in row

@@ -10,8 +10,10 @@ from zapgate.contracts import subjects
 from zapgate.contracts.envelope import Contract
 from zapgate.contracts.health import (
     CheckNow,
+    GetInstanceHealth,
     GetInstanceHistory,
     GetQrCode,
+    HealthReply,
     InstanceHistoryReply,
     InstanceState,
     PairingCodeReply,
@@ -139,3 +141,9 @@ async def test_history_lists_state_changes_newest_first(harness: Harness) -> Non
     assert [(t.from_state, t.to_state) for t in reply.transitions] == [
         (InstanceState.UNKNOWN, InstanceState.CONNECTED)
     ]
+    # The read model carries what the console shows: the phone's last sighting, the flaps.
+    health = HealthReply.model_validate_json(
+        await ask(harness, subjects.API_HEALTH_GET, GetInstanceHealth(instance_id="H1"))
+    )
+    assert health.instances[0].phone_observed_at is not None
+    assert health.instances[0].episode_flaps == 0

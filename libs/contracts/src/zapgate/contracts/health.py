@@ -167,6 +167,11 @@ class InstanceHealth(Contract):
     blips: int = Field(
         default=0, ge=0, description="Single bad looks a confirming check cleared (lifetime)."
     )
+    phone_observed_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the session's phone was last seen: a webhook carrying "
+        "`connectedPhone` (proof of life) or a check's phone lookup.",
+    )
 
 
 # --- request-reply API ------------------------------------------------------------------------

@@ -98,10 +98,12 @@ class InstanceFacts:
     phone: str | None = None
     since: datetime | None = None
     last_check_at: datetime | None = None
-    last_webhook_at: datetime | None = None
+    last_proof_of_life_at: datetime | None = None
     last_restart_attempt_at: datetime | None = None
     outage_started_at: datetime | None = None
     flaps: int = 0
+    unstable: bool = False
+    """Health's own verdict: the open episode's flaps reached its instability threshold."""
     """State changes inside the open outage episode (0 when the API does not carry episodes)."""
     stuck_messages: int | None = None
     """None: the sender's API gave no count."""
@@ -133,7 +135,7 @@ class InstanceCard:
     reason_code: str
     since: Moment
     last_check: Moment
-    last_webhook: Moment
+    last_proof_of_life: Moment
     last_restart: Moment
     cooldown_left: str
     outage_for: str
@@ -156,7 +158,7 @@ def shown_state(facts: InstanceFacts) -> Shown:  # noqa: PLR0911 - one answer pe
     """The one state an operator sees: paused first, then an unstable outage, then the truth."""
     if facts.paused:
         return Shown.PAUSED
-    if facts.outage_started_at is not None and facts.flaps > 0:
+    if facts.outage_started_at is not None and (facts.unstable or facts.flaps > 0):
         return Shown.UNSTABLE
     if facts.state is InstanceState.CONNECTED:
         return Shown.CONNECTED
@@ -257,7 +259,7 @@ def card(facts: InstanceFacts, clock: Viewpoint, *, restart_cooldown: timedelta)
         reason_code=facts.reason or "",
         since=moment(facts.since, clock),
         last_check=moment(facts.last_check_at, clock),
-        last_webhook=moment(facts.last_webhook_at, clock),
+        last_proof_of_life=moment(facts.last_proof_of_life_at, clock),
         last_restart=moment(facts.last_restart_attempt_at, clock),
         cooldown_left=duration(left) if left > timedelta(0) else "",
         outage_for=outage,

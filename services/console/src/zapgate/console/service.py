@@ -88,6 +88,9 @@ def facts_of(health: InstanceHealth, stuck: dict[str, int] | None = None) -> Ins
         last_check_at=health.last_check_at,
         last_restart_attempt_at=health.last_restart_attempt_at,
         outage_started_at=health.outage_started_at,
+        flaps=health.episode_flaps,
+        unstable=health.unstable,
+        last_proof_of_life_at=health.phone_observed_at,
     )
 
 

@@ -87,6 +87,7 @@ def _health(row: sa.Row[Any]) -> InstanceHealth:
         episode_flaps=row.episode_flaps,
         unstable=row.instability_notified,
         blips=row.blip_count,
+        phone_observed_at=row.phone_observed_at,
     )
 
 
