@@ -54,6 +54,7 @@ def stack() -> Iterator[Stack]:
         ingest_probe_port=0,
         health_probe_port=0,
         sender_probe_port=0,
+        console_port=0,
     ).model_copy(update=DEMO_PACE)
     with Stack(config, RealWapiConfig(wapi_instance_id=None, wapi_token=None)) as running:
         yield running
@@ -67,7 +68,12 @@ def test_stack_starts_every_part_and_points_the_demo_instance_webhooks_at_ingest
     endpoints = stack.endpoints
     assert endpoints is not None
     assert endpoints.sim_url is not None
-    assert set(stack.processes) == {"wapi-sim", "ingest", "health", "sender"}
+    assert set(stack.processes) == {"wapi-sim", "ingest", "health", "sender", "console"}
+    assert endpoints.console_url is not None
+    assert httpx.get(f"{endpoints.console_url}/readyz").status_code == 200
+    assert endpoints.console_login is not None
+    assert endpoints.console_login.startswith("operador / ")
+    assert endpoints.console_url in endpoints.describe()
     for name, url in endpoints.probes.items():
         assert httpx.get(f"{url}/readyz").status_code == 200, name
     slots = httpx.get(
@@ -130,7 +136,8 @@ def test_zapgate_up_runs_until_sigint_then_stops_everything_in_reverse_order(
             name="zapgate-up",
             argv=("zapgate-up",),
             env=env | {"ZAPGATE_UP_DATA_DIR": str(stack_dir)},
-            ready_url=f"http://127.0.0.1:{ports['sender_probe_port']}/readyz",
+            # The console starts last: ready means the whole stack is up.
+            ready_url=f"http://127.0.0.1:{ports['console_port']}/readyz",
             log_path=tmp_path / "up.log",
         ),
         ready_timeout=90,
@@ -147,7 +154,17 @@ def test_zapgate_up_runs_until_sigint_then_stops_everything_in_reverse_order(
     assert f"http://127.0.0.1:{ports['ingest_port']}/webhooks/***" in printed
     assert "SIGINT, stopping everything" in printed
     stops = [line.split("stopped ", 1)[1] for line in printed.splitlines() if ": stopped " in line]
-    assert stops == ["sender", "health", "ingest", "wapi-sim", "nats-server", "PostgreSQL"]
+    assert f"console            http://127.0.0.1:{ports['console_port']}" in printed
+    assert "console login      operador / " in printed
+    assert stops == [
+        "console",
+        "sender",
+        "health",
+        "ingest",
+        "wapi-sim",
+        "nats-server",
+        "PostgreSQL",
+    ]
 
 
 _PORT_NAMES = (
@@ -158,6 +175,7 @@ _PORT_NAMES = (
     "ingest_probe_port",
     "health_probe_port",
     "sender_probe_port",
+    "console_port",
 )
 
 
