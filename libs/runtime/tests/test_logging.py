@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,23 +26,36 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.unit
 
-_TOUCHED = ("", "faststream", "faststream.access", "faststream.access.nats", "uvicorn.access")
+_TOUCHED = (
+    "",
+    "faststream",
+    "faststream.access",
+    "faststream.access.nats",
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+)
 
 
 @pytest.fixture(autouse=True)
 def _logging_is_restored() -> Iterator[None]:
     """configure_logging changes process-wide state; put it back for the next test."""
     saved = {
-        name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
+        name: (
+            logging.getLogger(name).handlers[:],
+            logging.getLogger(name).propagate,
+            logging.getLogger(name).disabled,
+        )
         for name in _TOUCHED
     }
     levels = {name: logging.getLogger(name).level for name in _TOUCHED}
     hook = sys.excepthook
     yield
-    for name, (handlers, propagate) in saved.items():
+    for name, (handlers, propagate, disabled) in saved.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = handlers
         logger.propagate = propagate
+        logger.disabled = disabled
         logger.setLevel(levels[name])
     sys.excepthook = hook
     structlog.contextvars.clear_contextvars()
@@ -56,8 +70,10 @@ def _lines(text: str) -> list[dict[str, object]]:
 async def test_faststream_uvicorn_library_and_own_lines_are_all_json(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A FastStream app with a subscriber, uvicorn's access logger, a library logger and our
-    own logger: every line on stdout parses as one JSON object with a level and a timestamp."""
+    """A FastStream app with a subscriber, uvicorn's access logger (after uvicorn's own logging
+    config ran first), a library logger and our own logger: every line on stdout parses as one
+    JSON object with a level and a timestamp."""
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
     configure_logging(json=True, level="INFO")
     broker = NatsBroker(logger=faststream_logger())
     app = FastStream(broker, logger=faststream_logger())

@@ -213,6 +213,7 @@ def _take_over_faststream(handler: logging.Handler, level: int) -> None:
         library_logger = logging.getLogger(name)
         library_logger.handlers[:] = [handler]
         library_logger.propagate = False
+        library_logger.disabled = False
         library_logger.setLevel(level)
 
 
