@@ -24,6 +24,8 @@ from bench.machine import describe
 from bench.procs import ROOT
 
 INGEST_MIN, INGEST_AIM, INGEST_P99_MS, SENDER_MIN = 0.50, 0.85, 100.0, 0.50
+SENDER_MIN_AIOHTTP, SENDER_AIM_AIOHTTP = 0.10, 0.25  # issue 17: of the bare aiohttp loop
+HEALTH_MIN_AIOHTTP = 0.5  # issue 17: steady tick, of a bare aiohttp status loop
 
 
 def run_script(script: str, args: list[str], out: Path) -> dict[str, Any]:
@@ -120,7 +122,8 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 "`zapgate-sender run` in its own process with **`MIN_SEND_GAP=0`** (the per-instance "
                 f"gap would cap throughput), at most {sender['in_flight']} commands awaiting their "
                 "outcome; latency = command published to `ZG_SEND` until its outcome is seen. Bare: "
-                "one httpx client calling the simulator's send-text, one worker per instance. The "
+                "one httpx client (and, the ceiling, one aiohttp session) calling the simulator's "
+                "send-text, one worker per instance. The "
                 "simulator (`zapgate-wapi-sim`) runs in its own process."
             ),
             "",
@@ -131,11 +134,13 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 f"{s['p99_ms']:.1f} |"
             ),
             f"| bare httpx loop | {b['rps']:.0f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} |",
+            *_aiohttp_row(sender.get("bare_aiohttp")),
             "",
             (
                 f"- ratio {sender['ratio']:.2f} of bare: target >= {SENDER_MIN:.2f} "
                 f"{verdict(sender['ratio'] >= SENDER_MIN)}"
             ),
+            *_aiohttp_ratio(sender.get("ratio_aiohttp")),
             "- outcomes per round: " + "; ".join(str(x["statuses"]) for x in s["rounds"]),
         ]
     health = figures.get("health")
@@ -166,14 +171,62 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 f"| bare httpx status loop | {bare['seconds']:.1f} | {bare['calls']:.0f} | "
                 f"{bare['calls_per_s']:.0f} | |"
             ),
+            *_health_aiohttp_row(health.get("bare_aiohttp")),
             "",
             (
                 f"- steady tick (status only) at {ticks[-1]['calls_per_s'] / bare['calls_per_s']:.2f}"
                 " of the bare loop's calls/s"
             ),
+            *_health_aiohttp_ratio(ticks[-1]["calls_per_s"], health.get("bare_aiohttp")),
         ]
     lines += provider_lines(figures.get("provider"))
     return "\n".join(lines) + "\n"
+
+
+def _aiohttp_row(bare: dict[str, Any] | None) -> list[str]:
+    if not bare:
+        return []
+    return [
+        (
+            f"| bare aiohttp loop (ceiling) | {bare['rps']:.0f} | {bare['p50_ms']:.1f} | "
+            f"{bare['p99_ms']:.1f} |"
+        )
+    ]
+
+
+def _aiohttp_ratio(value: float | None) -> list[str]:
+    if value is None:
+        return []
+    return [
+        (
+            f"- ratio {value:.2f} of the bare aiohttp loop: target >= {SENDER_MIN_AIOHTTP:.2f} "
+            f"{verdict(value >= SENDER_MIN_AIOHTTP)}, aim {SENDER_AIM_AIOHTTP:.2f} "
+            f"{verdict(value >= SENDER_AIM_AIOHTTP)}"
+        )
+    ]
+
+
+def _health_aiohttp_row(bare: dict[str, Any] | None) -> list[str]:
+    if not bare:
+        return []
+    return [
+        (
+            f"| bare aiohttp status loop (ceiling) | {bare['seconds']:.1f} | "
+            f"{bare['calls']:.0f} | {bare['calls_per_s']:.0f} | |"
+        )
+    ]
+
+
+def _health_aiohttp_ratio(steady_calls_per_s: float, bare: dict[str, Any] | None) -> list[str]:
+    if not bare:
+        return []
+    value = steady_calls_per_s / bare["calls_per_s"]
+    return [
+        (
+            f"- steady tick at {value:.2f} of the bare aiohttp loop's calls/s: target >= "
+            f"{HEALTH_MIN_AIOHTTP:.2f} {verdict(value >= HEALTH_MIN_AIOHTTP)}"
+        )
+    ]
 
 
 PROVIDER_SIDES = {

@@ -23,6 +23,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import httpx
 import sqlalchemy as sa
 from pydantic import SecretStr
@@ -65,6 +66,29 @@ async def bare_status_loop(
                     params={"instanceId": instance_id},
                     headers={"Authorization": "Bearer t"},
                 )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "calls": len(ids), "calls_per_s": len(ids) / elapsed}
+
+
+async def bare_aiohttp_status_loop(
+    sim: SimulatorServer, ids: list[str], concurrency: int
+) -> dict[str, float]:
+    """The same calls as `bare_status_loop` over one aiohttp session: the provider-call ceiling
+    (issue 17's baseline; httpx's own pool limits the httpx loop)."""
+    pending = iter(ids)
+    url = f"{sim.base_url}/instance/status-instance"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for instance_id in pending:
+                async with session.get(
+                    url, params={"instanceId": instance_id}, headers={"Authorization": "Bearer t"}
+                ) as answer:
+                    await answer.read()
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -131,9 +155,11 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
             clock.advance(timedelta(minutes=5))
     await engine.dispose()
     bare = await bare_status_loop(sim, ids, concurrency)
+    bare_aiohttp = await bare_aiohttp_status_loop(sim, ids, concurrency)
     sys.stdout.write(
         f"bare httpx loop (status only): {bare['calls']:.0f} calls in {bare['seconds']:.2f} s, "
         f"{bare['calls_per_s']:.0f} calls/s\n"
+        f"bare aiohttp loop (status only): {bare_aiohttp['calls_per_s']:.0f} calls/s\n"
     )
     return {
         "instances": count,
@@ -141,6 +167,7 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
         "tick_interval_s": settings.tick_interval.total_seconds(),
         "ticks": ticks,
         "bare": bare,
+        "bare_aiohttp": bare_aiohttp,
     }
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: sends through the real sender process next to a bare httpx loop, same run.
+"""Benchmark: sends through the real sender process next to bare httpx and aiohttp loops.
 
     PYTHONPATH=. .venv/bin/python services/sender/bench/sender_bench.py --sends 2000
 
@@ -8,7 +8,8 @@ process) and `zapgate-sender run` (its own process) with `MIN_SEND_GAP=0`, so th
 pacing does not cap throughput. Each round sends a fixed count of text commands through the
 sender (at most `--in-flight` awaiting an outcome; latency = command published to outcome
 seen) and the same count from a bare loop calling the simulator's send-text with one httpx
-client, one worker per instance. Interleaved, several rounds, medians reported.
+client, one worker per instance, and from the same loop over one aiohttp session (the ceiling:
+httpx's pool limits the httpx loop). Interleaved, several rounds, medians reported.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from bench.procs import infra, start_sender, start_simulator
@@ -68,6 +70,39 @@ async def bare_loop(base_url: str, items: list[BenchInstance], count: int) -> di
     return _figures(count, ok, elapsed, latencies, {"ok": ok, "failed": failures})
 
 
+async def bare_aiohttp_loop(
+    base_url: str, items: list[BenchInstance], count: int
+) -> dict[str, Any]:
+    """The same calls as `bare_loop` through one aiohttp `ClientSession`: the machine's ceiling
+    for provider calls (httpx's pool is the limit of the httpx loop, PERFORMANCE.md)."""
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=len(items))
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(item: BenchInstance, share: int) -> None:
+            nonlocal failures
+            for n in range(share):
+                started = time.perf_counter()
+                async with session.post(
+                    f"{base_url}/message/send-text",
+                    params={"instanceId": item.instance_id},
+                    headers={"Authorization": f"Bearer {item.token}"},
+                    json={"phone": DESTINATION, "message": f"Mensagem de teste {n}"},
+                ) as answer:
+                    await answer.read()
+                latencies.append((time.perf_counter() - started) * 1000)
+                failures += 0 if answer.ok else 1
+
+        size, extra = divmod(count, len(items))
+        shares = [size + (1 if i < extra else 0) for i in range(len(items))]
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(item, n) for item, n in zip(items, shares, strict=True)))
+        elapsed = time.perf_counter() - started
+    ok = count - failures
+    return _figures(count, ok, elapsed, latencies, {"ok": ok, "failed": failures})
+
+
 def _figures(
     count: int, ok: int, elapsed: float, latencies: list[float], statuses: dict[str, int]
 ) -> dict[str, Any]:
@@ -94,19 +129,23 @@ async def measure(  # noqa: PLR0913 - the knobs of one benchmark run, read from 
     nc = await connect(nats_url)
     driver = SendDriver(nc, items)
     await driver.start()
-    results: dict[str, list[dict[str, Any]]] = {"sender": [], "bare": []}
+    sides = ["sender", "bare", "bare_aiohttp"]
+    results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     try:
         await driver.closed_loop(WARMUP, in_flight)
         await bare_loop(base_url, items, WARMUP)
+        await bare_aiohttp_loop(base_url, items, WARMUP)
         for index in range(rounds):
-            order = ["sender", "bare"] if index % 2 == 0 else ["bare", "sender"]
+            order = sides[index % len(sides) :] + sides[: index % len(sides)]
             for name in order:
                 if name == "sender":
                     run = await driver.closed_loop(sends, in_flight)
                     ok = run.statuses.get("sent", 0)
                     figures = _figures(sends, ok, run.elapsed, run.latencies_ms, dict(run.statuses))
-                else:
+                elif name == "bare":
                     figures = await bare_loop(base_url, items, sends)
+                else:
+                    figures = await bare_aiohttp_loop(base_url, items, sends)
                 results[name].append(figures)
                 sys.stdout.write(
                     f"round {index + 1} {name}: {figures['rps']:.0f} sends/s, "
@@ -156,6 +195,7 @@ def bench(
         finally:
             simulator.stop()
     sender_summary, bare_summary = summarise(results["sender"]), summarise(results["bare"])
+    aiohttp_summary = summarise(results["bare_aiohttp"])
     return {
         "sends_per_round": sends,
         "rounds": rounds,
@@ -165,6 +205,8 @@ def bench(
         "sender": sender_summary,
         "bare": bare_summary,
         "ratio": ratio(sender_summary["rps"], bare_summary["rps"]),
+        "bare_aiohttp": aiohttp_summary,
+        "ratio_aiohttp": ratio(sender_summary["rps"], aiohttp_summary["rps"]),
     }
 
 
@@ -181,7 +223,8 @@ def main() -> None:
     sys.stdout.write(
         f"median sender {figures['sender']['rps']:.0f}/s p99 {figures['sender']['p99_ms']:.1f} ms;"
         f" bare httpx {figures['bare']['rps']:.0f}/s p99 {figures['bare']['p99_ms']:.1f} ms;"
-        f" ratio {figures['ratio']:.2f}\n"
+        f" bare aiohttp {figures['bare_aiohttp']['rps']:.0f}/s;"
+        f" ratio {figures['ratio']:.2f} of httpx, {figures['ratio_aiohttp']:.2f} of aiohttp\n"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

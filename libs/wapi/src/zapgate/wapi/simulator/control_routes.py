@@ -56,6 +56,19 @@ class PresenceChange(BaseModel):
     status: str
 
 
+class FlapRequest(BaseModel):
+    pairs: int = Field(ge=0, le=1000)
+    interval_s: float = Field(default=0.0, ge=0, le=3600)
+
+
+class ScanRequest(BaseModel):
+    phone: str | None = None
+
+
+class PairingEntry(BaseModel):
+    code: str | None = None
+
+
 class CallWait(CallFilter):
     count: int = Field(default=1, ge=1)
     timeout: float = Field(default=5.0, gt=0, le=300)
@@ -89,7 +102,7 @@ def _guarded(
     return run
 
 
-def control_routes(engine: SimulatorEngine) -> list[Route]:  # noqa: C901 - a flat route table
+def control_routes(engine: SimulatorEngine) -> list[Route]:  # noqa: C901, PLR0915 - a flat route table
     async def reset(_request: Request) -> JsonValue:
         await engine.reset()
         return {"ok": True}
@@ -117,6 +130,29 @@ def control_routes(engine: SimulatorEngine) -> list[Route]:  # noqa: C901 - a fl
 
     async def complete_restart(request: Request) -> JsonValue:
         engine.complete_restart(request.path_params["instance_id"])
+        return {"ok": True}
+
+    async def state(request: Request) -> JsonValue:
+        return engine.state(request.path_params["instance_id"]).model_dump(mode="json")
+
+    async def release_answers(request: Request) -> JsonValue:
+        return {"released": engine.release_answers(request.path_params.get("instance_id"))}
+
+    async def flap(request: Request) -> JsonValue:
+        wanted = FlapRequest.model_validate_json(await request.body() or b"{}")
+        engine.flap(
+            request.path_params["instance_id"], pairs=wanted.pairs, interval_s=wanted.interval_s
+        )
+        return {"ok": True}
+
+    async def scan_qr(request: Request) -> JsonValue:
+        scan = ScanRequest.model_validate_json(await request.body() or b"{}")
+        engine.scan_qr(request.path_params["instance_id"], phone=scan.phone)
+        return {"ok": True}
+
+    async def enter_pairing_code(request: Request) -> JsonValue:
+        entry = PairingEntry.model_validate_json(await request.body() or b"{}")
+        engine.enter_pairing_code(request.path_params["instance_id"], entry.code)
         return {"ok": True}
 
     async def webhook_slot(request: Request) -> JsonValue:
@@ -185,6 +221,12 @@ def control_routes(engine: SimulatorEngine) -> list[Route]:  # noqa: C901 - a fl
         ("/fault", fault, ["PUT", "DELETE"]),
         ("/instances", add_instance, ["POST"]),
         ("/instances/{instance_id}", configure, ["PATCH"]),
+        ("/instances/{instance_id}", state, ["GET"]),
+        ("/release-answers", release_answers, ["POST"]),
+        ("/instances/{instance_id}/release-answers", release_answers, ["POST"]),
+        ("/instances/{instance_id}/flap", flap, ["POST"]),
+        ("/instances/{instance_id}/scan-qr", scan_qr, ["POST"]),
+        ("/instances/{instance_id}/enter-pairing-code", enter_pairing_code, ["POST"]),
         ("/instances/{instance_id}/fault", fault, ["PUT", "DELETE"]),
         ("/instances/{instance_id}/complete-restart", complete_restart, ["POST"]),
         ("/instances/{instance_id}/webhooks/{slot}", webhook_slot, ["PUT", "POST"]),

@@ -7,12 +7,14 @@ waiters are woken by replacing an `asyncio.Event` whenever a record is added.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import httpx
+import segno
 from pydantic import JsonValue
 
 from zapgate.wapi.simulator import payloads
@@ -24,6 +26,7 @@ from zapgate.wapi.simulator.models import (
     FaultKind,
     InstancePatch,
     InstanceSpec,
+    InstanceState,
     RestartMode,
     WebhookFilter,
     WebhookRecord,
@@ -44,6 +47,8 @@ _SEND_CONTENT_FIELD = {
     "send-video": "video",
     "send-document": "document",
 }
+# Pairing codes as WhatsApp shows them: 8 characters without look-alikes (0/O, 1/I).
+_PAIRING_ALPHABET = "ABCDEFGHJKLMNPQRSTVWXYZ23456789"
 _GATEWAY_PAGES = {
     FaultKind.BAD_GATEWAY: (502, "502 Bad Gateway"),
     FaultKind.SERVICE_UNAVAILABLE: (503, "503 Service Temporarily Unavailable"),
@@ -68,6 +73,8 @@ class ProviderReply:
     html: str | None = None
     close_connection: bool = False
     """Answer nothing: close the connection instead."""
+    after_send: Coroutine[object, object, None] | None = field(default=None, compare=False)
+    """An accepted send's webhooks, run before or after answering (see `_answer_send`)."""
 
 
 def _error(status_code: int, message: str) -> ProviderReply:
@@ -85,11 +92,29 @@ class _Instance:
     restart_delay_s: float
     delivery: DeliveryMode | None
     status_step_delay_s: float
+    receipts_before_answer: bool
+    send_answer_delay_s: float
+    hold_send_answers: bool
+    moment_offset_s: float
+    qr_rotate_s: float
+    qr_scan_after_s: float | None
+    pairing_enter_after_s: float | None
     webhooks: dict[WebhookSlot, str] = field(default_factory=dict)
     fault: Fault | None = None
     fault_left: int | None = None
     # Serialises this instance's webhook posts so receivers see them in the order they happened.
     post_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held send answers wait on this; `release_answers` sets it and puts a fresh one in place.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0
+    qr_first_at: float | None = None
+    qr_served: int = 0
+    qr_seed: str = field(default_factory=lambda: secrets.token_hex(8))
+    pairing_code: str | None = None
+    pairing_phone: str | None = None
+    # Timers (QR scan, pairing entry) and the flapping job; cancelled when they no longer apply.
+    timers: set[asyncio.Task[object]] = field(default_factory=set)
+    flapping: asyncio.Task[object] | None = None
 
     @property
     def instance_id(self) -> str:
@@ -166,6 +191,13 @@ class SimulatorEngine:
             restart_delay_s=spec.restart_delay_s,
             delivery=spec.delivery,
             status_step_delay_s=spec.status_step_delay_s,
+            receipts_before_answer=spec.receipts_before_answer,
+            send_answer_delay_s=spec.send_answer_delay_s,
+            hold_send_answers=spec.hold_send_answers,
+            moment_offset_s=spec.moment_offset_s,
+            qr_rotate_s=spec.qr_rotate_s,
+            qr_scan_after_s=spec.qr_scan_after_s,
+            pairing_enter_after_s=spec.pairing_enter_after_s,
         )
         if spec.webhook_url is not None:
             instance.webhooks = dict.fromkeys(WebhookSlot, spec.webhook_url)
@@ -203,6 +235,60 @@ class SimulatorEngine:
 
     def complete_restart(self, instance_id: str) -> None:
         self._set_connected(self._instance(instance_id), connected=True)
+
+    def state(self, instance_id: str) -> InstanceState:
+        instance = self._instance(instance_id)
+        return InstanceState(
+            instance_id=instance_id,
+            connected=instance.connected,
+            phone=instance.phone,
+            held_answers=instance.held,
+            qr_codes_served=instance.qr_served,
+            pairing_code=instance.pairing_code,
+            flapping=instance.flapping is not None and not instance.flapping.done(),
+        )
+
+    def release_answers(self, instance_id: str | None = None) -> int:
+        """Answer every held send of the instance (None: of every instance); how many were held."""
+        chosen = self._instances.values() if instance_id is None else [self._instance(instance_id)]
+        released = 0
+        for instance in chosen:
+            released += instance.held
+            instance.release.set()
+            instance.release = asyncio.Event()
+        return released
+
+    def flap(self, instance_id: str, *, pairs: int, interval_s: float) -> None:
+        """Drop and reconnect the session `pairs` times, `interval_s` apart (webhooks each
+        time), in the background; a new call replaces a running one (`pairs=0` stops it)."""
+        instance = self._instance(instance_id)
+        if instance.flapping is not None:
+            instance.flapping.cancel()
+            instance.flapping = None
+        if pairs > 0:
+            instance.flapping = self._spawn(self._flap(instance, pairs, interval_s))
+
+    def scan_qr(self, instance_id: str, *, phone: str | None = None) -> None:
+        """The QR served last is scanned: the session connects (with `phone`, default the
+        instance's own) and `webhookConnected` is posted. Refused when no QR was served."""
+        instance = self._instance(instance_id)
+        if instance.connected:
+            raise ValueError(f"instance {instance_id} is already connected")
+        if instance.qr_served == 0:
+            raise ValueError(f"no QR code was served to instance {instance_id} since it dropped")
+        self._pair(instance, phone or instance.phone)
+
+    def enter_pairing_code(self, instance_id: str, code: str | None = None) -> None:
+        """The pending pairing code is entered on the phone (`code`, if given, must match):
+        the session connects with the phone number the code was asked for."""
+        instance = self._instance(instance_id)
+        if instance.pairing_code is None:
+            raise ValueError(f"instance {instance_id} has no pairing code waiting")
+        if instance.connected:
+            raise ValueError(f"instance {instance_id} is already connected")
+        if code is not None and _code_key(code) != _code_key(instance.pairing_code):
+            raise ValueError(f"pairing code {code!r} is not the one issued")
+        self._pair(instance, instance.pairing_phone)
 
     # --- records ----------------------------------------------------------------------------
 
@@ -253,6 +339,7 @@ class SimulatorEngine:
             sender_id=sender_id or chat_id,
             content=content,
         )
+        body = _skewed(instance, body)
         (record,) = await self.post_webhook(instance_id, WebhookSlot.RECEIVED, body)
         return record
 
@@ -262,6 +349,7 @@ class SimulatorEngine:
         body = payloads.message_status(
             instance_id=instance_id, message_id=message_id, status=status, chat_id=chat_id
         )
+        body = _skewed(self._instance(instance_id), body)
         (record,) = await self.post_webhook(instance_id, WebhookSlot.MESSAGE_STATUS, body)
         return record
 
@@ -274,6 +362,7 @@ class SimulatorEngine:
             chat_id=chat_id,
             status=status,
         )
+        body = _skewed(instance, body)
         (record,) = await self.post_webhook(instance_id, WebhookSlot.CHAT_PRESENCE, body)
         return record
 
@@ -309,7 +398,33 @@ class SimulatorEngine:
             return _error(404, "Instância não encontrada.")
         if token != instance.spec.token.get_secret_value():
             return _error(401, "Token inválido para esta instância.")
-        return self._dispatch(instance, request)
+        reply = self._dispatch(instance, request)
+        if reply.after_send is not None:
+            return await self._answer_send(instance, reply, client_gone)
+        return reply
+
+    async def _answer_send(
+        self,
+        instance: _Instance,
+        reply: ProviderReply,
+        client_gone: Callable[[], Awaitable[None]],
+    ) -> ProviderReply:
+        receipts = reply.after_send
+        if receipts is None:
+            return reply
+        if instance.receipts_before_answer:
+            await receipts
+        else:
+            self._spawn(receipts)
+        if instance.send_answer_delay_s > 0:
+            await asyncio.sleep(instance.send_answer_delay_s)
+        if instance.hold_send_answers:
+            instance.held += 1
+            try:
+                await self._hold(instance.release, client_gone)
+            finally:
+                instance.held -= 1
+        return reply
 
     def _dispatch(self, instance: _Instance, request: ProviderRequest) -> ProviderReply:
         route = self._route(request.operation)
@@ -394,13 +509,41 @@ class SimulatorEngine:
     def _qr_code(self, instance: _Instance, _request: ProviderRequest) -> ProviderReply:
         if instance.connected:
             return ProviderReply(200, {"connected": True})
-        return ProviderReply(200, {"qrcode": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAE="})
+        now = time.monotonic()
+        if instance.qr_first_at is None:
+            instance.qr_first_at = now
+            if instance.qr_scan_after_s is not None:
+                self._timer(instance, instance.qr_scan_after_s, self._scan_if_waiting)
+        if instance.qr_rotate_s > 0:
+            generation = int((now - instance.qr_first_at) / instance.qr_rotate_s)
+        else:
+            generation = instance.qr_served
+        instance.qr_served += 1
+        return ProviderReply(200, {"qrcode": _qr_image(instance, generation)})
 
     def _pairing_code(self, instance: _Instance, request: ProviderRequest) -> ProviderReply:
-        del instance
-        if not request.query.get("phoneNumber"):
+        digits = "".join(ch for ch in request.query.get("phoneNumber", "") if ch.isdigit())
+        if not digits:
             return _error(400, "O número de telefone é obrigatório.")
-        return ProviderReply(200, {"pairingCode": "K7QZ-4M2P"})
+        # A connected session still gets a code (W-API's answer there is unknown, grade D);
+        # entering it changes nothing while the session stays connected.
+        code = "".join(secrets.choice(_PAIRING_ALPHABET) for _ in range(8))
+        instance.pairing_code, instance.pairing_phone = f"{code[:4]}-{code[4:]}", digits
+        if instance.pairing_enter_after_s is not None:
+            self._timer(instance, instance.pairing_enter_after_s, self._enter_if_waiting)
+        return ProviderReply(200, {"pairingCode": instance.pairing_code})
+
+    def _scan_if_waiting(self, instance: _Instance) -> None:
+        if not instance.connected and instance.qr_served > 0:
+            self._pair(instance, instance.phone)
+
+    def _enter_if_waiting(self, instance: _Instance) -> None:
+        if not instance.connected and instance.pairing_code is not None:
+            self._pair(instance, instance.pairing_phone)
+
+    def _pair(self, instance: _Instance, phone: str | None) -> None:
+        instance.phone = phone
+        self._set_connected(instance, connected=True)
 
     def _webhook_logs(self, instance: _Instance, request: ProviderRequest) -> ProviderReply:
         posted = self.webhooks(WebhookFilter(instance_id=instance.instance_id))
@@ -439,7 +582,6 @@ class SimulatorEngine:
         if not instance.connected:
             return _error(400, "Instância desconectada.")
         message_id = payloads.new_message_id()
-        self._spawn(self._after_send(instance, operation, fields, message_id, phone))
         return ProviderReply(
             200,
             {
@@ -447,6 +589,7 @@ class SimulatorEngine:
                 "messageId": message_id,
                 "insertedId": uuid.uuid4().hex,
             },
+            after_send=self._after_send(instance, operation, fields, message_id, phone),
         )
 
     async def _after_send(
@@ -494,6 +637,12 @@ class SimulatorEngine:
         if instance.connected == connected:
             return
         instance.connected = connected
+        # A new session (or a new drop) starts a new QR / pairing cycle.
+        instance.qr_first_at, instance.qr_served = None, 0
+        instance.pairing_code, instance.pairing_phone = None, None
+        for timer in instance.timers:
+            timer.cancel()
+        instance.timers.clear()
         if connected:
             body = payloads.connected(
                 instance_id=instance.instance_id, connected_phone=instance.known_phone
@@ -541,20 +690,50 @@ class SimulatorEngine:
         return ProviderReply(fault.status_code or 200, html=_gateway_page("OK"))
 
     async def _hang(self, client_gone: Callable[[], Awaitable[None]]) -> None:
-        release = asyncio.ensure_future(self._release_hangs.wait())
-        gone = asyncio.ensure_future(client_gone())
+        await self._hold(None, client_gone)
+
+    async def _hold(
+        self, until: asyncio.Event | None, client_gone: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Wait until `until` is set, the client gives up, or every hang is released."""
+        waits = {
+            asyncio.ensure_future(self._release_hangs.wait()),
+            asyncio.ensure_future(client_gone()),
+        }
+        if until is not None:
+            waits.add(asyncio.ensure_future(until.wait()))
         try:
-            await asyncio.wait({release, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            release.cancel()
-            gone.cancel()
+            for wait in waits:
+                wait.cancel()
 
     async def _post_if_configured(
         self, instance: _Instance, slot: WebhookSlot, body: JsonValue
     ) -> None:
         url = instance.webhooks.get(slot)
         if url is not None:
-            await self._post(instance, slot, url, body)
+            await self._post(
+                instance, slot, url, _skewed(instance, body) if isinstance(body, dict) else body
+            )
+
+    async def _flap(self, instance: _Instance, pairs: int, interval_s: float) -> None:
+        for _ in range(pairs):
+            self._set_connected(instance, connected=False)
+            await asyncio.sleep(interval_s)
+            self._set_connected(instance, connected=True)
+            await asyncio.sleep(interval_s)
+
+    def _timer(
+        self, instance: _Instance, delay_s: float, action: Callable[[_Instance], None]
+    ) -> None:
+        async def fire() -> None:
+            await asyncio.sleep(delay_s)
+            instance.timers.discard(task)
+            action(instance)
+
+        task = self._spawn(fire())
+        instance.timers.add(task)
 
     async def _post(
         self, instance: _Instance, slot: WebhookSlot, url: str, body: JsonValue
@@ -585,10 +764,11 @@ class SimulatorEngine:
         self._notify()
         return record
 
-    def _spawn(self, job: Coroutine[object, object, object]) -> None:
+    def _spawn(self, job: Coroutine[object, object, object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _cancel_tasks(self) -> None:
         tasks = set(self._tasks)
@@ -644,3 +824,21 @@ def _gateway_page(title: str) -> str:
         f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
         f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
     )
+
+
+def _skewed(instance: _Instance, body: payloads.Payload) -> payloads.Payload:
+    """`body` with the instance's clock skew added to its `moment` (whole seconds)."""
+    moment = body.get("moment")
+    if not instance.moment_offset_s or not isinstance(moment, int) or isinstance(moment, bool):
+        return body
+    return {**body, "moment": moment + round(instance.moment_offset_s)}
+
+
+def _code_key(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def _qr_image(instance: _Instance, generation: int) -> str:
+    """A real, scannable QR code (PNG data URI) that changes with `generation`."""
+    text = f"2@{instance.instance_id},{instance.qr_seed},{generation}"
+    return str(segno.make(text, error="l").png_data_uri(scale=3))

@@ -8,6 +8,7 @@ anything that waits or posts a webhook is awaitable and never blocks the caller'
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from zapgate.wapi.simulator.models import (
@@ -18,6 +19,7 @@ from zapgate.wapi.simulator.models import (
     FaultKind,
     InstancePatch,
     InstanceSpec,
+    InstanceState,
     RestartMode,
     WebhookFilter,
     WebhookRecord,
@@ -114,6 +116,69 @@ class Simulator:
 
     def is_connected(self, instance_id: str) -> bool:
         return self._call(self._engine.is_connected, instance_id)
+
+    def state(self, instance_id: str) -> InstanceState:
+        """Connection, phone, held answers, QR codes served, pending pairing code, flapping."""
+        return self._call(self._engine.state, instance_id)
+
+    def blip(
+        self, instance_id: str | None, *, operations: set[str] | None = None, times: int = 1
+    ) -> None:
+        """Close the connection of the next `times` matching calls without answering."""
+        self.fail(instance_id, FaultKind.DISCONNECT, operations=operations, times=times)
+
+    def set_send_timing(
+        self,
+        instance_id: str,
+        *,
+        receipts_before_answer: bool = True,
+        answer_delay_s: float = 0.0,
+        hold: bool = False,
+    ) -> None:
+        """How sends are answered: receipts (echo + statuses) before the answer, the answer
+        `answer_delay_s` later, and/or held until `release_answers`."""
+        self.configure(
+            instance_id,
+            InstancePatch(
+                receipts_before_answer=receipts_before_answer,
+                send_answer_delay_s=answer_delay_s,
+                hold_send_answers=hold,
+            ),
+        )
+
+    def release_answers(self, instance_id: str | None = None) -> int:
+        """Answer the held sends of `instance_id` (None: all); returns how many were held."""
+        return self._call(self._engine.release_answers, instance_id)
+
+    def flap(self, instance_id: str, *, pairs: int, interval_s: float = 0.0) -> None:
+        """Drop and reconnect `pairs` times, `interval_s` apart, in the background (webhooks
+        each time); `await settle()` waits for the end; `pairs=0` stops a running flap."""
+        self._call(partial(self._engine.flap, instance_id, pairs=pairs, interval_s=interval_s))
+
+    def set_clock_skew(self, instance_id: str, seconds: float) -> None:
+        """Add `seconds` to the `moment` of every webhook built for this instance."""
+        self.configure(instance_id, InstancePatch(moment_offset_s=seconds))
+
+    def set_qr(
+        self, instance_id: str, *, rotate_s: float = 20.0, scan_after_s: float | None = None
+    ) -> None:
+        """QR codes change every `rotate_s` (0: every call); scanned `scan_after_s` after the
+        first one was served (None: only by `scan_qr`)."""
+        self.configure(
+            instance_id, InstancePatch(qr_rotate_s=rotate_s, qr_scan_after_s=scan_after_s)
+        )
+
+    def scan_qr(self, instance_id: str, *, phone: str | None = None) -> None:
+        """Scan the QR served last: the session connects (ValueError if none was served)."""
+        self._call(partial(self._engine.scan_qr, instance_id, phone=phone))
+
+    def set_pairing(self, instance_id: str, *, enter_after_s: float | None) -> None:
+        """A pairing code is entered `enter_after_s` after it was issued (None: by call only)."""
+        self.configure(instance_id, InstancePatch(pairing_enter_after_s=enter_after_s))
+
+    def enter_pairing_code(self, instance_id: str, code: str | None = None) -> None:
+        """Enter the pending pairing code: the session connects with the code's phone number."""
+        self._call(self._engine.enter_pairing_code, instance_id, code)
 
     def set_fault(self, instance_id: str | None, fault: Fault | None) -> None:
         """Answer `fault` instead (instance_id None: every call); `None` clears it."""

@@ -93,6 +93,26 @@ class InstanceSpec(BaseModel):
     status_step_delay_s: float = Field(default=0.0, ge=0)
     webhook_url: str | None = None
     """Convenience: point all six slots at this URL."""
+    receipts_before_answer: bool = False
+    """A send posts its webhooks (the `webhookDelivery` echo and the statuses of its delivery
+    mode) before answering, like gateways that wait for WhatsApp's server first."""
+    send_answer_delay_s: float = Field(default=0.0, ge=0)
+    """Seconds between accepting a send (or, with `receipts_before_answer`, posting its
+    receipts) and answering it."""
+    hold_send_answers: bool = False
+    """Hold every send's answer (after its receipts, if those come first) until
+    `release_answers`; a client that gives up meanwhile sees a timeout, the send still went."""
+    moment_offset_s: float = 0.0
+    """Added to `moment` of every webhook the simulator builds for this instance: the
+    provider's clock skew (10800 = three hours ahead; negative = behind). Raw posts are as-is."""
+    qr_rotate_s: float = Field(default=20.0, ge=0)
+    """While disconnected, `qr-code` serves a new QR every this many seconds (0: every call)."""
+    qr_scan_after_s: float | None = Field(default=None, ge=0)
+    """The served QR is "scanned" this many seconds after the first `qr-code` call of a
+    disconnected session, and the session connects; None: only when `scan_qr` is called."""
+    pairing_enter_after_s: float | None = Field(default=None, ge=0)
+    """A pairing code is "entered" on the phone this many seconds after it was issued, and
+    the session connects with that phone number; None: only when `enter_pairing_code` is called."""
 
 
 class InstancePatch(BaseModel):
@@ -108,6 +128,31 @@ class InstancePatch(BaseModel):
     restart_delay_s: float | None = Field(default=None, ge=0)
     delivery: DeliveryMode | None = None
     status_step_delay_s: float | None = Field(default=None, ge=0)
+    receipts_before_answer: bool | None = None
+    send_answer_delay_s: float | None = Field(default=None, ge=0)
+    hold_send_answers: bool | None = None
+    moment_offset_s: float | None = None
+    qr_rotate_s: float | None = Field(default=None, ge=0)
+    qr_scan_after_s: float | None = Field(default=None, ge=0)
+    pairing_enter_after_s: float | None = Field(default=None, ge=0)
+
+
+class InstanceState(BaseModel):
+    """What the simulator holds for one instance right now (`GET /_sim/instances/{id}`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_id: str
+    connected: bool
+    phone: str | None
+    """The phone the session runs on (kept while disconnected; webhooks omit it then)."""
+    held_answers: int
+    """Send answers waiting for `release_answers`."""
+    qr_codes_served: int
+    """QR codes served since the session last dropped (0 once connected)."""
+    pairing_code: str | None
+    """The pairing code waiting to be entered, if any."""
+    flapping: bool
 
 
 class CallRecord(BaseModel):
