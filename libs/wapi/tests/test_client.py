@@ -7,6 +7,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aiohttp
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
@@ -584,3 +585,20 @@ def test_a_client_is_built_outside_an_event_loop_and_closes_unused() -> None:
     client = WapiClient(base_url="http://127.0.0.1:9/v1")
     asyncio.run(client.aclose())
     assert repr(client) == "WapiClient(base_url='http://127.0.0.1:9/v1')"
+
+
+async def test_a_handed_in_session_never_repeats_a_restart_silently(
+    sim: Simulator, wapi_simulator_server: SimulatorServer
+) -> None:
+    """aiohttp would repeat a GET whose pooled connection closed; W-API restarts on GET, so the
+    adapter switches that off on any session, its own or a caller's."""
+    sim.set_restart(INSTANCE, RestartMode.NEVER)
+    async with aiohttp.ClientSession() as session:
+        client = WapiClient(base_url=wapi_simulator_server.base_url, session=session)
+        assert isinstance(await client.status_instance(CREDS), InstanceStatus)  # pooled now
+        sim.blip(INSTANCE, operations={"restart"})
+        result = await client.restart(CREDS)
+        await client.aclose()
+        assert not session.closed
+    assert isinstance(result, ProviderTimeout)
+    assert len(sim.calls(operation="restart")) == 1

@@ -161,7 +161,8 @@ class WapiClient:
     The aiohttp session is created on first use (so the client can be built outside a running
     loop, e.g. in `create_app`) and lives on that loop. `session` hands in a session this
     adapter will use for pooled calls and will not close (benchmarks, special transports);
-    `limits.total` and `keepalive_s` are then that session's business. `metrics` defaults to
+    `limits.total` and `keepalive_s` are then that session's business, and its silent retry of
+    GETs is switched off. `metrics` defaults to
     the provider metrics on prometheus_client's default registry (`WapiMetrics.for_registry`).
     """
 
@@ -183,6 +184,8 @@ class WapiClient:
             sock_connect=timeout.connect,
             sock_read=timeout.read,
         )
+        if session is not None:
+            _no_silent_retry(session)
         self._session = session
         self._owns_session = session is None
         self._fresh: aiohttp.ClientSession | None = None
@@ -521,10 +524,14 @@ def _new_session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
     )
+    _no_silent_retry(session)
+    return session
+
+
+def _no_silent_retry(session: aiohttp.ClientSession) -> None:
     # aiohttp silently repeats a GET once when a pooled connection turns out closed; W-API
     # restarts and disconnects on GET, so retries are decided here, per call, instead.
     session._retry_connection = False  # noqa: SLF001 - no public switch (aiohttp's test_utils does the same)
-    return session
 
 
 def _send_body(
