@@ -53,7 +53,15 @@ class BackgroundServer:
         self.loop = asyncio.new_event_loop()
         self._server = uvicorn.Server(
             uvicorn.Config(
-                self._app, lifespan="on", log_level="warning", access_log=False, http=http
+                self._app,
+                lifespan="on",
+                # An embedded server must not reconfigure the process's logging: uvicorn's
+                # default log_config gives its loggers their own handlers, and access_log=False
+                # turns off propagation of "uvicorn.access", so later lines of the process under
+                # test bypass its JSON logging. The warning level keeps access lines out.
+                log_config=None,
+                log_level="warning",
+                http=http,
             )
         )
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
