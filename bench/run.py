@@ -278,6 +278,22 @@ def soak_section(report: Path) -> str:
     return text[text.index(SOAK_MARKER) :] if SOAK_MARKER in text else ""
 
 
+def carried_sections(report: Path, fresh: set[str]) -> dict[str, Any]:
+    """The previous run's figures (the report's JSON twin) of sections not measured now."""
+    previous = report.with_suffix(".json")
+    if not previous.exists():
+        return {}
+    figures: dict[str, Any] = json.loads(previous.read_text())
+    return {name: value for name, value in figures.items() if name not in fresh}
+
+
+def previous_date(report: Path) -> str:
+    for line in report.read_text().splitlines() if report.exists() else []:
+        if line.startswith("- date: "):
+            return line.removeprefix("- date: ")
+    return "an earlier run"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -322,7 +338,21 @@ def main() -> None:
             )
     command = "./taskw bench -- " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "./taskw bench"
     soak = soak_section(args.out)
-    report = render(figures, machine, command, args.note)
+    note = args.note
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for section in figures.values():
+        section["measured_at"] = now
+    carried = carried_sections(args.out, set(figures))
+    if carried:
+        # `--only` refreshes some sections; the others stay, marked with the run they came from.
+        figures = {**carried, **figures}
+        before = previous_date(args.out)
+        extra = f"re-run now: {', '.join(sorted(only))}; carried over: " + ", ".join(
+            f"{name} (measured {value.get('measured_at', before)})"
+            for name, value in sorted(carried.items())
+        )
+        note = f"{note}; {extra}" if note else extra
+    report = render(figures, machine, command, note)
     args.out.write_text(report + ("\n" + soak if soak else ""))
     (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=2))
     sys.stdout.write(f"wrote {args.out}\n")
