@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +29,25 @@ def test_health_cli_reports_an_unreachable_nats_with_its_code(argv: list[str]) -
     assert status == 3
     assert out.getvalue().startswith("erro NATS_UNREACHABLE: não foi possível conectar ao NATS")
     assert "em 5 s" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [("zapgate-sender", ["outcome", "c-1"]), ("zapgate-health", ["status"])],
+)
+def test_the_installed_cli_prints_one_line_and_no_traceback(script: str, argv: list[str]) -> None:
+    """As a process (no logging set up): only the coded line, not nats-py's connect traceback."""
+    url = f"nats://127.0.0.1:{_closed_port()}"
+
+    done = subprocess.run(  # noqa: S603 - our own console scripts
+        [str(Path(sys.executable).parent / script), "--nats-url", url, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    output = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 3
+    assert len(output) == 1, output
+    assert output[0].startswith("erro NATS_UNREACHABLE: ")

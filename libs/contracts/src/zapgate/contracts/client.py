@@ -51,13 +51,21 @@ class NatsUnreachableError(ConnectionError):
         self.reason = reason
 
 
+async def _ignore_connect_error(_error: Exception) -> None:
+    """`connect_once` reports the failure itself, as `NatsUnreachableError`."""
+
+
 async def connect_once(url: str, *, timeout: float = 5.0, **options: Any) -> NatsClient:  # noqa: ANN401
     """Connect for a short-lived caller (a CLI): one try, bounded by `timeout` seconds.
 
     nats-py's defaults retry the first connect for about two minutes, and
     `max_reconnect_attempts=0` retries for ever; a command-line tool must give up and say so.
-    Raises `NatsUnreachableError` (never a raw nats-py or socket error).
+    Raises `NatsUnreachableError` (never a raw nats-py or socket error). nats-py's default
+    `error_cb` logs each failed try with its traceback (to stderr when the caller has not set up
+    logging); the error is raised here anyway, so unless the caller passes its own `error_cb`
+    nothing is logged.
     """
+    options.setdefault("error_cb", _ignore_connect_error)
     try:
         async with asyncio.timeout(timeout):
             return await nats.connect(

@@ -6,6 +6,7 @@ import argparse
 
 import uvicorn
 
+from zapgate.runtime.logging import configure_logging
 from zapgate.wapi.simulator.app import create_app
 from zapgate.wapi.simulator.engine import SimulatorEngine
 from zapgate.wapi.simulator.models import InstanceSpec
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         "--instance", type=parse_instance, action="append", default=[], metavar="ID:TOKEN[:PHONE]"
     )
     args = parser.parse_args(argv)
+    # JSON lines like every other process of the stack (its log sits next to theirs in
+    # `.zapgate/logs/`); uvicorn's own plain-text logging config stays off.
+    configure_logging()
     engine = SimulatorEngine()
     for spec in args.instance:
         engine.add_instance(spec)
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(engine),
         host=args.host,
         port=args.port,
-        log_level="info",
+        log_config=None,
         http=ClosableHttpProtocol,  # the DISCONNECT fault closes connections without answering
         # A hanging request must not hold shutdown forever.
         timeout_graceful_shutdown=2,

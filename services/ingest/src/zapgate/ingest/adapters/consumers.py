@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
@@ -92,7 +91,9 @@ class Archiver:
         while True:
             try:
                 messages = await subscription.fetch(self._batch, timeout=_FETCH_WAIT)
-            except NatsTimeoutError:
+            except TimeoutError:
+                # An idle fetch: nats-py raises its own TimeoutError or, from `_fetch_n`, the
+                # builtin one (a subclass relation only one way), so catch the builtin.
                 continue
             if messages:
                 await self._handle(messages)
