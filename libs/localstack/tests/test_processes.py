@@ -83,6 +83,28 @@ def test_start_returns_once_readyz_answers_200_and_stop_ends_it_with_sigterm(
     assert "stopped, exit code 0" in log_text
 
 
+def test_arguments_of_a_process_never_reach_its_log(tmp_path: Path) -> None:
+    """The start marker names the program only: an argument may carry a credential (the
+    simulator's `--instance id:token:phone`), and the log must not."""
+    port = free_port()
+    token = "tok-never-logged-0123456789abcdef"
+    spec = _spec(tmp_path, port)
+    spec = ProcessSpec(
+        name=spec.name,
+        # A short program text, so the token would sit within any prefix of the command line.
+        argv=(sys.executable, "-c", "exec(__import__('os').environ['SRC'])", f"demo:{token}"),
+        env={**spec.env, "SRC": _SERVICE},
+        ready_url=spec.ready_url,
+        log_path=spec.log_path,
+    )
+    proc = ServiceProcess(spec, ready_timeout=20)
+    proc.start()
+    proc.stop()
+    log_text = spec.log_path.read_text()
+    assert '"process_started"' in log_text
+    assert token not in log_text
+
+
 def test_stop_kills_a_process_that_ignores_sigterm_after_the_grace_period(tmp_path: Path) -> None:
     """A process that ignores SIGTERM is SIGKILLed once the grace period is over."""
     proc = ServiceProcess(_spec(tmp_path, free_port(), IGNORE_TERM="1"), stop_grace=0.5)

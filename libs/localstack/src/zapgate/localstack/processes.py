@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -247,7 +246,8 @@ class ServiceProcess:
         log_file = self.spec.log_path.open("ab")
         if write_header:
             # A JSON line like the service's own, so every line of the log parses.
-            log_file.write(_marker("process_started", argv=shlex.join(self.spec.argv)[:200]))
+            # The program only: arguments can carry credentials (the simulator's instance token).
+            log_file.write(_marker("process_started", program=Path(self.spec.argv[0]).name))
             log_file.flush()
         try:
             # Own session: a terminal's Ctrl-C reaches only the launcher, which stops the
@@ -265,7 +265,12 @@ class ServiceProcess:
             log_file.close()
             raise ProcessError(f"cannot start {self.name}: {exc}") from exc
         self._log_file = log_file
-        log.info("process_started", process=self.name, pid=self._popen.pid, argv=self.spec.argv)
+        log.info(
+            "process_started",
+            process=self.name,
+            pid=self._popen.pid,
+            program=Path(self.spec.argv[0]).name,
+        )
 
     def _kill_group(self, popen: subprocess.Popen[bytes]) -> None:
         try:
