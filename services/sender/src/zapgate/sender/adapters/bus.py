@@ -17,7 +17,6 @@ from zapgate.runtime.connection import NatsConnection
 from zapgate.runtime.consumer import PullConsumer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from datetime import timedelta
 
     from nats.aio.client import Client
@@ -66,29 +65,48 @@ class JetStreamOutcomeLog:
 class HeartbeatConsumer(PullConsumer[M]):
     """The runtime's pull consumer that sends `+WPI` every `heartbeat` while a delivery is
     handled: the ack wait stays short (a crashed sender's commands come back within seconds)
-    while a provider call or a database outage takes as long as it takes."""
+    while a provider call or a database outage takes as long as it takes.
+
+    One periodic task beats for every delivery in flight (not one task per delivery): each
+    delivery hears a `+WPI` at most `heartbeat` after it started and then every `heartbeat`.
+    """
 
     heartbeat: timedelta | None = None
+    _working: dict[int, Msg] | None = None
+    _beating: asyncio.Task[None] | None = None
 
     async def handle(self, message: Msg) -> Outcome:
         if self.heartbeat is None:
             return await super().handle(message)
-        async with in_progress(message, self.heartbeat):
+        working = self._start_beating(self.heartbeat)
+        key = id(message)
+        working[key] = message
+        try:
             return await super().handle(message)
+        finally:
+            working.pop(key, None)
+
+    def _start_beating(self, every: timedelta) -> dict[int, Msg]:
+        if self._working is None:
+            self._working = {}
+        if self._beating is None or self._beating.done():
+            self._beating = asyncio.create_task(beat(self._working, every))
+        return self._working
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        await super().stop(timeout)
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+            self._beating = None
 
 
-@contextlib.asynccontextmanager
-async def in_progress(message: Msg, every: timedelta) -> AsyncIterator[None]:
-    """Tell JetStream every `every` that `message` is still being worked on (`+WPI`)."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(every.total_seconds())
+async def beat(working: dict[int, Msg], every: timedelta) -> None:
+    """Every `every`, tell JetStream that each message in `working` is still being worked on
+    (`+WPI`); a message that ends meanwhile is left out (its ack already went)."""
+    while True:
+        await asyncio.sleep(every.total_seconds())
+        for message in list(working.values()):
             with contextlib.suppress(Exception):
                 await message.in_progress()
-
-    heartbeat = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        heartbeat.cancel()

@@ -102,12 +102,20 @@ async def _translated(
 class _Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # One statement is atomic on its own: run it in autocommit, which spares the BEGIN and
+        # the COMMIT/ROLLBACK psycopg sends around it (two round trips of three, per statement
+        # on the send path). Same pool; the isolation level is reset when the connection returns.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _translated(self._engine.begin())
 
     def _connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _translated(self._engine.connect())
+
+    def _single(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for work whose statements are each atomic alone (no transaction)."""
+        return _translated(self._autocommit.connect())
 
 
 class PostgresCommandStore(_Database):
@@ -143,7 +151,7 @@ class PostgresCommandStore(_Database):
                 "sending_at": now,
                 "session_health": session_health,
             }
-        async with self._begin() as conn:
+        async with self._single() as conn:
             statement = _claim_statement(tuple(values))
             inserted = (await conn.execute(statement, values)).mappings().first()
             if inserted is not None:
@@ -160,7 +168,7 @@ class PostgresCommandStore(_Database):
         return Claim(new=False, row=_row(existing))
 
     async def get(self, command_id: str) -> SendCommandRow | None:
-        async with self._connect() as conn:
+        async with self._single() as conn:
             found = (
                 (
                     await conn.execute(
@@ -189,7 +197,7 @@ class PostgresCommandStore(_Database):
             frozenset(status.value for status in from_statuses), tuple(sorted(changes))
         )
         parameters = {f"set_{column}": value for column, value in changes.items()}
-        async with self._begin() as conn:
+        async with self._single() as conn:
             moved = (
                 (await conn.execute(statement, {"match_command_id": command_id, **parameters}))
                 .mappings()
@@ -199,7 +207,7 @@ class PostgresCommandStore(_Database):
 
     async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None:
         statement = sa.select(_COMMANDS).where(_COMMANDS.c.provider_message_id == message_id)
-        async with self._connect() as conn:
+        async with self._single() as conn:
             found = (await conn.execute(statement)).mappings().first()
         return _row(found) if found is not None else None
 
@@ -312,7 +320,7 @@ class PostgresCommandStore(_Database):
             )
             .on_conflict_do_nothing(index_elements=["message_id", "status"])
         )
-        async with self._begin() as conn:
+        async with self._single() as conn:
             await conn.execute(statement)
 
     async def early_receipts(self, message_id: str) -> list[EarlyReceipt]:
@@ -321,7 +329,7 @@ class PostgresCommandStore(_Database):
             .where(_EARLY.c.message_id == message_id)
             .order_by(_EARLY.c.received_at, _EARLY.c.status)
         )
-        async with self._connect() as conn:
+        async with self._single() as conn:
             rows = (await conn.execute(statement)).mappings().all()
         return [
             EarlyReceipt(
@@ -335,7 +343,7 @@ class PostgresCommandStore(_Database):
         ]
 
     async def drop_early_receipts(self, message_id: str) -> None:
-        async with self._begin() as conn:
+        async with self._single() as conn:
             await conn.execute(sa.delete(_EARLY).where(_EARLY.c.message_id == message_id))
 
     async def expire_early_receipts(self, received_before: datetime) -> int:
@@ -362,7 +370,7 @@ class PostgresInstanceDirectory(_Database):
         self._cipher = cipher or TokenCipher([DEV_TOKEN_KEY])
 
     async def get(self, instance_id: str) -> InstanceView | None:
-        async with self._connect() as conn:
+        async with self._single() as conn:
             found = (
                 (await conn.execute(_INSTANCE_VIEW, {"match_instance_id": instance_id}))
                 .mappings()
