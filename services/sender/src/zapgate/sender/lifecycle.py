@@ -48,7 +48,9 @@ async def start(
     settings: SenderSettings, resources: AsyncExitStack, *, wapi: WapiPort | None, clock: Clock
 ) -> SenderHandlers:
     """Build the object graph and start the consumers; every resource closes on `resources`."""
-    engine = create_engine(settings.database_url.get_secret_value())
+    # The same ceiling as the default (20 connections), more of it kept: with many instances
+    # sending at once, overflow connections were opened and closed again per statement.
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=16, max_overflow=4)
     resources.push_async_callback(engine.dispose)
     provider = wapi or WapiClient(base_url=settings.wapi_base_url)
     if wapi is None:
