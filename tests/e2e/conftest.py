@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from zapgate.contracts import subjects
 from zapgate.contracts.health import CheckNow, CheckNowReply, RegisterInstance, RegistryReply
 from zapgate.devservers.postgres import free_port
-from zapgate.devservers.pytest_plugin import delete_all_streams
+from zapgate.devservers.pytest_plugin import reset_streams
 from zapgate.localstack.processes import ProcessSpec, ServiceProcess
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def flow_stack(
 ) -> Iterator[Stack]:
     """Ingest, health and sender, started once for the module on fresh streams."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, delete_all_streams(nats_server.url)).result(timeout=30)
+        pool.submit(asyncio.run, reset_streams(nats_server.url)).result(timeout=30)
     stack = make_stack(
         nats_server.url,
         module_database,

@@ -12,6 +12,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from zapgate.devservers.nats import MIN_VERSION, NatsServer, NatsServerError
+from zapgate.runtime.topology import ALL_STREAMS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +26,7 @@ def test_session_server_is_at_least_the_version_with_message_schedules(
 ) -> None:
     """The wheel's nats-server is new enough for message schedules."""
     assert nats_server.version[:2] >= MIN_VERSION
-    assert nats_server.url == f"nats://127.0.0.1:{nats_server.port}"
+    assert nats_server.anonymous_url == f"nats://127.0.0.1:{nats_server.port}"
 
 
 async def test_jetstream_stores_a_published_message(nats_url: str) -> None:
@@ -38,11 +39,19 @@ async def test_jetstream_stores_a_published_message(nats_url: str) -> None:
     await nc.close()
 
 
-async def test_nats_url_starts_each_test_without_streams(nats_url: str) -> None:
-    """Streams created by earlier tests are gone."""
+async def test_nats_url_starts_each_test_with_only_the_empty_topology(nats_url: str) -> None:
+    """Streams created by earlier tests are gone; the topology's streams exist, empty."""
     nc = await nats.connect(nats_url)
-    assert await nc.jetstream().streams_info() == []
+    infos = await nc.jetstream().streams_info()
     await nc.close()
+    assert {info.config.name for info in infos} == {spec.name for spec in ALL_STREAMS}
+    assert all(info.state.messages == 0 for info in infos)
+
+
+async def test_the_session_server_refuses_anonymous_connections(nats_server: NatsServer) -> None:
+    """Auth is on for every test: no credentials, no connection."""
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(nats_server.anonymous_url, connect_timeout=5, allow_reconnect=False)
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])

@@ -36,7 +36,7 @@ from zapgate.contracts.health import CheckNow, CheckNowReply, RegisterInstance, 
 from zapgate.devservers.nats import NatsServer
 from zapgate.devservers.postgres import free_port
 from zapgate.devservers.postgres_for_tests import TestPostgres
-from zapgate.devservers.pytest_plugin import delete_all_streams
+from zapgate.devservers.pytest_plugin import reset_streams
 from zapgate.localstack.processes import ProcessSpec, ServiceProcess
 from zapgate.wapi.simulator.server import SimulatorServer
 
@@ -93,7 +93,7 @@ def console_stack(
 ) -> Iterator[ConsoleStack]:
     """Health (1 s tick) and the console, started once for the module on fresh streams."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, delete_all_streams(nats_server.url)).result(timeout=30)
+        pool.submit(asyncio.run, reset_streams(nats_server.url)).result(timeout=30)
     logs = tmp_path_factory.mktemp("console-stack")
     health_probe, sender_probe, console_port = free_port(HOST), free_port(HOST), free_port(HOST)
     stack = ConsoleStack(nats_server.url, f"http://{HOST}:{console_port}", logs)

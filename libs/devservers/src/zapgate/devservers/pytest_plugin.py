@@ -1,7 +1,13 @@
 """Real-server fixtures for every zapgate test suite (listed in the root conftest.py).
 
-Session-wide servers start once; each test gets clean state: no leftover JetStream streams, and a
-fresh database copied from a template on which every service's migrations already ran.
+Session-wide servers start once; each test gets clean state: freshly provisioned JetStream streams
+(the topology, empty), and a fresh database copied from a template on which every service's
+migrations already ran.
+
+NATS runs with zapgate's users and permissions (libs/runtime nats_auth.py): test code connects
+as the harness user the server URL carries, and every service's settings read their own nkey
+seed from `ZAPGATE_<SVC>_NATS_SEED` (set for the whole session), so each service runs with
+exactly its production permissions. Anonymous connections are refused.
 """
 
 from __future__ import annotations
@@ -15,29 +21,59 @@ import nats
 import pytest
 
 from zapgate.devservers.nats import NatsServer
+from zapgate.devservers.nats_auth import DevCredentials
 from zapgate.devservers.postgres import EmbeddedPostgres, PostgresServerError
 from zapgate.devservers.postgres_for_tests import TestPostgres, postgres_for_tests
 from zapgate.runtime.db import migrate_all
+from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.topology import all_streams
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
 
 @pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One nats-server (JetStream on, fresh store dir) for the whole session."""
-    server = NatsServer(tmp_path_factory.mktemp("nats") / "store").start()
+def nats_credentials() -> Iterator[DevCredentials]:
+    """Seeds of every NATS user; services' settings find theirs in the environment."""
+    credentials = DevCredentials.generate()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in credentials.service_env().items():
+            patch.setenv(name, value)
+        yield credentials
+
+
+@pytest.fixture(scope="session")
+def nats_server(
+    tmp_path_factory: pytest.TempPathFactory, nats_credentials: DevCredentials
+) -> Iterator[NatsServer]:
+    """One nats-server (JetStream on, auth on, fresh store dir) for the whole session."""
+    server = NatsServer(tmp_path_factory.mktemp("nats") / "store", auth=nats_credentials).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
 def nats_url(nats_server: NatsServer) -> str:
-    """The session server's URL, after deleting every stream (and KV/object bucket) left over."""
-    # A private loop in a worker thread: never touches the loop pytest-asyncio gives the test.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, delete_all_streams(nats_server.url)).result(timeout=30)
+    """The session server's URL (as the harness user), every stream reset: what earlier tests
+    left is deleted and the topology provisioned afresh, as `zapgate-provision` does."""
+    run_in_thread(reset_streams(nats_server.url))
     return nats_server.url
+
+
+def run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run `coroutine` on a private loop in a worker thread: never touches the test's loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result(timeout=60)
+
+
+async def reset_streams(url: str) -> None:
+    """Delete every stream, then create the topology's streams (the admin's one-shot step)."""
+    await delete_all_streams(url)
+    nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+    try:
+        await ensure_streams(nc, all_streams())
+    finally:
+        await nc.close()
 
 
 async def delete_all_streams(url: str) -> None:
@@ -56,15 +92,21 @@ async def delete_all_streams(url: str) -> None:
 
 @pytest.fixture
 def fault_nats_server(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, nats_credentials: DevCredentials
 ) -> Iterator[Callable[..., NatsServer]]:
-    """A factory of started, dedicated nats-servers that a test may kill, pause or restart."""
+    """A factory of started, dedicated nats-servers that a test may kill, pause or restart:
+    auth on and the topology provisioned, like the session server (unless given a config)."""
     servers: list[NatsServer] = []
 
     def start(**options: Any) -> NatsServer:  # noqa: ANN401 - forwarded to NatsServer
+        if "config_file" not in options:
+            options.setdefault("auth", nats_credentials)
         server = NatsServer(tmp_path_factory.mktemp("nats-fault") / "store", **options)
         servers.append(server)
-        return server.start()
+        server.start()
+        if server.auth is not None:
+            run_in_thread(reset_streams(server.url))
+        return server
 
     yield start
     for server in servers:

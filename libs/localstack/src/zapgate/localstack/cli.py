@@ -24,6 +24,7 @@ from zapgate.localstack.stack import (
     RealWapiConfig,
     Stack,
     StackConfig,
+    read_nats_url,
     read_webhook_secret,
 )
 from zapgate.runtime.logging import configure_logging
@@ -96,7 +97,7 @@ def running_stack_target(config: StackConfig) -> DemoTarget:
     """The demo's view of a stack `zapgate-up` started with `config` (fixed ports)."""
     secret = read_webhook_secret(config)
     return DemoTarget(
-        nats_url=f"nats://{LOCALHOST}:{config.nats_port}",
+        nats_url=read_nats_url(config),
         database_url=f"postgresql+psycopg://postgres@{LOCALHOST}:{config.postgres_port}/zapgate",
         sim_url=f"http://{LOCALHOST}:{config.sim_port}",
         ingest_webhook_url=f"http://{LOCALHOST}:{config.ingest_port}/webhooks/{secret}",

@@ -29,9 +29,11 @@ from zapgate.console.adapters.passwords import Argon2Passwords
 from zapgate.contracts import subjects
 from zapgate.contracts.health import RegisterInstance, RegistryReply
 from zapgate.devservers.nats import NatsServer
+from zapgate.devservers.nats_auth import DevCredentials
 from zapgate.devservers.postgres import EmbeddedPostgres, free_port
 from zapgate.localstack.processes import ProcessSpec, ServiceProcess
 from zapgate.runtime.db import migrate_all
+from zapgate.runtime.provision_cli import provision
 from zapgate.wapi.client import DEFAULT_BASE_URL, WapiClient
 from zapgate.wapi.credentials import InstanceCredentials
 from zapgate.wapi.results import WebhooksConfigured
@@ -44,6 +46,8 @@ SIM_INSTANCE_TOKEN = "demo-token"  # noqa: S105 - the simulator's own made-up to
 SIM_INSTANCE_PHONE = "5511900000001"
 LOCALHOST = "127.0.0.1"
 CONSOLE_OPERATOR = "operador"
+NATS_URL_FILE = "nats-url"
+"""In the data dir: the NATS URL with the harness user's password, for `zapgate-demo`."""
 
 
 class StackConfig(BaseSettings):
@@ -153,6 +157,7 @@ class Stack:
         self.data_dir = self.config.data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.nats: NatsServer | None = None
+        self.nats_credentials = DevCredentials.generate()
         self.postgres: EmbeddedPostgres | None = None
         self.processes: dict[str, ServiceProcess] = {}
         self.endpoints: Endpoints | None = None
@@ -193,12 +198,23 @@ class Stack:
     def _up(self) -> Endpoints:
         config = self.config
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        # NATS with zapgate's users and permissions: each service logs in with its own nkey
+        # seed, streams are provisioned once by the admin user (as in production).
+        self.nats_credentials = DevCredentials.generate()
         self.nats = NatsServer(
             self.data_dir / "nats",
             port=config.nats_port or None,
             log_path=self.logs_dir / "nats.log",
+            auth=self.nats_credentials,
         ).start()
-        self._say(f"nats-server {'.'.join(map(str, self.nats.version))} on {self.nats.url}")
+        asyncio.run(provision(self.nats.anonymous_url, self.nats_credentials.seed("admin")))
+        url_file = self.data_dir / NATS_URL_FILE
+        url_file.write_text(self.nats.url)
+        url_file.chmod(0o600)
+        self._say(
+            f"nats-server {'.'.join(map(str, self.nats.version))} on {self.nats.anonymous_url} "
+            "(auth on; streams provisioned by the admin user)"
+        )
         self.postgres = EmbeddedPostgres(
             self.data_dir / "postgres", port=config.postgres_port or None
         ).start()
@@ -290,6 +306,7 @@ class Stack:
             return {
                 # dev: the local stack's own throwaway secrets (prod is the default).
                 f"{prefix}ENVIRONMENT": "dev",
+                f"{prefix}NATS_SEED": self.nats_credentials.seed(service),
                 f"{prefix}NATS_URL": self.nats.url,
                 f"{prefix}DATABASE_URL": database_url,
                 f"{prefix}PROBE_HOST": LOCALHOST,
@@ -392,7 +409,11 @@ class Stack:
         self, instance_id: str, token: SecretStr, wapi_base_url: str, webhook_url: str | None
     ) -> None:
         assert self.nats is not None  # noqa: S101 - started first
-        nc = await nats.connect(self.nats.url, connect_timeout=5)
+        nc = await nats.connect(
+            self.nats.anonymous_url,
+            connect_timeout=5,
+            **self.nats_credentials.options("operator"),
+        )
         try:
             command = RegisterInstance(
                 instance_id=instance_id,
@@ -451,6 +472,15 @@ def _secret_file(path: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def read_nats_url(config: StackConfig) -> str:
+    """The running stack's NATS URL with the harness user's credentials (`./taskw up` writes
+    it, mode 0600, each run: the stack's NATS users are made afresh every start)."""
+    path = config.data_dir.resolve() / NATS_URL_FILE
+    if not path.exists():
+        raise StackError(f"no {path}: is the stack running (`./taskw up`)?")
     return path.read_text().strip()
 
 

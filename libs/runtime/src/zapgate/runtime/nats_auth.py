@@ -180,6 +180,8 @@ INGEST: Final = Role(
         f"$O.{_BODIES_BUCKET}.>",
         f"{JS_API}.STREAM.CREATE.{_BODIES_STREAM}",
         f"{JS_API}.STREAM.PURGE.{_BODIES_STREAM}",
+        # nats-py's object store reads chunks through a subscribe that looks the stream up.
+        f"{JS_API}.STREAM.NAMES",
     ),
 )
 
@@ -214,7 +216,8 @@ SENDER: Final = Role(
     serves=(_SENDER_API_ALL,),
     consumers=_durables_of("sender"),
     verifies=_ALL_STREAMS,
-    reads_last=(subjects.STREAM_TICKS,),
+    # ZG_SEND: an answer parked on its outcome subject is read back after a crash.
+    reads_last=(subjects.STREAM_TICKS, subjects.STREAM_SEND),
 )
 
 API: Final = Role(
