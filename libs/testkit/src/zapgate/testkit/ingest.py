@@ -65,13 +65,14 @@ async def stream_messages(client: Client, subject: str = subjects.WEBHOOKS_ALL) 
     subscription = await js.subscribe(
         subject, stream=subjects.STREAM_WEBHOOKS, ordered_consumer=True
     )
-    messages: list[Msg] = []
     try:
-        while True:
-            pending = (await subscription.consumer_info()).num_pending
-            if pending == 0 and subscription.pending_msgs == 0:
-                return messages
-            messages.append(await subscription.next_msg(timeout=5))
+        # Delivered-or-pending at one instant: a message the server already pushed but the
+        # client has not read off the socket yet counts as delivered, not pending, so asking
+        # "anything pending?" in a loop could end before it arrived (seen under load).
+        info = await subscription.consumer_info()
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        total = (info.num_pending or 0) + delivered
+        return [await subscription.next_msg(timeout=5) for _ in range(total)]
     finally:
         await subscription.unsubscribe()
 
