@@ -24,6 +24,7 @@ from zapgate.contracts.health import CheckNow, CheckNowReply, RegisterInstance, 
 from zapgate.devservers.postgres import free_port
 from zapgate.devservers.pytest_plugin import reset_streams
 from zapgate.localstack.processes import ProcessSpec, ServiceProcess
+from zapgate.testkit.ingest import stream_messages
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -240,17 +241,8 @@ async def wait_until(probe: Callable[[], Awaitable[bool]], *, timeout: float, wh
 
 
 async def read_stream(nc: Client, stream: str, subject: str) -> list[Msg]:
-    """Every message `stream` holds now on `subject`, read with an ordered consumer."""
-    subscription = await nc.jetstream().subscribe(subject, stream=stream, ordered_consumer=True)
-    messages: list[Msg] = []
-    try:
-        while True:
-            pending = (await subscription.consumer_info()).num_pending
-            if pending == 0 and subscription.pending_msgs == 0:
-                return messages
-            messages.append(await subscription.next_msg(timeout=5))
-    finally:
-        await subscription.unsubscribe()
+    """Every message `stream` holds now on `subject` (the testkit's one reader)."""
+    return await stream_messages(nc, subject, stream=stream)
 
 
 def repeated(values: list[str]) -> dict[str, int]:

@@ -59,12 +59,16 @@ async def start_ingest(settings: IngestSettings, *, connected: bool = True) -> R
     return server
 
 
-async def stream_messages(client: Client, subject: str = subjects.WEBHOOKS_ALL) -> list[Msg]:
-    """Every message now in ZG_WEBHOOKS on `subject`, read with an ordered consumer."""
+async def stream_messages(
+    client: Client,
+    subject: str = subjects.WEBHOOKS_ALL,
+    *,
+    stream: str = subjects.STREAM_WEBHOOKS,
+) -> list[Msg]:
+    """Every message `stream` (ZG_WEBHOOKS unless told) holds now on `subject`, read with an
+    ordered consumer."""
     js = client.jetstream()
-    subscription = await js.subscribe(
-        subject, stream=subjects.STREAM_WEBHOOKS, ordered_consumer=True
-    )
+    subscription = await js.subscribe(subject, stream=stream, ordered_consumer=True)
     try:
         # Delivered-or-pending at one instant: a message the server already pushed but the
         # client has not read off the socket yet counts as delivered, not pending, so asking
