@@ -180,7 +180,8 @@ class SenderHandlers:
         # Receipts of one message in stream order (DELIVERY before READ, or READ would win and
         # the move to `delivered` be lost); different messages side by side.
         async with self._receipt_lanes.turn(event.message_id or ""):
-            await apply_message_status(event, self.deps)
+            receipt = await apply_message_status(event, self.deps)
+        self.deps.metrics.receipts.labels(receipt.value).inc()
 
     async def on_instance_state_changed(
         self,

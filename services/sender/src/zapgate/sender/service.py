@@ -45,6 +45,7 @@ from zapgate.contracts.sending import (
 )
 from zapgate.contracts.webhooks import DeliveryStatus
 from zapgate.runtime.requests import invalid_request
+from zapgate.sender.adapters.metrics import SenderMetrics
 from zapgate.sender.domain import (
     EarlyReceipt,
     InstanceView,
@@ -163,6 +164,7 @@ class SenderDeps:
     pacer: Pacer
     policy: SendPolicy = field(default_factory=SendPolicy)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    metrics: SenderMetrics = field(default_factory=SenderMetrics.for_registry)
 
 
 # --- outcomes -------------------------------------------------------------------------------------
@@ -200,14 +202,23 @@ def to_outcome(
     return outcome if at is None else outcome.model_copy(update={"occurred_at": at})
 
 
-async def _publish_outcome(row: SendCommandRow, deps: SenderDeps, *, replayed: bool) -> SendOutcome:
-    outcome = to_outcome(row, replayed=replayed, at=deps.clock.now())
+async def _publish_outcome(
+    row: SendCommandRow, deps: SenderDeps, *, replayed: bool, count: bool = True
+) -> SendOutcome:
+    """Publish the row's outcome; `count`: a first outcome (not a replay, not a parked answer
+    the later publish of the stored row repeats) counts in the send metrics."""
+    now = deps.clock.now()
+    outcome = to_outcome(row, replayed=replayed, at=now)
     if outcome is None:
         raise RuntimeError(f"command {row.command_id} has no public outcome yet")
     msg_id = f"outcome:{row.command_id}:{row.status}:{row.attempts}"
     if replayed:
         # A replay answers a new delivery: it must reach the subject even inside the window.
         msg_id += f":replay:{uuid.uuid4().hex}"
+    elif count:
+        # Counted once the decision is stored, before its publish: a publish that fails is
+        # replayed by the next delivery, which does not count again.
+        deps.metrics.decided(row.status, row.error_code, now - row.created_at)
     await deps.publisher.publish(
         subjects.send_outcome_subject(row.command_id),
         outcome,
@@ -267,6 +278,7 @@ async def answer_invalid_command(
         if isinstance(raw.get("correlation_id"), str)
         else None,
     )
+    deps.metrics.decided(SendStatus.FAILED.value, ErrorCode.INVALID_COMMAND.value, None)
     await deps.publisher.publish(
         subjects.send_outcome_subject(command_id),
         outcome,
@@ -576,7 +588,7 @@ async def _park_answer(accepted: SendCommandRow, deps: SenderDeps) -> None:
     before the database is back, the next delivery finds the messageId there
     (`_recover_parked_answer`)."""
     try:
-        await _publish_outcome(accepted, deps, replayed=False)
+        await _publish_outcome(accepted, deps, replayed=False, count=False)
     except Exception as exc:  # noqa: BLE001 - the database write below still keeps the answer
         _log.warning("answer_park_failed", command_id=accepted.command_id, reason=repr(exc))
 
@@ -775,6 +787,8 @@ async def _apply_receipt(
         )
         if moved is None:
             continue  # another receipt moved it meanwhile: judge again from the new status
+        since_sent = (received_at or now) - row.sent_at if row.sent_at is not None else None
+        deps.metrics.moved(current.value, target.value, since_sent)
         await deps.publisher.publish(
             subjects.message_status_subject(row.instance_id),
             MessageStatusChanged(
@@ -839,11 +853,13 @@ async def sweep(deps: SenderDeps, policy: StuckPolicy) -> SweepReport:
     """One periodic pass: alert stuck messages once, signal stalls, expire held commands, find
     held ones to release, forget early receipts no answer claimed in time."""
     report = SweepReport()
+    started = deps.clock.monotonic()
     now = deps.clock.now()
     sent_before = now - policy.window
     for row in await deps.store.unalerted_stuck(sent_before):
         if row.sent_at is None or not await deps.store.mark_stuck_alerted(row.command_id, now):
             continue
+        deps.metrics.stuck_alerts.inc()
         await deps.publisher.publish(
             subjects.message_alert_subject(row.instance_id),
             MessageStuck(
@@ -865,12 +881,15 @@ async def sweep(deps: SenderDeps, policy: StuckPolicy) -> SweepReport:
             stuck_for_s=(now - row.sent_at).total_seconds(),
         )
         report.stuck_alerted.append(row.command_id)
-    for group in await deps.store.stuck_by_instance(sent_before, now - policy.stall_lookback):
+    groups = await deps.store.stuck_by_instance(sent_before, now - policy.stall_lookback)
+    deps.metrics.stuck.set(sum(len(group.stuck) for group in groups))
+    for group in groups:
         if not is_stalled(group.stuck, group.last_delivery_at, threshold=policy.stall_threshold):
             continue
         ids = [message.command_id for message in group.stuck]
         if not await deps.store.open_stall(group.instance_id, ids, now):
             continue
+        deps.metrics.stalls.inc()
         await deps.publisher.publish(
             subjects.delivery_signal_subject(group.instance_id),
             DeliverySignalled(
@@ -890,6 +909,7 @@ async def sweep(deps: SenderDeps, policy: StuckPolicy) -> SweepReport:
     report.early_receipts_expired = await deps.store.expire_early_receipts(
         now - deps.policy.early_receipt_keep
     )
+    deps.metrics.sweep_duration.observe(deps.clock.monotonic() - started)
     return report
 
 
