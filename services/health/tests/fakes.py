@@ -29,6 +29,7 @@ from zapgate.health.ports import (
     CheckTarget,
     ClaimedNotice,
     HealthEvent,
+    InstanceCensus,
     InstanceRecord,
     NoticeDelivery,
     NotRegisteredError,
@@ -243,6 +244,14 @@ class FakeRepository:
 
     async def list_instances(self) -> list[InstanceSummary]:
         return [self._summary(i) for i in sorted(self.rows)]
+
+    async def census(self) -> InstanceCensus:
+        by_state: dict[tuple[str, str | None], int] = {}
+        for row in self.rows.values():
+            key = (row.status.state.value, row.status.reason)
+            by_state[key] = by_state.get(key, 0) + 1
+        episodes = sum(1 for row in self.rows.values() if row.status.in_episode)
+        return InstanceCensus(by_state=by_state, open_episodes=episodes)
 
     async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
         ids = (

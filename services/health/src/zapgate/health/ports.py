@@ -101,6 +101,15 @@ class ClaimedNotice:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceCensus:
+    """How many registered instances hold each (state, degraded reason), and how many have an
+    open outage episode: the figures behind health's instance gauges."""
+
+    by_state: Mapping[tuple[str, str | None], int]
+    open_episodes: int
+
+
 class LockedInstances(Protocol):
     """Instances loaded and locked for one decision; `save` is written when the block exits."""
 
@@ -135,6 +144,10 @@ class HealthRepository(Protocol):
         ...
 
     async def list_instances(self) -> list[InstanceSummary]: ...
+
+    async def census(self) -> InstanceCensus:
+        """Instances by stored (state, reason) and open episodes: one aggregate query."""
+        ...
 
     async def health(self, instance_id: str | None = None) -> list[InstanceHealth]: ...
 

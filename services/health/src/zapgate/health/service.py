@@ -17,6 +17,7 @@ from datetime import timedelta
 import structlog
 
 from zapgate.contracts.health import EvidenceSource, InstanceHealth, InstanceSummary
+from zapgate.health.adapters.metrics import HealthMetrics
 from zapgate.health.check import check_instance
 from zapgate.health.domain import (
     Decision,
@@ -76,6 +77,7 @@ class HealthService:
         settings: HealthSettings,
         operator: OperatorChannel | None = None,
         on_tick: Callable[[RoundReport], None] | None = None,
+        metrics: HealthMetrics | None = None,
     ) -> None:
         self.repository = repository
         self._provider = provider
@@ -86,6 +88,7 @@ class HealthService:
         self._policy = settings.policy
         self._operator = operator
         self._on_tick = on_tick
+        self._metrics = metrics or HealthMetrics.for_registry()
         self._restart_slots = asyncio.Semaphore(settings.provider_concurrency)
 
     # --- rounds of checks --------------------------------------------------------------------
@@ -100,6 +103,13 @@ class HealthService:
         report = await self._round(targets, EvidenceSource.TICK, heartbeat=heartbeat)
         await self._settle_episodes(report)
         await self.flush_outbox()
+        try:
+            self._metrics.census(await self.repository.census())
+        except Exception as exc:  # noqa: BLE001 - a gauge must never fail the tick
+            _log.warning(
+                "instance census failed; the gauges keep their last values", reason=repr(exc)
+            )
+        self._metrics.tick_duration.observe(time.perf_counter() - started)
         _log.info(
             "health tick",
             checked=report.checked,
@@ -242,6 +252,7 @@ class HealthService:
         report.checked += len(batch)
         for change in changes:
             _count_and_log(change, report)
+            self._metrics.changed(change, now)
         report.changes.extend(changes)
         return changes
 
@@ -359,6 +370,7 @@ class HealthService:
                 unit.save(change)
                 report.changes.append(change)
                 _count_and_log(change, report)
+                self._metrics.changed(change, now)
 
     # --- restarts ----------------------------------------------------------------------------
 
@@ -394,6 +406,9 @@ class HealthService:
                 )
                 return False
             result = await self._provider.restart(target.credentials())
+        self._metrics.restarts.labels(
+            "accepted" if isinstance(result, Acknowledged) else "failed"
+        ).inc()
         if isinstance(result, Acknowledged):
             _log.info(
                 "restart requested",

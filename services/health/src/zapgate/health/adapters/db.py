@@ -33,6 +33,7 @@ from zapgate.health.ports import (
     CheckTarget,
     ClaimedNotice,
     HealthEvent,
+    InstanceCensus,
     InstanceRecord,
     NotRegisteredError,
 )
@@ -249,6 +250,20 @@ class PostgresHealthRepository:
         async with self._engine.connect() as conn:
             rows = await conn.execute(instances.select().order_by(instances.c.instance_id))
             return [_summary(row) for row in rows]
+
+    async def census(self) -> InstanceCensus:
+        statement = sa.select(
+            instances.c.state,
+            instances.c.reason,
+            sa.func.count(),
+            sa.func.count(instances.c.outage_started_at),
+        ).group_by(instances.c.state, instances.c.reason)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return InstanceCensus(
+            by_state={(row[0], row[1]): int(row[2]) for row in rows},
+            open_episodes=sum(int(row[3]) for row in rows),
+        )
 
     async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
         statement = instances.select().order_by(instances.c.instance_id)
