@@ -133,6 +133,7 @@ def webhook_routes(  # noqa: PLR0913 - collaborators and limits, limits keyword-
 
 def _answer(accepted: Accepted, metrics: IngestMetrics, clock: Clock) -> Response:
     metrics.outcomes.labels(accepted.disposition.value).inc()
+    metrics.disposed(accepted.kind, accepted.disposition.value)
     for fix in accepted.fixes:
         metrics.sanitized.labels(fix.value).inc()
     disposition = accepted.disposition

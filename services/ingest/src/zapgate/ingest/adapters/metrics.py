@@ -2,7 +2,8 @@
 
 Labels never take unbounded values from payloads: an instance id becomes a label through
 `bounds.bounded_id(token=True)` and only for the first `max_instances` distinct ids; later ones
-are counted under `_other`.
+are counted under `_other`. A `kind` label is a `WebhookKind` value or the quarantine kind
+(`other` otherwise); a `disposition` a `Disposition` value.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from zapgate.contracts.bounds import bounded_id
+from zapgate.contracts.webhooks import QUARANTINE_KIND, WebhookKind
 
 OTHER_INSTANCES: Final = "_other"
 NO_INSTANCE: Final = ""
+OTHER_KIND: Final = "other"
+_KINDS = frozenset({*(kind.value for kind in WebhookKind), QUARANTINE_KIND})
 
 
 class IngestMetrics:
@@ -43,6 +47,13 @@ class IngestMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.dispositions = Counter(
+            "zapgate_ingest_webhook_dispositions",
+            "Webhook bodies the gateway answered, by routed kind and disposition (published, "
+            "duplicate, spooled, quarantined, too_large, not_durable)",
+            ["kind", "disposition"],
+            registry=registry,
+        )
         self.sanitized = Counter(
             "zapgate_ingest_sanitized",
             "Accepted webhooks the sanitiser changed, by fix",
@@ -58,6 +69,10 @@ class IngestMetrics:
         self.spool_pending = Gauge(
             "zapgate_ingest_spool_pending", "Webhooks in the local spool", registry=registry
         )
+
+    def disposed(self, kind: str, disposition: str) -> None:
+        """Count one body the gateway answered; a kind outside the known set counts as `other`."""
+        self.dispositions.labels(kind if kind in _KINDS else OTHER_KIND, disposition).inc()
 
     def instance_label(self, instance_id: str | None) -> str:
         """The label value for `instance_id`: bounded, and `_other` once the budget is spent."""
