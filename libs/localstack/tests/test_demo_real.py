@@ -25,8 +25,11 @@ from zapgate.localstack.processes import (
     resolve_executable,
 )
 from zapgate.localstack.stack import RealWapiConfig, Stack, StackConfig
+from zapgate.testkit.metrics import Exposition, dashboard_metric_names, dashboard_queries
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "zapgate.json"
 
 
 def _stack_dir() -> Path:
@@ -102,6 +105,36 @@ async def test_the_demo_shows_every_scenario_passing_on_a_real_stack(stack: Stac
     assert [r.name for r in results if not r.passed] == [], text
     assert code == 0
     assert f"{len(SCENARIOS)} of {len(SCENARIOS)} scenarios passed" in text
+    sender, health, ingest = (_scrape(stack, name) for name in ("sender", "health", "ingest"))
+    assert sender.value("zapgate_sender_sends_total", {"outcome": "sent"}) >= 1
+    assert sender.value("zapgate_sender_sends_total", {"outcome": "failed"}) >= 1
+    assert sender.value("zapgate_sender_command_to_outcome_seconds_count") >= 1
+    assert sender.value("zapgate_sender_stuck_alerts_total") >= 1
+    assert sender.value("zapgate_wapi_call_duration_seconds_count", {"operation": "send-text"}) >= 1
+    assert health.value("zapgate_health_tick_duration_seconds_count") >= 1
+    assert health.value("zapgate_health_instances") >= 1
+    assert health.value("zapgate_health_outage_episodes_total") >= 1
+    assert health.value("zapgate_health_state_transitions_total") >= 1
+    published = {"disposition": "published", "kind": "message_status"}
+    assert ingest.value("zapgate_ingest_webhook_dispositions_total", published) >= 1
+
+
+def test_every_metric_the_dashboard_queries_is_served_by_some_service(stack: Stack) -> None:
+    """The Grafana dashboard in deploy/ reads only metrics some service's /metrics exposes, so
+    renaming a metric without the dashboard (or the other way round) fails here."""
+    served: set[str] = set()
+    for name in ("sender", "health", "ingest"):
+        served |= _scrape(stack, name).names()
+    queried = dashboard_metric_names(DASHBOARD)
+    assert len(dashboard_queries(DASHBOARD)) >= 20
+    assert queried - served == set()
+
+
+def _scrape(stack: Stack, service: str) -> Exposition:
+    assert stack.endpoints is not None
+    response = httpx.get(f"{stack.endpoints.probes[f'{service} probes']}/metrics", timeout=10)
+    response.raise_for_status()
+    return Exposition(response.text)
 
 
 def test_a_stack_that_cannot_start_stops_what_it_already_started(stack_dir: Path) -> None:
