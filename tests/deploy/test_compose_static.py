@@ -314,3 +314,31 @@ def test_one_shot_migration_image_declares_no_healthcheck_and_installs_every_ser
     install = next(args for op, args in steps if op == "RUN" and "--no-install-workspace" in args)
     for name in SETTINGS:
         assert f"--package zapgate-{name}" in install
+
+
+def test_the_cluster_profile_points_every_nats_client_at_the_cluster_with_r3_streams() -> None:
+    """docker-compose.cluster.yml: migrate provisions R3 against nats-1, each service connects
+    to nats-1 and verifies R3 streams, and waits for all three nodes; the nodes run with the
+    single server's users and TLS, routed to each other."""
+    overlay = yaml.safe_load((DEPLOY / "docker-compose.cluster.yml").read_text(encoding="utf-8"))
+    services = overlay["services"]
+    assert "--replicas 3" in " ".join(services["migrate"]["command"])
+    assert services["migrate"]["environment"]["ZAPGATE_NATS_URL"] == "tls://nats-1:4222"
+    for name, settings in SETTINGS.items():
+        env = services[name]["environment"]
+        assert env[_env_name(settings, "nats_url")] == "tls://nats-1:4222"
+        assert env[_env_name(settings, "stream_replicas")] == "3"
+    for service in services.values():
+        assert set(service["depends_on"]) == {"nats-1", "nats-2", "nats-3"}
+    base = _services()
+    for index in (1, 2, 3):
+        node = base[f"nats-{index}"]
+        assert node["profiles"] == ["cluster"]
+        mounts = " ".join(node["volumes"])
+        assert "auth.conf" in mounts
+        assert "certs" in mounts
+        conf = (DEPLOY / "nats" / f"cluster-{index}.conf").read_text(encoding="utf-8")
+        assert "include ./auth.conf" in conf
+        assert "tls {" in conf
+        routes = set(re.findall(r"nats-route://(nats-\d):6222", conf))
+        assert routes == {f"nats-{other}" for other in (1, 2, 3) if other != index}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import time
 from typing import TYPE_CHECKING, Self
@@ -60,6 +61,7 @@ class NatsServer:
         start_timeout: float = 10.0,
         log_path: Path | None = None,
         auth: DevCredentials | None = None,
+        extra_config: str = "",
     ) -> None:
         self.store_dir = store_dir
         self.host = host
@@ -73,10 +75,12 @@ class NatsServer:
         self._process: ManagedProcess | None = None
         self._version: tuple[int, int, int] | None = None
         self.auth = auth
-        if auth is not None:
+        self._extra_config = extra_config
+        if auth is not None or extra_config:
             if config_file is not None:
-                raise NatsServerError("pass either auth or config_file")
-            # zapgate's users and permissions (nats_auth.py) plus the test harness user.
+                raise NatsServerError("pass either auth/extra_config or config_file")
+            # zapgate's users and permissions (nats_auth.py) plus the test harness user, then
+            # `extra_config` (a cluster block, a server name).
             self._config_file = store_dir.parent / f"{store_dir.name}-auth.conf"
 
     @property
@@ -126,8 +130,14 @@ class NatsServer:
                 f">= {'.'.join(map(str, MIN_VERSION))} (message schedules)"
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        if self.auth is not None and self._config_file is not None:
-            self.auth.write_server_config(self._config_file)
+        if self._config_file is not None and (self.auth is not None or self._extra_config):
+            if self.auth is not None:
+                self.auth.write_server_config(self._config_file)
+            else:
+                self._config_file.write_text("", encoding="utf-8")
+            if self._extra_config:
+                with self._config_file.open("a", encoding="utf-8") as config:
+                    config.write("\n" + self._extra_config + "\n")
         self._launch(self._port if self._port is not None else self._requested_port)
         return self
 
@@ -167,6 +177,16 @@ class NatsServer:
 
     def log_tail(self) -> str:
         return self._process.log_tail() if self._process is not None else ""
+
+    def wait_for_log(self, pattern: re.Pattern[str], timeout: float) -> str:
+        """Wait until the running process logs a line matching `pattern` (since its start)
+        and return that line; `TimeoutError` past `timeout` s, `NatsServerError` if it exits."""
+        try:
+            return self._running().wait_for(
+                lambda line: line if pattern.search(line) else None, timeout
+            )
+        except ProcessExitedError as exc:
+            raise NatsServerError(f"nats-server exited: {exc}") from exc
 
     def __enter__(self) -> Self:
         return self.start()
@@ -218,3 +238,120 @@ class _ReadyParser:
                 raise NatsServerError("ready, but no client port was logged")
             return self.port
         return None
+
+
+_META_LEADER = re.compile(
+    r"Self is new JetStream cluster metadata leader|JetStream cluster new metadata leader"
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's pick; free until someone binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class NatsCluster:
+    """`size` nats-servers from the same binary on loopback, routed into one JetStream cluster.
+
+    Each node gets free client and route ports (kept across restarts, like `NatsServer`), a
+    `server_name` (`<name>-<i>`, i from 1) and its own store dir under `root`; with `auth` every
+    node has zapgate's users (routes are loopback only and unauthenticated). `start()` returns
+    once every node has seen the JetStream meta leader, so R3 streams can be created at once.
+
+    `urls` lists the client URLs (harness user with `auth`): pass `servers=cluster.urls` to
+    `nats.connect`. A service needs only one (`url_of(i)`): it learns the other nodes from the
+    server and logs in with its nkey on whichever it reconnects to.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        size: int = 3,
+        name: str = "zapgate",
+        auth: DevCredentials | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        if size < 1:
+            raise NatsServerError("a cluster needs at least one node")
+        self.root = root
+        self.name = name
+        self.auth = auth
+        self._start_timeout = start_timeout
+        self._route_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsServer(
+                root / f"{name}-{index + 1}" / "store",
+                port=free_port(),
+                auth=auth,
+                extra_config=self._node_config(index),
+                start_timeout=start_timeout,
+            )
+            for index in range(size)
+        ]
+
+    def _node_config(self, index: int) -> str:
+        routes = ", ".join(
+            f'"nats-route://127.0.0.1:{port}"'
+            for other, port in enumerate(self._route_ports)
+            if other != index
+        )
+        return (
+            f'server_name: "{self.name}-{index + 1}"\n'
+            f"cluster {{\n  name: {self.name}\n"
+            f"  listen: 127.0.0.1:{self._route_ports[index]}\n  routes: [{routes}]\n}}\n"
+        )
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node's client URL (as the harness user with `auth`)."""
+        return [node.url for node in self.nodes]
+
+    def url_of(self, index: int) -> str:
+        """Node `index`'s client URL (0-based)."""
+        return self.nodes[index].url
+
+    def start(self) -> Self:
+        """Start every node, then wait until each one knows the JetStream meta leader."""
+        for node in self.nodes:
+            node.store_dir.parent.mkdir(parents=True, exist_ok=True)
+            node.start()
+        for node in self.nodes:
+            self.wait_for_meta_leader(node)
+        return self
+
+    def wait_for_meta_leader(self, node: NatsServer) -> None:
+        """Wait until `node` (since its last start) logged who the JetStream meta leader is."""
+        try:
+            node.wait_for_log(_META_LEADER, self._start_timeout)
+        except TimeoutError as exc:
+            raise NatsServerError(f"no JetStream meta leader: {exc}") from exc
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node `index` (0-based): a node lost without warning."""
+        self.nodes[index].kill()
+
+    def restart(self, index: int) -> None:
+        """Start node `index` again (same ports and store) and wait until it rejoined."""
+        node = self.nodes[index]
+        node.restart()  # stops it first if it still runs; retries a lingering port
+        self.wait_for_meta_leader(node)
+
+    def stop(self) -> None:
+        """SIGTERM every node (SIGKILL what hangs)."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import nats
 import pytest
 
-from zapgate.devservers.nats import NatsServer
+from zapgate.devservers.nats import NatsCluster, NatsServer
 from zapgate.devservers.nats_auth import DevCredentials
 from zapgate.devservers.postgres import EmbeddedPostgres, PostgresServerError
 from zapgate.devservers.postgres_for_tests import TestPostgres, postgres_for_tests
@@ -66,17 +66,18 @@ def run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
         pool.submit(asyncio.run, coroutine).result(timeout=60)
 
 
-async def reset_streams(url: str) -> None:
-    """Delete every stream, then create the topology's streams (the admin's one-shot step)."""
+async def reset_streams(url: str | list[str], replicas: int = 1) -> None:
+    """Delete every stream, then create the topology's streams (the admin's one-shot step)
+    with `replicas` copies each (3 on a three-node cluster)."""
     await delete_all_streams(url)
     nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
     try:
-        await ensure_streams(nc, all_streams())
+        await ensure_streams(nc, all_streams(replicas))
     finally:
         await nc.close()
 
 
-async def delete_all_streams(url: str) -> None:
+async def delete_all_streams(url: str | list[str]) -> None:
     """Delete every JetStream stream; KV and object-store buckets are streams too."""
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
     try:
@@ -111,6 +112,31 @@ def fault_nats_server(
     yield start
     for server in servers:
         server.kill()
+
+
+@pytest.fixture
+def nats_cluster(
+    tmp_path_factory: pytest.TempPathFactory, nats_credentials: DevCredentials
+) -> Iterator[Callable[..., NatsCluster]]:
+    """A factory of started three-node nats-server clusters (same wheel, loopback, auth on like
+    the session server) that a test may kill nodes of; `replicas=3` (default) provisions the
+    topology with R3 streams, `replicas=None` leaves the cluster empty. All stopped afterwards."""
+    clusters: list[NatsCluster] = []
+
+    def start(*, size: int = 3, replicas: int | None = 3) -> NatsCluster:
+        cluster = NatsCluster(
+            tmp_path_factory.mktemp("nats-cluster"), size=size, auth=nats_credentials
+        )
+        clusters.append(cluster)
+        cluster.start()
+        if replicas is not None:
+            run_in_thread(reset_streams(cluster.urls, replicas))
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        for node in cluster.nodes:
+            node.kill()
 
 
 @pytest.fixture(scope="session")

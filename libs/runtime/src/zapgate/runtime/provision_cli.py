@@ -5,6 +5,11 @@ run as their own NATS users, which may only look at streams (`STREAM.INFO`), nev
 change them. Run it again after a topology change.
 
     ZAPGATE_NATS_URL=nats://nats:4222 zapgate-provision --seed-file secrets/nats/admin.nk
+
+Replicas (`--replicas`, default `$ZAPGATE_STREAM_REPLICAS`, else 1): every stream, and the
+webhook bodies bucket if ingest created it already, gets that many copies; existing streams are
+moved (a stream update: JetStream adds or removes peers and catches them up in the background).
+3 on a three-node cluster (compose's cluster profile).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 
 from zapgate.runtime.nats_auth import connect_options
-from zapgate.runtime.streams import StreamProvisioningError, ensure_streams
+from zapgate.runtime.streams import StreamProvisioningError, ensure_replicas, ensure_streams
 from zapgate.runtime.topology import all_streams
 
 if TYPE_CHECKING:
@@ -28,7 +33,10 @@ if TYPE_CHECKING:
 
 NATS_URL_ENV = "ZAPGATE_NATS_URL"
 NATS_SEED_ENV = "ZAPGATE_NATS_SEED"
+REPLICAS_ENV = "ZAPGATE_STREAM_REPLICAS"
 ADMIN_USER = "admin"
+BODIES_STREAM = "OBJ_ZG_WEBHOOK_BODIES"
+"""The stream of ingest's object-store bucket for large webhook bodies (created by ingest)."""
 
 
 async def provision(url: str, seed: str | None, *, replicas: int = 1) -> list[str]:
@@ -39,6 +47,7 @@ async def provision(url: str, seed: str | None, *, replicas: int = 1) -> list[st
     try:
         specs = all_streams(replicas)
         await ensure_streams(nc, specs)
+        await ensure_replicas(nc, BODIES_STREAM, replicas)
     finally:
         await nc.close()
     return [spec.name for spec in specs]
@@ -50,7 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--seed-file", help=f"file with the admin's nkey seed (default: ${NATS_SEED_ENV})"
     )
-    parser.add_argument("--replicas", type=int, default=1, choices=(1, 3, 5))
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(os.environ.get(REPLICAS_ENV) or 1),
+        choices=(1, 3, 5),
+        help=f"copies of every stream (default ${REPLICAS_ENV}, else 1; 3 on a cluster)",
+    )
     args = parser.parse_args(argv)
     if not args.nats_url:
         parser.error(f"--nats-url or ${NATS_URL_ENV} is required")

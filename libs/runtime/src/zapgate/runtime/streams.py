@@ -228,6 +228,21 @@ async def _ensure_stream(nc: Client, spec: StreamSpec) -> None:
         raise StreamProvisioningError(f"update stream {spec.name}: {updated['error']}")
 
 
+async def ensure_replicas(nc: Client, stream: str, replicas: int) -> bool:
+    """Move an existing stream that the topology does not declare (an object-store bucket's
+    `OBJ_<bucket>`) to `replicas` copies, keeping the rest of its config. Returns True if it
+    was changed, False if it already had them or does not exist (its owner creates it).
+    Raises `StreamProvisioningError` if the server refuses the update."""
+    info = await _js_api(nc, f"STREAM.INFO.{stream}", {})
+    config = info.get("config")
+    if config is None or config.get("num_replicas") == replicas:
+        return False
+    updated = await _js_api(nc, f"STREAM.UPDATE.{stream}", {**config, "num_replicas": replicas})
+    if "error" in updated:
+        raise StreamProvisioningError(f"update stream {stream}: {updated['error']}")
+    return True
+
+
 async def ensure_consumer(nc: Client, spec: ConsumerSpec) -> None:
     """Create the durable consumer, or update it to the spec. Safe to run on every start."""
     await nc.jetstream().add_consumer(spec.stream, spec.config())
