@@ -97,8 +97,8 @@ class Stack:
                 "ZAPGATE_INGEST_HTTP_PORT": str(self.ingest_port),
                 "ZAPGATE_INGEST_SPOOL_DIR": str(self.logs / f"spool{replica}"),
                 "ZAPGATE_INGEST_ACCESS_LOG": "false",
-                "ZAPGATE_INGEST_ARCHIVER_ACK_WAIT": "3",
-                "ZAPGATE_INGEST_ARCHIVER_RETRY_DELAY": "0.2",
+                "ZAPGATE_INGEST_ARCHIVER_ACK_WAIT": "PT3S",
+                "ZAPGATE_INGEST_ARCHIVER_RETRY_DELAY": "PT0.2S",
             }
         else:
             env[f"{prefix}WAPI_BASE_URL"] = self.wapi_base_url

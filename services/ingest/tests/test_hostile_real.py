@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,8 @@ async def hostile(nats_url: str, database_url: str, tmp_path: Path) -> AsyncIter
         database_url,
         tmp_path / "spool",
         max_body_bytes=4 * 1024 * 1024,
-        body_read_timeout=0.5,
-        header_read_timeout=0.5,
+        body_read_timeout=timedelta(milliseconds=500),
+        header_read_timeout=timedelta(milliseconds=500),
         max_connections=64,
         metrics_max_instances=20,
     )

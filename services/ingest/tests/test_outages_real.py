@@ -239,7 +239,7 @@ def process_env(nats_url: str, database_url: str, spool_dir: Path) -> dict[str, 
         f"{prefix}HTTP_PORT": "0",
         f"{prefix}PROBE_HOST": "127.0.0.1",
         f"{prefix}PROBE_PORT": "0",
-        f"{prefix}SPOOL_DRAIN_INTERVAL": "0.05",
+        f"{prefix}SPOOL_DRAIN_INTERVAL": "PT0.05S",
         f"{prefix}LOG_JSON": "true",
     }
 

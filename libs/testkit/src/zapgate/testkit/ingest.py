@@ -7,6 +7,7 @@ the stream and the database through these helpers.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -41,10 +42,10 @@ def make_settings(
         "probe_host": "127.0.0.1",
         "probe_port": 0,
         "spool_dir": spool_dir,
-        "spool_drain_interval": 0.05,
-        "archiver_retry_delay": 0.2,
-        "archiver_ack_wait": 2.0,
-        "publish_timeout": 1.0,
+        "spool_drain_interval": timedelta(milliseconds=50),
+        "archiver_retry_delay": timedelta(milliseconds=200),
+        "archiver_ack_wait": timedelta(seconds=5),
+        "publish_timeout": timedelta(seconds=1),
     }
     options.update(extra)
     return IngestSettings(**options)

@@ -1,14 +1,20 @@
-"""Entry points: the webhook endpoint `POST /webhooks/{secret}` on plain Starlette (the hot path).
+"""Entry points: the webhook endpoint `POST /webhooks/{secret}` on plain Starlette (the hot
+path), and the archiver's consumer handler (off it).
 
 Per request: a constant-time secret check, a bounded body read, parse, route, one JetStream
 publish awaited for its ack (or the spool). No database, no provider call, no consumer wait.
+The archiver (`WebhookArchiver`) takes ZG_WEBHOOKS deliveries from the runtime's pull consumer
+and stores them in batches with `service.archive_batch`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -19,9 +25,10 @@ from zapgate.contracts.errors import Problem
 from zapgate.contracts.webhooks import WEBHOOK_MESSAGES_PT_BR, WebhookErrorCode
 from zapgate.ingest.domain.size import QUARANTINE_PREFIX_BYTES
 from zapgate.ingest.service import Accepted, Disposition
+from zapgate.runtime.consumer import DEPENDENCY_ERRORS, MessageFailure
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from pydantic import SecretStr
     from starlette.requests import Request
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
     from zapgate.ingest.adapters.metrics import IngestMetrics
     from zapgate.ingest.service import Gateway
     from zapgate.runtime.clock import Clock
+    from zapgate.runtime.consumer import Delivery
 
 log = structlog.get_logger("zapgate.ingest.http")
 WEBHOOK_PATH: Final = "/webhooks/{secret}"
@@ -94,7 +102,7 @@ def webhook_routes(  # noqa: PLR0913 - collaborators and limits, limits keyword-
     clock: Clock,
     *,
     max_body_bytes: int,
-    body_read_timeout: float = 30.0,
+    body_read_timeout: timedelta = timedelta(seconds=30),
 ) -> list[Route]:
     """The one route all six W-API webhook slots point at."""
 
@@ -106,14 +114,14 @@ def webhook_routes(  # noqa: PLR0913 - collaborators and limits, limits keyword-
             return problem_response(WebhookErrorCode.WEBHOOK_UNAUTHORIZED, 401)
         content_type = request.headers.get("content-type")
         try:
-            async with asyncio.timeout(body_read_timeout):
+            async with asyncio.timeout(body_read_timeout.total_seconds()):
                 body = await _read_body(request, max_body_bytes)
         except TimeoutError:
             metrics.outcomes.labels("body_timeout").inc()
             metrics.connections_refused.labels("body_timeout").inc()
             log.warning(
                 "webhook_body_timeout",
-                timeout_s=body_read_timeout,
+                timeout_s=body_read_timeout.total_seconds(),
                 reason="the body did not arrive in time",
             )
             response = problem_response(WebhookErrorCode.WEBHOOK_BODY_TIMEOUT, 408)
@@ -168,3 +176,128 @@ def _answer(accepted: Accepted, metrics: IngestMetrics, clock: Clock) -> Respons
         body["sanitized"] = [fix.value for fix in accepted.fixes]
     log.debug("webhook_accepted", **body, instance_id=accepted.instance_id)
     return JSONResponse(body, status_code=200)
+
+
+# --- the archiver: ZG_WEBHOOKS -> `service.archive_batch` (off the request path) ------------
+
+
+@dataclass(slots=True)
+class _Waiting:
+    delivery: Delivery
+    done: asyncio.Future[None]
+
+
+class WebhookArchiver:
+    """The handler of the archiver's pull consumer (`topology.INGEST_ARCHIVER`).
+
+    Deliveries that arrive together are archived together: each call queues its delivery and
+    waits; one flush task stores everything queued in one `archive` call (one transaction),
+    and what arrives meanwhile goes into the next flush (a group commit, at most `max_batch`
+    per call). So the runtime's loop keeps its per-message outcomes while inserts stay
+    batched. A flush that fails with a dependency error (database or NATS down) fails every
+    delivery in it (nak'ed, never counted); any other failure splits the batch and archives
+    one by one, so only the message that cannot be archived fails, as `archive_failed`
+    (counted; dead-lettered after the spec's `max_failures`).
+
+    `archived` counts distinct stream sequences stored (a redelivery of a stored message,
+    e.g. after its ack wait ran out, is not counted twice).
+    """
+
+    _REMEMBERED: Final = 100_000  # sequences kept to recognise a redelivery of a stored one
+
+    def __init__(
+        self,
+        archive: Callable[[Sequence[tuple[str, bytes]]], Awaitable[int]],
+        *,
+        max_batch: int,
+        dependency_errors: tuple[type[BaseException], ...] = DEPENDENCY_ERRORS,
+    ) -> None:
+        self._archive = archive
+        self._max_batch = max_batch
+        self._dependency_errors = dependency_errors
+        self._queue: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._stored: dict[tuple[str, int], None] = {}
+        self._progress = asyncio.Condition()
+        self.archived = 0
+
+    async def __call__(self, data: bytes, delivery: Delivery) -> None:
+        """Archive one delivery (with whatever else is queued); raises what archiving it
+        raised: a dependency error, or `MessageFailure("archive_failed")`."""
+        del data  # the same bytes as delivery.data (the consumer's decode is the identity)
+        waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        if self._flusher is None or self._flusher.done():
+            # Started as a task, it runs after the deliveries fetched with this one queued; in
+            # a context of its own, so its log lines do not carry this delivery's ids.
+            self._flusher = asyncio.create_task(
+                self._flush_queue(), name="archive-flush", context=contextvars.Context()
+            )
+        await asyncio.shield(waiting.done)
+        await self._count(delivery)
+
+    async def wait_archived(self, count: int, timeout: float) -> None:
+        """Return once `count` distinct messages were stored (tests, the replay CLI)."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: self.archived >= count)
+
+    async def _flush_queue(self) -> None:
+        while self._queue:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        started = time.perf_counter()
+        try:
+            inserted = await self._archive([(w.delivery.subject, w.delivery.data) for w in batch])
+        except self._dependency_errors as error:
+            log.warning("archive_batch_failed", size=len(batch), reason=_describe(error))
+            for waiting in batch:
+                _settle(waiting, error)
+            return
+        except Exception as error:  # noqa: BLE001 - one message may be the cause: find it
+            if len(batch) == 1:
+                log.warning(
+                    "archive_message_failed",
+                    stream_seq=batch[0].delivery.sequence,
+                    reason=_describe(error),
+                )
+                _settle(batch[0], MessageFailure("archive_failed", _describe(error)))
+                return
+            log.warning("archive_batch_split", size=len(batch), reason=_describe(error))
+            for waiting in batch:
+                await self._flush([waiting])
+            return
+        log.info(
+            "archive_batch_stored",
+            size=len(batch),
+            new_rows=inserted,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        for waiting in batch:
+            _settle(waiting, None)
+
+    async def _count(self, delivery: Delivery) -> None:
+        key = (delivery.stream, delivery.sequence)
+        if key in self._stored:
+            return
+        self._stored[key] = None
+        if len(self._stored) > self._REMEMBERED:
+            del self._stored[next(iter(self._stored))]
+        async with self._progress:
+            self.archived += 1
+            self._progress.notify_all()
+
+
+def _settle(waiting: _Waiting, error: BaseException | None) -> None:
+    if waiting.done.done():
+        return
+    if error is None:
+        waiting.done.set_result(None)
+    else:
+        waiting.done.set_exception(error)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:1000]

@@ -54,7 +54,7 @@ from zapgate.ingest.domain.size import (
 from zapgate.ingest.ports import PayloadRow, QuarantineRow, SpoolError, SpoolRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
     from zapgate.ingest.domain.states import KnownStates
     from zapgate.ingest.ports import Archive, BodyStore, Publisher, Spool
@@ -348,11 +348,24 @@ async def archive_batch(
         events[event.dedupe_key] = event
         payloads.append(await _payload_row(event, bodies))
     result = await archive.store(payloads, quarantined)
-    for new_key, earlier_key in result.updates.items():
-        await _publish_content_update(events[new_key], earlier_key, publisher)
-    for event in events.values():
-        await _prove_life(event, publisher, states)
+    # Published together, not one ack round trip after another: a batch must end well inside
+    # the consumer's ack wait, or its deliveries come back while still being handled.
+    await _all(
+        *(
+            _publish_content_update(events[new_key], earlier_key, publisher)
+            for new_key, earlier_key in result.updates.items()
+        ),
+        *(_prove_life(event, publisher, states) for event in events.values()),
+    )
     return result.inserted
+
+
+async def _all(*publishes: Coroutine[Any, Any, None]) -> None:
+    """Run the publishes concurrently; every one ends, then the first failure is raised."""
+    outcomes = await asyncio.gather(*publishes, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 CONTENT_UPDATE_PREFIX: Final = "update:"

@@ -1,14 +1,22 @@
-"""Ingest settings (`ZAPGATE_INGEST_*`). Built in `create_app` or by tests, never at import."""
+"""Ingest settings (`ZAPGATE_INGEST_*`). Built in `create_app` or by tests, never at import.
+
+Durations are `timedelta` in code and ISO 8601 in the environment (`PT10S`, `PT0.5S`).
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from zapgate.runtime.settings import ServiceSettings, refuse_placeholder_secret
+from zapgate.runtime.settings import (
+    PositiveDuration,
+    ServiceSettings,
+    refuse_placeholder_secret,
+)
 
 ONE_MIB = 1024 * 1024
 
@@ -37,11 +45,13 @@ class IngestSettings(ServiceSettings):
         description="Largest event published inline; a larger body is kept whole in the "
         "JetStream Object Store and the event carries a reference.",
     )
-    header_read_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds a client may take to send a request's headers."
+    header_read_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10),
+        description="Time a client may take to send a request's headers.",
     )
-    body_read_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds a client may take to send a request's body."
+    body_read_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=30),
+        description="Time a client may take to send a request's body.",
     )
     max_connections: int = Field(
         default=4096,
@@ -55,14 +65,32 @@ class IngestSettings(ServiceSettings):
         "`_other`, so a payload can never grow /metrics without bound.",
     )
     spool_dir: Path = Path("var/ingest-spool")
-    publish_timeout: float = Field(default=2.0, gt=0)
-    spool_drain_interval: float = Field(default=0.5, gt=0)
+    publish_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=2),
+        description="Wait for JetStream's ack of one publish; past it the webhook is spooled.",
+    )
+    spool_drain_interval: PositiveDuration = Field(
+        default=timedelta(milliseconds=500),
+        description="How often the spool is retried while NATS is away.",
+    )
     archiver_enabled: bool = True
-    archiver_batch: int = Field(default=256, ge=1, le=10_000)
-    archiver_durable: str = "ingest-archiver"
-    archiver_retry_delay: float = Field(default=1.0, gt=0)
-    archiver_ack_wait: float = Field(
-        default=15.0, gt=0, description="Seconds before an unacked batch is redelivered."
+    archiver_batch: int = Field(
+        default=256, ge=1, le=10_000, description="Most webhooks stored in one transaction."
+    )
+    archiver_retry_delay: PositiveDuration = Field(
+        default=timedelta(seconds=1),
+        description="Redelivery delay while the database is down, and after a message's first "
+        "failure (doubling per failure).",
+    )
+    archiver_ack_wait: PositiveDuration = Field(
+        default=timedelta(seconds=15),
+        description="Time before an unacknowledged delivery is redelivered.",
+    )
+    archiver_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failures of a message itself (never database or NATS outages) before it "
+        "is dead-lettered to `ingest_dead_letters` and `zg.deadletter.ingest.archiver`.",
     )
     access_log: bool = True
 

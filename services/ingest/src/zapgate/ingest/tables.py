@@ -1,4 +1,4 @@
-"""Tables ingest owns: every accepted webhook as received, and the quarantine."""
+"""Tables ingest owns: every accepted webhook as received, the quarantine, the dead letters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
+
+from zapgate.runtime.dead_letters import dead_letter_table
 
 
 def _archived_at() -> sa.Column[datetime]:
@@ -77,10 +79,16 @@ class QuarantinedWebhook(SQLModel, table=True):
     )
 
 
+# Bus messages the archiver gave up on (failures of the message itself, counted by the
+# runtime's pull consumer), with their reason (`zapgate.runtime.dead_letters`).
+_dead_letter_metadata = sa.MetaData()
+dead_letters = dead_letter_table(_dead_letter_metadata, "ingest_dead_letters")
+
+
 def ingest_metadata() -> sa.MetaData:
     """Only ingest's tables: migrations never see other services' SQLModel tables."""
     metadata = sa.MetaData()
-    for table in (payloads_table(), quarantine_table()):
+    for table in (payloads_table(), quarantine_table(), dead_letters):
         table.to_metadata(metadata)
     return metadata
 

@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import uvicorn
@@ -19,7 +20,7 @@ from zapgate.contracts.webhooks import WEBHOOK_MESSAGES_PT_BR, WebhookErrorCode
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from zapgate.ingest.app import IngestRuntime
+    from zapgate.ingest.lifecycle import IngestRuntime
 
 _SECRET_IN_PATH: Final = re.compile(r"(/webhooks/)[^/?\s\"]+")
 MASK: Final = "***"
@@ -58,7 +59,7 @@ class HttpLimits:
     (The body read timeout is the webhook route's: it answers 408 with its own code.)
     """
 
-    header_read_timeout: float = 10.0
+    header_read_timeout: timedelta = timedelta(seconds=10)
     max_header_bytes: int = 64 * 1024
     max_connections: int = 4096
 
@@ -137,7 +138,7 @@ class HygienicHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._stop_header_timer()
         self._header_timer = self.loop.call_later(
-            self.limits.header_read_timeout, self._refuse, "header_timeout", _SLOW
+            self.limits.header_read_timeout.total_seconds(), self._refuse, "header_timeout", _SLOW
         )
 
     def _stop_header_timer(self) -> None:

@@ -1,0 +1,212 @@
+"""What runs beside the webhook endpoint, started and stopped by the app's lifespan.
+
+`start` connects NATS in the background (a NATS outage at start only means spooling), declares
+the streams and the body bucket on every (re)connect, opens the spool, and starts the spool
+drainer, the archiver (the runtime's pull consumer, `handlers.WebhookArchiver`), the
+instance-state follower and the probe server (`/healthz`, `/readyz`, `/metrics`). `stop` ends
+them in the reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+from nats.errors import MaxPayloadError
+
+from zapgate.ingest import tables
+from zapgate.ingest.adapters.bodies import ensure_bodies_bucket
+from zapgate.ingest.adapters.bus import BusPublisher
+from zapgate.ingest.adapters.consumers import archiver_consumer, follow_instance_states
+from zapgate.ingest.adapters.db import PostgresArchive
+from zapgate.ingest.domain.states import KnownStates
+from zapgate.ingest.handlers import WebhookArchiver
+from zapgate.ingest.service import archive_batch
+from zapgate.runtime.connection import InvalidPublishError
+from zapgate.runtime.db import create_engine
+from zapgate.runtime.dead_letters import SqlDeadLetterStore
+from zapgate.runtime.probes import (
+    ProbeServer,
+    create_probe_app,
+    database_check,
+    nats_check,
+    serve_probes,
+)
+from zapgate.runtime.publisher import JetStreamPublisher
+from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.topology import all_streams
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from nats.aio.client import Client
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from zapgate.ingest.adapters.bodies import ObjectStoreBodies
+    from zapgate.ingest.adapters.metrics import IngestMetrics
+    from zapgate.ingest.adapters.spool import FileSpool
+    from zapgate.ingest.ports import SpoolRecord
+    from zapgate.ingest.service import Gateway
+    from zapgate.ingest.settings import IngestSettings
+    from zapgate.runtime.clock import Clock
+    from zapgate.runtime.connection import NatsConnection
+    from zapgate.runtime.consumer import PullConsumer
+
+log = structlog.get_logger("zapgate.ingest.lifecycle")
+
+
+@dataclass
+class IngestRuntime:
+    """What the running app holds; on `app.state.ingest` for tests and the CLI."""
+
+    settings: IngestSettings
+    clock: Clock
+    connection: NatsConnection
+    gateway: Gateway
+    spool: FileSpool
+    metrics: IngestMetrics
+    registry: CollectorRegistry
+    bodies: ObjectStoreBodies | None = None
+    states: KnownStates = field(default_factory=KnownStates)
+    archiver: WebhookArchiver | None = None
+    consumer: PullConsumer[bytes] | None = None
+    probes: ProbeServer | None = None
+    engine: AsyncEngine | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    spool_progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_spool_empty(self, timeout: float) -> None:
+        """Return once every spooled webhook was published (tests, shutdown)."""
+        async with asyncio.timeout(timeout), self.spool_progress:
+            await self.spool_progress.wait_for(lambda: self.spool.pending == 0)
+
+    @property
+    def probe_port(self) -> int | None:
+        return self.probes.port if self.probes is not None else None
+
+
+async def start(runtime: IngestRuntime) -> None:
+    """Start everything but the HTTP server (which is already serving); see the module doc."""
+    settings = runtime.settings
+    runtime.spool.open()
+    runtime.metrics.spool_pending.set_function(lambda: runtime.spool.pending)
+    drain_now = asyncio.Event()
+
+    async def declare_streams(client: Client) -> None:
+        await ensure_streams(client, all_streams(settings.stream_replicas))
+        await ensure_bodies_bucket(client, replicas=settings.stream_replicas)
+        drain_now.set()
+
+    runtime.connection.on_connect(declare_streams)
+    await runtime.connection.start()
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=4, max_overflow=2)
+    runtime.engine = engine
+    runtime.tasks.append(
+        asyncio.create_task(_drain_forever(runtime, drain_now), name="spool-drainer")
+    )
+    if settings.archiver_enabled:
+        await _start_archiver(runtime, engine)
+
+    def nats_ready() -> Awaitable[None]:
+        return nats_check(runtime.connection.require())()
+
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
+        "nats": nats_ready,
+        "database": database_check(engine),
+    }
+    runtime.probes = await serve_probes(
+        create_probe_app(checks, registry=runtime.registry),
+        settings.probe_host,
+        settings.probe_port,
+    )
+    log.info(
+        "ingest_started",
+        probe_port=runtime.probe_port,
+        spool_pending=runtime.spool.pending,
+        archiver=settings.archiver_enabled,
+    )
+
+
+async def _start_archiver(runtime: IngestRuntime, engine: AsyncEngine) -> None:
+    settings, connection = runtime.settings, runtime.connection
+    archive = PostgresArchive(engine)
+    # Off the request path a publish (proof of life, content update) is retried, same id.
+    publisher = BusPublisher(connection, timeout=settings.publish_timeout, attempts=3)
+
+    async def archive_deliveries(messages: Sequence[tuple[str, bytes]]) -> int:
+        return await archive_batch(messages, archive, publisher, runtime.states, runtime.bodies)
+
+    runtime.archiver = WebhookArchiver(archive_deliveries, max_batch=settings.archiver_batch)
+    runtime.consumer = archiver_consumer(
+        connection,
+        runtime.archiver,
+        settings,
+        dead_letters=SqlDeadLetterStore(engine, tables.dead_letters),
+        publisher=JetStreamPublisher(connection, timeout=settings.publish_timeout),
+        clock=runtime.clock,
+        registry=runtime.registry,
+    )
+    await runtime.consumer.start()
+    runtime.tasks.append(
+        asyncio.create_task(
+            follow_instance_states(connection, runtime.states), name="state-follower"
+        )
+    )
+
+
+async def _drain_forever(runtime: IngestRuntime, drain_now: asyncio.Event) -> None:
+    interval = runtime.settings.spool_drain_interval.total_seconds()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain_now.wait(), timeout=interval)
+        drain_now.clear()
+        if runtime.spool.pending == 0 or not runtime.connection.connected.is_set():
+            continue
+        try:
+            drained = await runtime.spool.drain(_skip_oversized(runtime.gateway))
+        except Exception as error:  # noqa: BLE001 - NATS dropped again: retry next round
+            log.warning("spool_drain_interrupted", reason=repr(error), left=runtime.spool.pending)
+            continue
+        if drained:
+            log.info("spool_drained", published=drained, left=runtime.spool.pending)
+        async with runtime.spool_progress:
+            runtime.spool_progress.notify_all()
+
+
+def _skip_oversized(gateway: Gateway) -> Callable[[SpoolRecord], Awaitable[None]]:
+    async def publish(record: SpoolRecord) -> None:
+        try:
+            await gateway.publish_spooled(record)
+        except (MaxPayloadError, InvalidPublishError):
+            # The gateway refuses oversized events before spooling; a record that still does
+            # not fit would block every later one, so it is logged whole and passed over.
+            log.error(  # noqa: TRY400 - the record is the useful part, not the traceback
+                "spooled_record_too_large",
+                dedupe_key=record.msg_id,
+                size=len(record.body),
+                reason="the NATS server can never take it (size or subject)",
+            )
+
+    return publish
+
+
+async def stop(runtime: IngestRuntime) -> None:
+    """Stop the archiver (deliveries in flight finish first), the loops, the probes, NATS."""
+    if runtime.consumer is not None:
+        await runtime.consumer.stop()
+    for task in reversed(runtime.tasks):
+        task.cancel()
+    for task in runtime.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if runtime.probes is not None:
+        await runtime.probes.stop()
+    await runtime.connection.close()
+    if runtime.engine is not None:
+        await runtime.engine.dispose()
+    runtime.spool.close()
+    log.info("ingest_stopped", spool_pending=runtime.spool.pending)
