@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from zapgate.devservers.nats import NatsServer
@@ -440,6 +441,74 @@ async def test_a_message_whose_deliveries_never_end_is_dead_lettered_as_unfinish
         assert copy.headers["Zg-Dead-Letter-Reason"] == "delivery_unfinished"
     finally:
         forever.set()
+        await consumer.stop()
+        await connection.close()
+
+
+@pytest.mark.parametrize("heartbeat", [timedelta(milliseconds=200), None])
+async def test_a_handler_longer_than_the_ack_wait_is_kept_in_progress_by_the_heartbeat(
+    nats_url: str, engine: AsyncEngine, heartbeat: timedelta | None
+) -> None:
+    """With a heartbeat, a handler that outlives the 1 s ack wait hears `+WPI` and its message
+    is delivered once (none redelivered, acked at the end). Without one (the control), the
+    server gives the same message again while the first handler still runs."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    name = "beats" if heartbeat else "no-beats"
+    spec = _spec(name, ack_wait=timedelta(seconds=1))
+    release = asyncio.Event()
+    redelivered = asyncio.Event()
+    acked = asyncio.Event()
+    deliveries: list[int] = []
+
+    async def handle(_order: Order, delivery: Delivery) -> None:
+        deliveries.append(delivery.num_delivered)
+        if delivery.num_delivered > 1:
+            redelivered.set()
+        await release.wait()
+
+    consumer = PullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=SqlDeadLetterStore(engine, TABLE),
+        registry=CollectorRegistry(),
+        concurrency=4,  # keeps fetching while the handler runs: a redelivery would be seen
+        heartbeat=heartbeat,
+    )
+    client = connection.require()
+    progress: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_ack(message: Msg) -> None:
+        if message.data in {b"", b"+ACK"}:  # nats-py acks with an empty body
+            acked.set()
+        else:
+            await progress.put(message.data)
+
+    acks = await client.subscribe(f"$JS.ACK.{STREAM.name}.{spec.durable}.>", cb=on_ack)
+    try:
+        await consumer.start()
+        await publisher.publish("rt.bus.s", b'{"order_id":"slow"}', stream=STREAM.name, msg_id="s")
+        if heartbeat is None:
+            await asyncio.wait_for(redelivered.wait(), WAIT)
+            assert deliveries[:2] == [1, 2]
+            return
+        # 10 beats, 0.2 s apart: the handler has run at least 1.8 s, past the 1 s ack wait.
+        beats = [await asyncio.wait_for(progress.get(), WAIT) for _ in range(10)]
+        during = await client.jetstream().consumer_info(STREAM.name, spec.durable)
+        release.set()
+        await asyncio.wait_for(acked.wait(), WAIT)
+        after = await client.jetstream().consumer_info(STREAM.name, spec.durable)
+
+        assert set(beats) == {b"+WPI"}
+        assert deliveries == [1]
+        assert not redelivered.is_set()
+        assert (during.num_redelivered, during.num_ack_pending) == (0, 1)
+        assert (after.num_redelivered, after.num_ack_pending) == (0, 0)
+    finally:
+        release.set()
+        await acks.unsubscribe()
         await consumer.stop()
         await connection.close()
 

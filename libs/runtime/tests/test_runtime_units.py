@@ -15,6 +15,7 @@ from zapgate.runtime.logging import REDACTED, redact, redact_processor
 from zapgate.runtime.nats_auth import new_user_seed
 from zapgate.runtime.settings import Duration, PositiveDuration, ServiceSettings, iso_duration
 from zapgate.runtime.streams import ConsumerSpec, StreamSpec, go_duration
+from zapgate.runtime.topology import ALL_CONSUMERS, queue_of
 
 pytestmark = pytest.mark.unit
 
@@ -187,7 +188,13 @@ def test_consumer_spec_names_its_durable_and_dead_letter_subject_and_backs_off()
     )
     several = ConsumerSpec(service="a", name="b", stream="S", filter_subjects=("x.a", "x.b"))
     assert several.config().filter_subjects == ["x.a", "x.b"]
-    for bad in ({"filter_subjects": ()}, {"max_failures": 0}, {"name": "a.b"}):
+    for bad in (
+        {"filter_subjects": ()},
+        {"max_failures": 0},
+        {"name": "a.b"},
+        {"heartbeat": timedelta(0)},
+        {"heartbeat": timedelta(seconds=30)},  # the default ack_wait: would never beat in time
+    ):
         options: dict[str, object] = {
             "service": "a",
             "name": "b",
@@ -197,6 +204,21 @@ def test_consumer_spec_names_its_durable_and_dead_letter_subject_and_backs_off()
         }
         with pytest.raises(ValueError, match=r"\w"):
             ConsumerSpec(**options)  # type: ignore[arg-type]
+
+
+def test_every_declared_heartbeat_is_below_its_ack_wait_and_each_service_has_one_api_queue() -> (
+    None
+):
+    """The topology's heartbeats beat well inside their ack waits; each service answering
+    request-reply verbs does so in one queue group (the one its app subscribes with)."""
+    beating = [spec for spec in ALL_CONSUMERS if spec.heartbeat is not None]
+    assert {spec.durable for spec in beating} >= {"sender-commands", "health-tick"}
+    for spec in beating:
+        assert spec.heartbeat is not None
+        assert spec.heartbeat <= spec.ack_wait / 2, spec.durable
+    assert (queue_of("health"), queue_of("sender")) == ("health-api", "sender-api")
+    with pytest.raises(ValueError, match="queue groups"):
+        queue_of("ingest")
 
 
 class _DurationSettings(ServiceSettings):

@@ -28,6 +28,11 @@ message is nak'ed as a dependency failure: nothing is dropped.
 
 Each message is handled with its ids bound in structlog's contextvars, and ends in one
 canonical `message_handled` line (outcome, duration, reason, plus whatever the handler bound).
+
+With a `heartbeat` (the constructor's, else the spec's), one periodic task tells JetStream every
+`heartbeat` that each delivery in flight is still being worked on (`+WPI`, which restarts its
+ack wait): the ack wait stays short, so a crashed process's messages come back within seconds,
+while a handler that is alive takes as long as it takes.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -188,6 +193,8 @@ class PullConsumer(Generic[M]):
     await consumer.stop()    # stops pulling; deliveries in flight finish first
     ```
     `decode(bytes) -> M` failing dead-letters the message at once (`invalid_message`).
+    `heartbeat` (default: the spec's) sends `+WPI` for every delivery in flight that often; it
+    must be shorter than the spec's `ack_wait`.
     Up to `concurrency` messages are handled at a time (each in its own task, with its own
     contextvars). After a connection replacement the loop re-subscribes by itself.
     """
@@ -207,9 +214,12 @@ class PullConsumer(Generic[M]):
         concurrency: int = 1,
         fetch_wait: timedelta = timedelta(seconds=1),
         dependency_errors: tuple[type[BaseException], ...] = DEPENDENCY_ERRORS,
+        heartbeat: timedelta | None = None,
     ) -> None:
         if spec.ordered:
             raise ValueError(f"{spec.name} is an ordered consumer: follow it, do not pull it")
+        if heartbeat is not None:
+            spec = replace(spec, heartbeat=heartbeat)  # checked against ack_wait there
         self.spec = spec
         self._connection = connection
         self._handler = handler
@@ -227,6 +237,8 @@ class PullConsumer(Generic[M]):
         self._fetching = False
         self._stopping = False
         self._in_flight: set[asyncio.Task[Outcome]] = set()
+        self._working: dict[int, Msg] = {}
+        self._beating: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
     async def start(self) -> None:
@@ -235,6 +247,11 @@ class PullConsumer(Generic[M]):
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"pull-{self.spec.durable}")
             self._task.add_done_callback(_log_if_crashed)
+        if self.spec.heartbeat is not None and self._beating is None:
+            self._beating = asyncio.create_task(
+                _beat(self._working, self.spec.heartbeat), name=f"heartbeat-{self.spec.durable}"
+            )
+            self._beating.add_done_callback(_log_if_crashed)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop fetching; wait up to `timeout` s for deliveries in flight (the rest come back
@@ -253,6 +270,11 @@ class PullConsumer(Generic[M]):
             self._task = None
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=timeout)
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+            self._beating = None
         self.subscribed.clear()
 
     async def _run(self) -> None:
@@ -323,6 +345,13 @@ class PullConsumer(Generic[M]):
         """Handle one delivery to its end (ack, nak or dead letter) and log it once."""
         delivery = _delivery(message, self.spec.durable)
         started = time.perf_counter()
+        self._working[id(message)] = message
+        try:
+            return await self._handle(message, delivery, started)
+        finally:
+            self._working.pop(id(message), None)
+
+    async def _handle(self, message: Msg, delivery: Delivery, started: float) -> Outcome:
         with structlog.contextvars.bound_contextvars(
             consumer=delivery.consumer,
             stream=delivery.stream,
@@ -467,6 +496,17 @@ class PullConsumer(Generic[M]):
             await self._dead_letters.forget(delivery.consumer, delivery.stream, delivery.sequence)
         except Exception as error:  # noqa: BLE001 - the message is done; a stale count stays
             _log.warning("failure_count_not_cleared", reason=_describe(error))
+
+
+async def _beat(working: Mapping[int, Msg], every: timedelta) -> None:
+    """Every `every`, send `+WPI` for each delivery in `working` (one task for all of them: each
+    hears one at most `every` after it started, then every `every`). A delivery that ends
+    meanwhile is left out; a `+WPI` that cannot be sent is not retried (the next one follows)."""
+    while True:
+        await asyncio.sleep(every.total_seconds())  # a period, not a wait for an event
+        for message in list(working.values()):
+            with contextlib.suppress(Exception):
+                await message.in_progress()
 
 
 def _log_if_crashed(task: asyncio.Task[None]) -> None:

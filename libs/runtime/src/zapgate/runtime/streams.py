@@ -82,6 +82,9 @@ class ConsumerSpec:
     - `filter_subjects`: one or more subjects of `stream` it reads; `message`: the contract
       model of those messages (None: raw bytes), used by the AsyncAPI documents.
     - `ack_wait`: time a delivery may stay unacknowledged before the server redelivers it.
+    - `heartbeat`: while a delivery is handled, its loop sends `+WPI` this often (restarting
+      the ack wait), so a short `ack_wait` bounds how soon a crashed process's messages come
+      back, not how long a live handler may take. None: no heartbeat. Below `ack_wait`.
     - `max_failures`: failures *of the message itself* before it is dead-lettered (the
       runtime's own count; dependency outages and postponements never count).
     - `max_deliver`: the server's MaxDeliver, a backstop only. -1 (unlimited) by default,
@@ -104,6 +107,7 @@ class ConsumerSpec:
     message: type[BaseModel] | None = None
     prefix: str | None = None
     ack_wait: timedelta = timedelta(seconds=30)
+    heartbeat: timedelta | None = None
     max_failures: int = 5
     max_deliver: int = -1
     max_ack_pending: int = 1000
@@ -122,6 +126,8 @@ class ConsumerSpec:
             raise ValueError(f"consumer {self.name} needs at least one filter subject")
         if self.max_failures < 1:
             raise ValueError("max_failures must be at least 1")
+        if self.heartbeat is not None and not timedelta(0) < self.heartbeat < self.ack_wait:
+            raise ValueError(f"consumer {self.name}: heartbeat must be positive, below ack_wait")
         for part in (self.service, self.name, self.prefix or self.service):
             if not _NAME.fullmatch(part):
                 raise ValueError(f"{part!r} is not a consumer name part ([A-Za-z0-9_-]+)")

@@ -116,9 +116,10 @@ SENDER_COMMANDS: Final = ConsumerSpec(
     filter_subjects=(subjects.SEND_COMMANDS_ALL,),
     message=sending.SendMessage,
     parameters=(INSTANCE,),
-    # Short: a crashed sender's commands come back within seconds; the sender sends
-    # in-progress heartbeats while a provider call or a database outage lasts.
+    # Short: a crashed sender's commands come back within seconds; in-progress heartbeats
+    # (every third of it) keep a delivery while a provider call or a database outage lasts.
     ack_wait=timedelta(seconds=10),
+    heartbeat=timedelta(seconds=10) / 3,
     description="Send commands (durable pull; per-instance lanes keep order within one replica).",
     handler="on_send_command",
 )
@@ -128,6 +129,7 @@ SENDER_RECEIPTS: Final = ConsumerSpec(
     stream=subjects.STREAM_WEBHOOKS,
     filter_subjects=(subjects.webhook_subject(WebhookKind.MESSAGE_STATUS.value),),
     message=webhooks.MessageStatusReported,
+    heartbeat=timedelta(seconds=10),
     description="Delivery receipts from W-API, matched to sends by messageId.",
     handler="on_message_status",
 )
@@ -138,6 +140,7 @@ SENDER_STATES: Final = ConsumerSpec(
     filter_subjects=(subjects.STATE_CHANGED_ALL,),
     message=health.InstanceStateChanged,
     parameters=(INSTANCE,),
+    heartbeat=timedelta(seconds=10),
     description="Instance recoveries release held sends.",
     handler="on_instance_state_changed",
 )
@@ -147,6 +150,7 @@ SENDER_TICKS: Final = ConsumerSpec(
     stream=subjects.STREAM_TICKS,
     filter_subjects=(subjects.SENDER_TICK,),
     ack_wait=timedelta(minutes=2),
+    heartbeat=timedelta(seconds=40),
     description="The server-scheduled sweep tick: stuck `sent` messages and expired holds.",
     handler="on_sender_tick",
 )
@@ -157,7 +161,9 @@ HEALTH_TICK: Final = ConsumerSpec(
     stream=subjects.STREAM_TICKS,
     filter_subjects=(subjects.HEALTH_TICK,),
     message=health.HealthTick,
+    # A long tick (thousands of instances) is kept in progress, never given to another replica.
     ack_wait=timedelta(minutes=1),
+    heartbeat=timedelta(seconds=20),
     description="The server-scheduled tick: check every due instance (durable pull, one replica).",
     handler="on_health_tick",
 )
@@ -522,6 +528,15 @@ def publications_of(service: str) -> tuple[PublicationSpec, ...]:
 def requests_of(service: str) -> tuple[RequestSpec, ...]:
     """The request-reply verbs one service answers."""
     return tuple(spec for spec in ALL_REQUESTS if spec.service == service)
+
+
+def queue_of(service: str) -> str:
+    """The queue group that serves every request-reply verb of `service` (one replica answers
+    each request). Raises ValueError if the service answers none, or in several groups."""
+    queues = {spec.queue for spec in requests_of(service)}
+    if len(queues) != 1:
+        raise ValueError(f"{service} serves its verbs in {len(queues)} queue groups, not one")
+    return queues.pop()
 
 
 def all_streams(replicas: int = 1) -> tuple[StreamSpec, ...]:

@@ -18,6 +18,7 @@ from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.sending import SendOutcomeReply
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.logging import configure_logging, faststream_logger
+from zapgate.runtime.topology import queue_of
 from zapgate.sender import listing
 from zapgate.sender.lifecycle import start
 from zapgate.sender.settings import SenderSettings
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("zapgate.sender")
 _NOT_READY = SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.INTERNAL, "sender is starting"))
-API_QUEUE = "sender"
+API_QUEUE = queue_of("sender")
 
 
 def create_app(

@@ -47,7 +47,6 @@ from zapgate.sender.service import (
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from datetime import timedelta
 
     from zapgate.runtime.consumer import Delivery
     from zapgate.runtime.streams import ConsumerSpec
@@ -72,16 +71,14 @@ class Consumer:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HandlerOptions:
-    """Timing of the handlers; `heartbeat` must stay well below the command ack wait."""
+    """Policies of the handlers."""
 
-    heartbeat: timedelta
     stuck: StuckPolicy
 
     @classmethod
     def from_settings(cls, settings: SenderSettings) -> HandlerOptions:
-        """Heartbeat at a third of the command ack wait; the stuck policy from the settings."""
+        """The stuck policy from the settings."""
         return cls(
-            heartbeat=settings.command_ack_wait / 3,
             stuck=StuckPolicy(
                 window=settings.stuck_window,
                 stall_threshold=settings.stall_threshold,
@@ -120,11 +117,14 @@ class SenderHandlers:
 
     def consumers(self, settings: SenderSettings) -> list[Consumer]:
         """The runtime consumer specs this service runs (topology's, with its own prefix and
-        command ack wait), each with its handler and decoder."""
+        command ack wait, heartbeat at a third of it), each with its handler and decoder."""
         prefix = settings.consumer_prefix
+        ack_wait = settings.command_ack_wait
         return [
             Consumer(
-                replace(SENDER_COMMANDS, ack_wait=settings.command_ack_wait).with_prefix(prefix),
+                replace(SENDER_COMMANDS, ack_wait=ack_wait, heartbeat=ack_wait / 3).with_prefix(
+                    prefix
+                ),
                 self.on_send_command,
                 _raw,
             ),

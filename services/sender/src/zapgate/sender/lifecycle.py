@@ -12,6 +12,7 @@ import structlog
 
 from zapgate.contracts import subjects
 from zapgate.runtime.connection import NatsConnection
+from zapgate.runtime.consumer import PullConsumer
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.dead_letters import SqlDeadLetterStore
 from zapgate.runtime.probes import create_probe_app, database_check, serve_probes
@@ -19,11 +20,7 @@ from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
 from zapgate.runtime.topology import all_streams
 from zapgate.sender import tables
-from zapgate.sender.adapters.bus import (
-    HeartbeatConsumer,
-    JetStreamOutcomeLog,
-    RuntimeEventPublisher,
-)
+from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
 from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
@@ -78,7 +75,7 @@ async def start(
     resources.push_async_callback(handlers.stop)
     dead_letters = SqlDeadLetterStore(engine, tables.dead_letters)
     for consumer in handlers.consumers(settings):
-        loop = HeartbeatConsumer(
+        loop: PullConsumer[object] = PullConsumer(
             connection,
             consumer.spec,
             consumer.handler,
@@ -88,7 +85,6 @@ async def start(
             clock=clock,
             concurrency=settings.max_in_flight,
         )
-        loop.heartbeat = options.heartbeat
         await loop.start()
         resources.push_async_callback(loop.stop)
     checks = {"nats": _nats_check(connection), "database": database_check(engine)}
