@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, SecretStr
@@ -262,6 +263,10 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 
 
 def _type_name(annotation: Any) -> str:  # noqa: ANN401 - any type annotation
+    if get_origin(annotation) is Annotated:  # e.g. the runtime's Duration: its base type
+        return _type_name(get_args(annotation)[0])
+    if get_origin(annotation) in {Union, UnionType}:
+        return " or ".join(_type_name(member) for member in get_args(annotation))
     text = getattr(annotation, "__name__", None) if not get_args(annotation) else None
     text = text or str(annotation).replace("typing.", "").replace("pathlib.", "")
     replacements = {

@@ -20,7 +20,9 @@ from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.health import DegradedReason
 from zapgate.contracts.webhooks import WebhookErrorCode, WebhookKind
 from zapgate.health.app import create_app as create_health_app
+from zapgate.health.app import health_handlers
 from zapgate.health.settings import HealthSettings
+from zapgate.runtime.topology import consumers_of
 from zapgate.sender.app import create_app as create_sender_app
 from zapgate.sender.settings import SenderSettings
 
@@ -74,11 +76,17 @@ def test_committed_docs_match_what_the_code_generates() -> None:
     assert committed == {p for p in generated if p.startswith("asyncapi/")}, "stale files"
 
 
-def test_health_documents_exactly_the_subjects_its_app_subscribes_to() -> None:
-    """Every FastStream subscriber of the health app is a declared receive channel and back."""
+def test_health_documents_exactly_the_subjects_its_app_reads() -> None:
+    """The health app's verbs (FastStream subscribers) and pull consumers (the runtime's, one
+    per topology spec, each handled by the operation the spec names) are exactly its declared
+    receive channels."""
     settings = HealthSettings(environment="dev", database_url=UNUSED_DB)
     app = create_health_app(settings, configure_logs=False, serve_probe=False)
-    assert _subscribed(app) == _receives("health")
+    consumers = health_handlers(app).consumers(settings)
+    pulled = {subject for consumer in consumers for subject in consumer.spec.filter_subjects}
+    assert _subscribed(app) | pulled == _receives("health")
+    assert {c.spec.name for c in consumers} == {s.name for s in consumers_of("health")}
+    assert all(c.handler.__name__ == c.spec.operation for c in consumers)
 
 
 def test_sender_documents_every_subject_its_app_subscribes_to() -> None:

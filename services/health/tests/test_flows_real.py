@@ -19,7 +19,10 @@ from zapgate.contracts.health import (
     SessionProofOfLife,
 )
 from zapgate.contracts.webhooks import InstanceConnected, InstanceDisconnected
+from zapgate.health import tables
 from zapgate.health.domain import Observation, Seen
+from zapgate.runtime.db import create_engine
+from zapgate.runtime.dead_letters import SqlDeadLetterStore
 from zapgate.wapi.simulator.models import FaultKind, RestartMode
 from zapgate.wapi.simulator.receiver import WebhookReceiver
 
@@ -313,3 +316,56 @@ async def test_notifications_reach_the_operator_webhook(
     [body] = wapi_webhook_receiver.bodies
     assert isinstance(body, dict)
     assert (body["kind"], body["instance_id"]) == ("outage", "I1")
+
+
+async def test_a_message_failing_every_time_is_dead_lettered_and_the_next_one_is_applied(
+    harness: Harness,
+) -> None:
+    """A proof of life whose instance id PostgreSQL refuses (a NUL byte) fails on every
+    delivery: after `consumer_max_failures` it is kept in health_dead_letters with its reason
+    (and copied to zg.deadletter.health.proof-of-life); the proof behind it is applied."""
+    service = await harness.start(
+        consumer_max_failures=3, consumer_retry_delay=timedelta(milliseconds=50)
+    )
+    await harness.register(service, "I1", phone=PHONE, connected=False)
+    harness.simulator.set_restart("I1", RestartMode.NEVER)
+    await service.tick()
+    harness.clock.advance(timedelta(minutes=1))
+    copies = await harness.nc.subscribe("zg.deadletter.health.proof-of-life")
+    now = harness.clock.now()
+    poison = SessionProofOfLife(
+        instance_id="I1\x00", phone=PHONE, source_kind="message_received", observed_at=now
+    ).model_dump_json()
+    good = SessionProofOfLife(
+        instance_id="I1", phone=PHONE, source_kind="message_received", observed_at=now
+    )
+    # Captured, not rendered: the dev console renders each failure's traceback with its locals.
+    with capture_logs() as logs:
+        for body in (poison, good.model_dump_json()):
+            await harness.js.publish(
+                subjects.proof_of_life_subject("I1"), body.encode(), stream=subjects.STREAM_HEALTH
+            )
+        changes = await harness.changes("I1", 2)
+        copy = await copies.next_msg(timeout=30)
+    engine = create_engine(harness.database_url)
+    try:
+        [kept] = await SqlDeadLetterStore(engine, tables.dead_letters).list_dead(
+            consumer="health-proof-of-life"
+        )
+    finally:
+        await engine.dispose()
+
+    assert (changes[-1].to_state, changes[-1].source.value) == (
+        InstanceState.CONNECTED,
+        "proof_of_life",
+    )
+    assert kept.reason_code == "handler_error"
+    assert "DataError" in kept.reason
+    assert kept.attempts == 3
+    assert kept.payload == poison.encode()
+    assert kept.subject == subjects.proof_of_life_subject("I1")
+    assert copy.data == poison.encode()
+    assert copy.headers is not None
+    assert copy.headers["Zg-Dead-Letter-Reason"] == "handler_error"
+    [dead] = [line for line in logs if line["event"] == "message_dead_lettered"]
+    assert (dead["reason_code"], dead["attempts"]) == ("handler_error", 3)

@@ -36,7 +36,7 @@ async def _scalar(database_url: str, sql: str, **params: Any) -> Any:
 
 
 async def test_migrations_create_health_tables_at_the_latest_revision(database_url: str) -> None:
-    """`instances` and the history tables exist and the health history is at its head."""
+    """`instances`, the history tables and the dead letters exist; the history is at its head."""
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
@@ -44,8 +44,13 @@ async def test_migrations_create_health_tables_at_the_latest_revision(database_u
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version_health"))
     finally:
         await engine.dispose()
-    assert {"instances", "instance_transitions", "instance_notifications"} <= tables
-    assert version == "0003_health"
+    assert {
+        "instances",
+        "instance_transitions",
+        "instance_notifications",
+        "health_dead_letters",
+    } <= tables
+    assert version == "0004_health"
 
 
 async def test_instance_gate_view_has_exactly_the_contract_columns(database_url: str) -> None:

@@ -1,24 +1,20 @@
-"""Health's request verbs for operators (the console): restart now, QR code, pairing code,
+"""Health's use cases for operators (the console): restart now, QR code, pairing code,
 history of state changes.
 
-Kept in one module with narrow Protocols so the rest of health does not change: `subscribe()`
-adds the four subscribers to health's broker (same queue group as the other API verbs). The
-token never leaves health: the console asks, health calls the provider with the credentials.
+Kept in one module with narrow Protocols so the rest of health does not change; `handlers.py`
+answers them as request-reply verbs (same queue group as the other API verbs). The token never
+leaves health: the console asks, health calls the provider with the credentials.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
-from faststream.nats import NatsBroker, NatsMessage
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import (
     EvidenceSource,
@@ -41,8 +37,6 @@ from zapgate.wapi.failures import ProviderFailure
 from zapgate.wapi.results import Acknowledged, PairingCode, QrCode
 
 _log = structlog.get_logger("zapgate.health.operator_api")
-M = TypeVar("M", bound=BaseModel)
-R = TypeVar("R", RestartReply, QrCodeReply, PairingCodeReply, InstanceHistoryReply)
 
 _transitions = sa.table(
     "instance_transitions",
@@ -195,40 +189,3 @@ def _changed(row: sa.Row[Any]) -> InstanceStateChanged:
         phone=row.phone,
         observed_at=row.observed_at,
     )
-
-
-def subscribe(broker: NatsBroker, api: OperatorApi, *, queue: str) -> None:
-    """Add the four verbs to `broker` (one replica answers each request)."""
-
-    async def answer(
-        model: type[M],
-        msg: NatsMessage,
-        reply: type[R],
-        call: Callable[[M], Awaitable[R]],
-    ) -> R:
-        try:
-            command = model.model_validate_json(msg.body)
-        except ValidationError as exc:
-            detail = str(exc.errors(include_url=False))[:500]
-            return reply(ok=False, error=Problem.of(ErrorCode.INVALID_COMMAND, detail=detail))
-        try:
-            return await call(command)
-        except Exception as exc:  # noqa: BLE001 - the caller gets a coded answer, not a timeout
-            _log.exception("health operator API request failed")
-            return reply(ok=False, error=Problem.of(ErrorCode.INTERNAL, detail=type(exc).__name__))
-
-    @broker.subscriber(subjects.API_HEALTH_RESTART, queue=queue)
-    async def restart_instance(msg: NatsMessage) -> RestartReply:
-        return await answer(RestartInstance, msg, RestartReply, api.restart)
-
-    @broker.subscriber(subjects.API_HEALTH_QR_CODE, queue=queue)
-    async def get_qr_code(msg: NatsMessage) -> QrCodeReply:
-        return await answer(GetQrCode, msg, QrCodeReply, api.qr_code)
-
-    @broker.subscriber(subjects.API_HEALTH_PAIRING_CODE, queue=queue)
-    async def request_pairing_code(msg: NatsMessage) -> PairingCodeReply:
-        return await answer(RequestPairingCode, msg, PairingCodeReply, api.pairing_code)
-
-    @broker.subscriber(subjects.API_HEALTH_HISTORY, queue=queue)
-    async def get_instance_history(msg: NatsMessage) -> InstanceHistoryReply:
-        return await answer(GetInstanceHistory, msg, InstanceHistoryReply, api.history)

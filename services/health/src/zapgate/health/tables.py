@@ -1,4 +1,5 @@
-"""Health's tables: the instance registry and state, its transition history, its notifications.
+"""Health's tables: the instance registry and state, its transition history, its notifications,
+and the dead letters of its consumers.
 
 Health is the only writer and the only reader of these tables. What the sender may know of an
 instance is the view `instance_gate_view` (migration 0002, snapshot in tests/test_migrations.py):
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from zapgate.contracts.health import InstanceState
+from zapgate.runtime.dead_letters import dead_letter_table
 
 metadata = SQLModel.metadata
 
@@ -98,3 +100,8 @@ class InstanceNotificationRow(SQLModel, table=True):
     webhook_next_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
     webhook_delivered_at: datetime | None = Field(default=None, sa_column=_ts())
     webhook_attempts: int = 0
+
+
+# Messages health's consumers gave up on (failure ledger + dead letters), kept by the runtime's
+# pull consumer with their reason (`zapgate.runtime.dead_letters`, migration 0004).
+dead_letters = dead_letter_table(metadata, "health_dead_letters")

@@ -1,6 +1,6 @@
 """JetStream adapter of `EventPublisher`: health's events on stream ZG_HEALTH.
 
-Built on the runtime's one publisher (`zapgate.runtime.publisher`) over its supervised
+Built on the runtime's one publisher (`zapgate.runtime.publisher`) over the service's supervised
 connection, so publishing recovers after the server closes the connection (a protocol `-ERR`)
 as well as after a restart. An unknown outcome raises: the outbox row stays unpublished and the
 next flush publishes it again with the same `Nats-Msg-Id` (deduplicated by the stream).
@@ -9,12 +9,15 @@ next flush publishes it again with the same `Nats-Msg-Id` (deduplicated by the s
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from zapgate.contracts import subjects
 from zapgate.contracts.health import InstanceStateChanged
-from zapgate.health.ports import HealthEvent
-from zapgate.runtime.connection import ConnectionOptions, NatsConnection
 from zapgate.runtime.publisher import JetStreamPublisher
+
+if TYPE_CHECKING:
+    from zapgate.health.ports import HealthEvent
+    from zapgate.runtime.connection import NatsConnection
 
 
 class HealthEventPublisher:
@@ -22,26 +25,12 @@ class HealthEventPublisher:
     `Nats-Msg-Id` = event id."""
 
     def __init__(
-        self,
-        nats_url: str,
-        *,
-        timeout: timedelta = timedelta(seconds=5),
-        options: ConnectionOptions | None = None,
+        self, connection: NatsConnection, *, timeout: timedelta = timedelta(seconds=5)
     ) -> None:
-        # `options`: `HealthSettings.nats_connection_options(...)`, with health's NATS login.
-        self.connection = NatsConnection(
-            nats_url, options or ConnectionOptions(name="zapgate-health")
-        )
-        self._publisher = JetStreamPublisher(self.connection, timeout=timeout)
-
-    async def start(self, *, timeout_s: float = 30.0) -> None:
-        await self.connection.start()
-        await self.connection.wait_connected(timeout_s)
-
-    async def close(self) -> None:
-        await self.connection.close()
+        self._publisher = JetStreamPublisher(connection, timeout=timeout)
 
     async def publish(self, event: HealthEvent) -> None:
+        """Publish one event on its subject; raises if the outcome stays unknown."""
         if isinstance(event, InstanceStateChanged):
             subject = subjects.state_changed_subject(event.instance_id)
         else:
