@@ -1,45 +1,185 @@
-"""Benchmark: one health tick over N instances against the W-API simulator over real HTTP.
+"""Benchmark: health ticks over N instances against the W-API simulator over real HTTP.
 
-    .venv/bin/python services/health/bench/tick_bench.py --instances 10000 --concurrency 64
+    PYTHONPATH=. .venv/bin/python services/health/bench/tick_bench.py \
+        [--instances 10000] [--concurrency 64] [--rounds 3] [--big 100000] [--profile PATH]
 
-Starts an embedded PostgreSQL (or uses $ZAPGATE_TEST_DATABASE_URL) and the simulator, registers
-N complete sessions, runs a first tick (status-instance + fetch-instance each) and a second
-(status-instance only, phones fresh), and prints seconds per tick and provider calls per second.
-Events go to a publisher that only counts them: this measures checks, not NATS. Then, as the
-baseline, a bare loop makes one status-instance call per instance with one httpx client at the
-same concurrency. `--json PATH` writes the figures for `bench/run.py`.
+The simulator runs in its own process (as W-API does), seeded with every instance; PostgreSQL is
+an embedded server (or $ZAPGATE_TEST_DATABASE_URL). N complete sessions are registered with
+encrypted tokens, as the service stores them. Events go to a publisher that only counts them:
+this measures checks, decisions and state writes, not NATS.
+
+- **first tick**: every instance unknown, so status-instance + fetch-instance each (once);
+- **steady tick** (rounds): the clock moves one tick interval, phones are fresh, so
+  status-instance only; every instance's state is still written (evidence time);
+- **bare aiohttp status loop** (the ceiling, issue 17) and **bare httpx status loop**: one
+  status-instance call per instance at the same concurrency, nothing else.
+
+Each round runs the steady tick and the two bare loops in a rotating order; the report gives
+medians of the rounds (calls/s). The httpx loop is ten times slower than aiohttp here, so it
+makes `--httpx-calls` calls per round (its calls/s is the figure).
+
+`--big N` (e.g. 100000) then registers instances up to N and runs a first and a steady tick over
+all of them plus one bare aiohttp loop: does a tick fit inside the 5-minute tick interval?
+`--profile PATH` profiles one more steady tick with cProfile in CPU time of the benchmark's own
+thread (the simulator and PostgreSQL are other processes) and prints where the time goes.
+`--json PATH` writes the figures for `bench/run.py`. Nothing here asserts: the figures are the
+result.
 """
 
 from __future__ import annotations
 
-# ruff: noqa: INP001 - a script, run by path, not an importable module
+# ruff: noqa: INP001, T201 - a script run by path that prints its figures
 import argparse
 import asyncio
+import cProfile
+import io
 import json
+import os
+import pstats
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import sqlalchemy as sa
+import uvicorn
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.procs import BIN, ServiceProcess
+from zapgate.devservers.postgres import free_port
 from zapgate.devservers.postgres_for_tests import postgres_for_tests
 from zapgate.health.adapters.db import PostgresHealthRepository, instances
 from zapgate.health.adapters.timer import AsyncioTimer
 from zapgate.health.migrations import SPEC
 from zapgate.health.ports import HealthEvent
-from zapgate.health.service import HealthService
+from zapgate.health.service import HealthService, RoundReport
 from zapgate.health.settings import HealthSettings
 from zapgate.runtime.clock import ManualClock
 from zapgate.runtime.db import create_engine, migrate
 from zapgate.runtime.logging import configure_logging
+from zapgate.runtime.token_crypto import DEV_TOKEN_KEY, TokenCipher
 from zapgate.wapi.client import WapiClient, WapiLimits
-from zapgate.wapi.simulator.server import SimulatorServer
+from zapgate.wapi.metrics import WapiMetrics
+from zapgate.wapi.simulator.app import create_app
+from zapgate.wapi.simulator.engine import SimulatorEngine
+from zapgate.wapi.simulator.models import InstanceSpec
+from zapgate.wapi.simulator.protocol import ClosableHttpProtocol
+
+TOKEN = "bench-token"  # noqa: S105 - the simulator's token for every bench instance
+OPERATIONS = ("status-instance", "fetch-instance", "device", "restart")
+
+
+def instance_id(n: int) -> str:
+    return f"H{n:06d}"
+
+
+# --- the simulator's process --------------------------------------------------------------------
+
+
+def serve_simulator(port: int, count: int) -> None:
+    """Run the simulator with `count` complete sessions (the child process's whole life)."""
+    configure_logging(json=True, level="WARNING")
+    engine = SimulatorEngine()
+    for n in range(count):
+        engine.add_instance(
+            InstanceSpec.model_validate(
+                {"instance_id": instance_id(n), "token": TOKEN, "phone": f"5511{n:09d}"}
+            )
+        )
+    uvicorn.run(
+        create_app(engine),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        log_level="warning",
+        http=ClosableHttpProtocol,
+        timeout_graceful_shutdown=2,
+    )
+
+
+def start_simulator(log_dir: Path, count: int) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    argv = [
+        str(BIN / "python"),
+        str(Path(__file__).resolve()),
+        "--serve-simulator",
+        str(port),
+        "--instances",
+        str(count),
+    ]
+    process = ServiceProcess("simulator", argv, log_dir).start()
+    root = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_ready(root + "/", any_status=True)
+    except BaseException:
+        process.stop()
+        raise
+    return process, root
+
+
+# --- bare loops -----------------------------------------------------------------------------------
+
+
+def _figures(calls: int, seconds: float, cpu_s: float) -> dict[str, float]:
+    """Wall seconds and calls/s, plus this thread's CPU per call (`cpu_ms_per_call`): what the
+    loop costs the machine, steadier than wall time when other work shares the cores."""
+    return {
+        "seconds": seconds,
+        "calls": calls,
+        "calls_per_s": calls / seconds,
+        "cpu_ms_per_call": cpu_s * 1000 / calls,
+    }
+
+
+async def bare_httpx_loop(base_url: str, ids: list[str], concurrency: int) -> dict[str, float]:
+    """One status-instance call per id with one plain httpx client, `concurrency` at once."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    pending = iter(ids)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
+        async def worker() -> None:
+            for iid in pending:
+                answer = await client.get(
+                    f"{base_url}/instance/status-instance",
+                    params={"instanceId": iid},
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+                await answer.aread()
+
+        started, cpu = time.perf_counter(), time.thread_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return _figures(len(ids), time.perf_counter() - started, time.thread_time() - cpu)
+
+
+async def bare_aiohttp_loop(base_url: str, ids: list[str], concurrency: int) -> dict[str, float]:
+    """The same calls over one aiohttp session: the provider-call ceiling (issue 17)."""
+    pending = iter(ids)
+    url = f"{base_url}/instance/status-instance"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for iid in pending:
+                async with session.get(
+                    url, params={"instanceId": iid}, headers={"Authorization": f"Bearer {TOKEN}"}
+                ) as answer:
+                    await answer.read()
+
+        started, cpu = time.perf_counter(), time.thread_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return _figures(len(ids), time.perf_counter() - started, time.thread_time() - cpu)
+
+
+# --- health's side --------------------------------------------------------------------------------
 
 
 class CountingPublisher:
@@ -51,77 +191,156 @@ class CountingPublisher:
         self.count += 1
 
 
-async def bare_status_loop(
-    sim: SimulatorServer, ids: list[str], concurrency: int
-) -> dict[str, float]:
-    """One status-instance call per instance straight to the simulator, `concurrency` at once."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    pending = iter(ids)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+class Calls:
+    """Provider calls by operation, read from the client's own metrics (no log to parse)."""
 
-        async def worker() -> None:
-            for instance_id in pending:
-                await client.get(
-                    f"{sim.base_url}/instance/status-instance",
-                    params={"instanceId": instance_id},
-                    headers={"Authorization": "Bearer t"},
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def snapshot(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for metric in self._registry.collect():
+            for sample in metric.samples:
+                if sample.name == "zapgate_wapi_call_duration_seconds_count":
+                    operation = sample.labels["operation"]
+                    counts[operation] = counts.get(operation, 0) + int(sample.value)
+        return counts
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.snapshot()
+        return {op: now.get(op, 0) - before.get(op, 0) for op in OPERATIONS if op in now}
+
+
+async def register(engine: AsyncEngine, start: int, stop: int, clock: ManualClock) -> None:
+    """Rows as `register` writes them (token encrypted), inserted in bulk."""
+    cipher = TokenCipher([DEV_TOKEN_KEY])
+    now = clock.now()
+    for first in range(start, stop, 5000):
+        rows = [
+            {
+                "instance_id": instance_id(n),
+                "display_name": f"Loja {n}",
+                "token": cipher.encrypt(TOKEN),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(first, min(first + 5000, stop))
+        ]
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(instances), rows)
+
+
+class Bench:
+    def __init__(self, service: HealthService, clock: ManualClock, calls: Calls) -> None:
+        self.service = service
+        self.clock = clock
+        self.calls = calls
+        self.interval = timedelta(minutes=5)
+
+    async def tick(self, label: str, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+        self.clock.advance(self.interval)
+        before = self.calls.snapshot()
+        started, cpu = time.perf_counter(), time.thread_time()
+        if profile is not None:
+            profile.enable()
+        report: RoundReport = await self.service.tick()
+        if profile is not None:
+            profile.disable()
+        elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
+        calls = self.calls.since(before)
+        total = sum(calls.values())
+        figures = {
+            "label": label,
+            "checked": report.checked,
+            "seconds": elapsed,
+            "calls": total,
+            "calls_by_operation": calls,
+            "calls_per_s": total / elapsed,
+            "checks_per_s": report.checked / elapsed,
+            "cpu_ms_per_call": cpu * 1000 / max(total, 1),
+            "cpu_ms_per_check": cpu * 1000 / max(report.checked, 1),
+            "transitions": report.transitions,
+        }
+        print(
+            f"{label}: {report.checked} instances in {elapsed:.2f} s "
+            f"({figures['checks_per_s']:.0f} checks/s, "
+            f"{figures['cpu_ms_per_check']:.2f} ms CPU each), calls {calls}, "
+            f"{report.transitions} transitions",
+            flush=True,
+        )
+        return figures
+
+
+def _median_side(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = [r["calls_per_s"] for r in runs]
+    middle = sorted(runs, key=lambda r: r["calls_per_s"])[len(runs) // 2]
+    return {**middle, "calls_per_s": statistics.median(rates), "per_round": rates}
+
+
+async def rounds(  # noqa: PLR0913, PLR0917 - the knobs of the run
+    bench: Bench,
+    base_url: str,
+    ids: list[str],
+    concurrency: int,
+    count: int,
+    httpx_calls: int,
+) -> dict[str, Any]:
+    sides: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+        "steady": lambda: bench.tick("steady tick (status only)"),
+        "bare_aiohttp": lambda: bare_aiohttp_loop(base_url, ids, concurrency),
+        "bare_httpx": lambda: bare_httpx_loop(base_url, ids[:httpx_calls], concurrency),
+    }
+    names = list(sides)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for index in range(count):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            figures = await sides[name]()
+            runs[name].append(figures)
+            if name != "steady":
+                print(
+                    f"round {index + 1} {name}: {figures['calls_per_s']:.0f} calls/s, "
+                    f"{figures['cpu_ms_per_call']:.2f} ms CPU each",
+                    flush=True,
                 )
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "calls": len(ids), "calls_per_s": len(ids) / elapsed}
+    return {name: _median_side(values) for name, values in runs.items()}
 
 
-async def bare_aiohttp_status_loop(
-    sim: SimulatorServer, ids: list[str], concurrency: int
-) -> dict[str, float]:
-    """The same calls as `bare_status_loop` over one aiohttp session: the provider-call ceiling
-    (issue 17's baseline; httpx's own pool limits the httpx loop)."""
-    pending = iter(ids)
-    url = f"{sim.base_url}/instance/status-instance"
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            for instance_id in pending:
-                async with session.get(
-                    url, params={"instanceId": instance_id}, headers={"Authorization": "Bearer t"}
-                ) as answer:
-                    await answer.read()
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "calls": len(ids), "calls_per_s": len(ids) / elapsed}
+def print_profile(profile: cProfile.Profile, path: Path) -> list[str]:
+    profile.dump_stats(str(path))
+    lines: list[str] = []
+    for sort in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats(sort).print_stats(30)
+        text = out.getvalue()
+        print(text)
+        lines.append(text)
+    return lines
 
 
-async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) -> dict[str, object]:
+async def run(args: argparse.Namespace, url: str, base_url: str) -> dict[str, Any]:
     engine = create_engine(url, pool_size=10)
     clock = ManualClock()
-    now = clock.now()
-    ids = [f"B{n:05d}" for n in range(count)]
-    rows: list[dict[str, object]] = [
-        {
-            "instance_id": instance_id,
-            "display_name": f"bench {instance_id}",
-            "token": "t",
-            "created_at": now,
-            "updated_at": now,
-        }
-        for instance_id in ids
-    ]
-    for instance_id in ids:
-        sim.simulator.add_instance(instance_id, "t", phone=f"55119{instance_id[1:]}")
-    async with engine.begin() as conn:
-        await conn.execute(sa.insert(instances), rows)
+    await register(engine, 0, args.instances, clock)
     settings = HealthSettings(
         environment="dev",
         database_url=SecretStr(url),
-        provider_concurrency=concurrency,
-        apply_batch_size=200,
+        provider_concurrency=args.concurrency,
     )
-    async with WapiClient(base_url=sim.base_url, limits=WapiLimits(total=concurrency)) as wapi:
+    registry = CollectorRegistry()
+    calls = Calls(registry)
+    figures: dict[str, Any] = {
+        "instances": args.instances,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "tick_interval_s": settings.tick_interval.total_seconds(),
+        "apply_batch_size": settings.apply_batch_size,
+        "phone_max_age_s": settings.phone_max_age.total_seconds(),
+    }
+    ids = [instance_id(n) for n in range(args.instances)]
+    limits = WapiLimits(total=args.concurrency)
+    metrics = WapiMetrics.for_registry(registry)
+    async with WapiClient(base_url=base_url, limits=limits, metrics=metrics) as wapi:
         publisher = CountingPublisher()
         service = HealthService(
             repository=PostgresHealthRepository(engine),
@@ -131,67 +350,84 @@ async def bench(url: str, sim: SimulatorServer, count: int, concurrency: int) ->
             timer=AsyncioTimer(),
             settings=settings,
         )
-        ticks: list[dict[str, object]] = []
-        for label in ("first tick (status + fetch-instance)", "second tick (status only)"):
-            calls_before = len(sim.simulator.calls())
-            started = time.perf_counter()
-            report = await service.tick()
-            elapsed = time.perf_counter() - started
-            calls = len(sim.simulator.calls()) - calls_before
-            sys.stdout.write(
-                f"{label}: {report.checked} instances in {elapsed:.2f} s, "
-                f"{calls} provider calls, {calls / elapsed:.0f} calls/s, "
-                f"{report.transitions} transitions, {publisher.count} events published\n"
+        bench = Bench(service, clock, calls)
+        first_profile = cProfile.Profile(time.thread_time) if args.profile else None
+        figures["first"] = await bench.tick("first tick (status + fetch-instance)", first_profile)
+        if first_profile is not None and args.profile is not None:
+            print_profile(first_profile, args.profile.with_suffix(".first.prof"))
+        # Warm-up of the bare loops' code paths (the service is warm after its first tick).
+        await bare_aiohttp_loop(base_url, ids[: args.concurrency * 4], args.concurrency)
+        await bare_httpx_loop(base_url, ids[: args.concurrency * 4], args.concurrency)
+        figures.update(
+            await rounds(
+                bench, base_url, ids, args.concurrency, args.rounds, min(args.httpx_calls, len(ids))
             )
-            ticks.append(
-                {
-                    "label": label,
-                    "checked": report.checked,
-                    "seconds": elapsed,
-                    "calls": calls,
-                    "calls_per_s": calls / elapsed,
-                }
+        )
+        steady = figures["steady"]["calls_per_s"]
+        figures["ratio_aiohttp"] = steady / figures["bare_aiohttp"]["calls_per_s"]
+        figures["ratio_httpx"] = steady / figures["bare_httpx"]["calls_per_s"]
+        print(
+            f"steady tick median {steady:.0f} calls/s: {figures['ratio_aiohttp']:.2f} of bare "
+            f"aiohttp ({figures['bare_aiohttp']['calls_per_s']:.0f}), "
+            f"{figures['ratio_httpx']:.2f} of bare httpx "
+            f"({figures['bare_httpx']['calls_per_s']:.0f})",
+            flush=True,
+        )
+        if args.profile is not None:
+            # CPU time of this thread: waiting for the simulator or PostgreSQL (other processes
+            # on the same cores) is not this process's cost.
+            profile = cProfile.Profile(time.thread_time)
+            await bench.tick("profiled steady tick", profile)
+            figures["profile"] = print_profile(profile, args.profile)
+        if args.big > args.instances:
+            await register(engine, args.instances, args.big, clock)
+            big_ids = [instance_id(n) for n in range(args.big)]
+            big: dict[str, Any] = {"instances": args.big}
+            big["first"] = await bench.tick(f"first tick over {args.big}")
+            big["steady"] = await bench.tick(f"steady tick over {args.big}")
+            big["bare_aiohttp"] = await bare_aiohttp_loop(base_url, big_ids, args.concurrency)
+            print(
+                f"bare aiohttp over {args.big}: {big['bare_aiohttp']['calls_per_s']:.0f} calls/s",
+                flush=True,
             )
-            clock.advance(timedelta(minutes=5))
+            figures["big"] = big
+    figures["load_average"] = os.getloadavg()
     await engine.dispose()
-    bare = await bare_status_loop(sim, ids, concurrency)
-    bare_aiohttp = await bare_aiohttp_status_loop(sim, ids, concurrency)
-    sys.stdout.write(
-        f"bare httpx loop (status only): {bare['calls']:.0f} calls in {bare['seconds']:.2f} s, "
-        f"{bare['calls_per_s']:.0f} calls/s\n"
-        f"bare aiohttp loop (status only): {bare_aiohttp['calls_per_s']:.0f} calls/s\n"
-    )
-    return {
-        "instances": count,
-        "concurrency": concurrency,
-        "tick_interval_s": settings.tick_interval.total_seconds(),
-        "ticks": ticks,
-        "bare": bare,
-        "bare_aiohttp": bare_aiohttp,
-    }
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--httpx-calls", type=int, default=3000)
+    parser.add_argument("--big", type=int, default=0, help="also tick this many (e.g. 100000)")
+    parser.add_argument("--profile", type=Path, help="cProfile one steady tick into this file")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--serve-simulator", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    configure_logging(json=False, level="WARNING")  # per-call debug lines would dominate
-    with tempfile.TemporaryDirectory() as tmp:
-        postgres = postgres_for_tests(Path(tmp) / "pg", use_docker=False)
+    if args.serve_simulator is not None:
+        serve_simulator(args.serve_simulator, args.instances)
+        return
+    configure_logging(json=True, level="WARNING")  # per-call lines are DEBUG, as in production
+    with tempfile.TemporaryDirectory(prefix="zg-tick-bench-") as tmp:
+        work = Path(tmp)
+        simulator, root = start_simulator(work, max(args.instances, args.big))
+        postgres = postgres_for_tests(work / "pg", use_docker=False)
         name = f"zg_bench_{uuid.uuid4().hex[:8]}"
         postgres.create_database(name)
         try:
             url = postgres.url(name)
             migrate(url, SPEC)
-            with SimulatorServer() as sim:
-                figures = asyncio.run(bench(url, sim, args.instances, args.concurrency))
+            figures = asyncio.run(run(args, url, root + "/v1"))
             if args.json:
                 args.json.write_text(json.dumps(figures, indent=2))
         finally:
             postgres.drop_database(name)
             postgres.close()
+            simulator.stop()
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,18 @@
 `status-instance` first (it never carries the phone, WAPI.md); the phone then comes from
 `fetch-instance`, or `device` when fetch-instance has none, but only when it is not known or is
 stale, so a healthy instance costs one provider call per tick.
+
+The phone is looked up (`phone_is_fresh` is False) when the instance is not `connected` as
+stored, when no phone is stored, when the phone was last *shown* (by fetch-instance, device or a
+webhook's `connectedPhone`, never by a status-only check that repeated it) longer ago than
+`phone_max_age` (`ZAPGATE_HEALTH_PHONE_MAX_AGE`, ISO 8601, default `PT1H`), and on every
+confirming check or stall re-check. So a phone change is noticed:
+- at once when the session went through any state a check or webhook saw (disconnected,
+  degraded, unknown): the first connected check after it looks the phone up;
+- at once when the provider's `webhookConnected` carries the new `connectedPhone`;
+- otherwise (re-paired between two ticks, no webhook) within `phone_max_age`: the phone's age
+  is not refreshed by status-only checks, so it goes stale and the next tick fetches it; a
+  session back without any phone then ends degraded/SESSION_INCOMPLETE.
 """
 
 from __future__ import annotations
@@ -42,6 +54,8 @@ def _failed(failure: ProviderFailure, source: EvidenceSource, at: datetime) -> O
 
 
 def phone_is_fresh(target: CheckTarget, now: datetime, max_age: timedelta) -> bool:
+    """True when a status-only check is enough: connected, phone known and shown within
+    `max_age` before `now` (see the module's docstring for when a lookup is made)."""
     return (
         target.state is InstanceState.CONNECTED
         and target.phone is not None

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import structlog
 
-from zapgate.contracts.health import EvidenceSource, InstanceHealth, InstanceSummary
+from zapgate.contracts.health import (
+    DegradedReason,
+    EvidenceSource,
+    InstanceHealth,
+    InstanceSummary,
+)
 from zapgate.health.adapters.metrics import HealthMetrics
 from zapgate.health.check import check_instance
 from zapgate.health.domain import (
@@ -162,7 +167,14 @@ class HealthService:
         force_phone_lookup: bool = False,
         heartbeat: Callable[[], Awaitable[None]] | None = None,
     ) -> list[Change]:
-        """Bounded concurrent checks; results decided and saved in batches as they arrive."""
+        """Bounded concurrent checks (`provider_concurrency` at once); results decided and
+        saved in batches: one transaction per batch of instances, never one per instance.
+
+        A batch is written when it holds `apply_batch_size` results, when every check of the
+        round is done, or, at the arrival of a result, when its oldest result has waited
+        `apply_batch_linger` (so slow checks never hold written news for long). While a batch
+        is written, results of the checks that go on accumulate for the next one.
+        """
         pending = iter(targets)
         results: asyncio.Queue[tuple[str, Observation] | None] = asyncio.Queue()
         changes: list[Change] = []
@@ -175,39 +187,37 @@ class HealthService:
                 results.put_nowait((target.instance_id, observation))
 
         async def writer() -> None:
-            done = False
-            while not done:
-                item = await results.get()
-                batch: list[tuple[str, Observation]] = []
-                while item is not None:
-                    batch.append(item)
-                    if len(batch) >= self._settings.apply_batch_size or results.empty():
-                        break
-                    item = results.get_nowait()
-                done = item is None
-                if batch:
-                    decided = await self._decide(batch, report)
-                    changes.extend(decided)
-                    await self._restart_all(decided, report)
-                    if heartbeat is not None:
-                        await heartbeat()
+            batches = _batches(
+                results,
+                size=self._settings.apply_batch_size,
+                linger=self._settings.apply_batch_linger.total_seconds(),
+                clock=self._clock,
+            )
+            async for batch in batches:
+                decided = await self._decide(batch, report)
+                changes.extend(decided)
+                await self._restart_all(decided, report)
+                if heartbeat is not None:
+                    await heartbeat()
 
         workers = min(self._settings.provider_concurrency, max(len(targets), 1))
         async with asyncio.TaskGroup() as group:
-            write = group.create_task(writer())
+            writing = group.create_task(writer())
             async with asyncio.TaskGroup() as checks:
                 for _ in range(workers):
                     checks.create_task(checker())
             results.put_nowait(None)
-            await write
+            await writing
         return changes
 
     async def _look(
         self, target: CheckTarget, source: EvidenceSource, *, confirming: bool, force: bool
     ) -> Observation:
         now = self._clock.now()
-        stalled = Status(state=target.state, reason=target.reason, since=target.since)
-        force = force or confirming or stall_recheck_due(stalled, now=now, policy=self._policy)
+        force = force or confirming
+        if not force and target.reason == DegradedReason.DELIVERY_STALLED.value:
+            stalled = Status(state=target.state, reason=target.reason, since=target.since)
+            force = stall_recheck_due(stalled, now=now, policy=self._policy)
         try:
             return await check_instance(
                 self._provider,
@@ -246,7 +256,9 @@ class HealthService:
                 before = statuses[instance_id]
                 decision = apply_observation(before, observation, now=now, policy=self._policy)
                 statuses[instance_id] = decision.status
-                change = self._change(replace(record, status=before), decision, observation)
+                if before is not record.status:  # a second observation of it in this batch
+                    record = replace(record, status=before)
+                change = self._change(record, decision, observation)
                 unit.save(change)
                 changes.append(change)
         report.checked += len(batch)
@@ -511,6 +523,36 @@ class HealthService:
 
     async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
         return await self.repository.health(instance_id)
+
+
+async def _batches(
+    results: asyncio.Queue[tuple[str, Observation] | None],
+    *,
+    size: int,
+    linger: float,
+    clock: Clock,
+) -> AsyncIterator[list[tuple[str, Observation]]]:
+    """Check results from `results` (None ends them) in batches of at most `size`: a batch is
+    handed on when full, at the end, or, at the arrival of a result, when its oldest result has
+    waited `linger` seconds (by `clock.monotonic`). Results that arrive while the consumer
+    writes a batch wait in the queue and join the next one."""
+    batch: list[tuple[str, Observation]] = []
+    opened = 0.0
+    while (item := await results.get()) is not None:
+        if not batch:
+            opened = clock.monotonic()
+        batch.append(item)
+        while len(batch) < size and not results.empty():
+            more = results.get_nowait()
+            if more is None:
+                results.put_nowait(None)  # seen again by the outer loop, which ends
+                break
+            batch.append(more)
+        if len(batch) >= size or clock.monotonic() - opened >= linger:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _count_and_log(change: Change, report: RoundReport) -> None:

@@ -31,7 +31,8 @@ class HealthSettings(ProviderTokenSettings):
     phone_max_age: Duration = Field(
         default=timedelta(hours=1),
         description="Look the phone up again (fetch-instance) when the provider or a webhook "
-        "last showed it longer ago than this.",
+        "last showed it longer ago than this (ISO 8601, e.g. PT1H). Status-only checks never "
+        "refresh the phone's age, so a phone changed without a drop shows within this.",
     )
     check_min_gap: Duration | None = Field(
         default=None,
@@ -58,7 +59,18 @@ class HealthSettings(ProviderTokenSettings):
         description="A DELIVERY_STALLED instance older than this is re-checked live with a "
         "phone lookup; a complete session lifts the stall.",
     )
-    apply_batch_size: int = Field(default=200, ge=1, le=5000)
+    apply_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="Check results decided and saved in one transaction (rows locked at once).",
+    )
+    apply_batch_linger: timedelta = Field(
+        default=timedelta(seconds=1),
+        ge=timedelta(0),
+        description="A partly filled batch of check results is written once its oldest result "
+        "has waited this long (checked as results arrive; the round's end writes the rest).",
+    )
     operator_webhook_url: str | None = None
     operator_webhook_secret: SecretStr | None = Field(
         default=None,
