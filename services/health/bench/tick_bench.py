@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.procs import BIN, ServiceProcess
+from bench.procs import BIN, ProcessFailedError, ServiceProcess
 from zapgate.devservers.postgres import free_port
 from zapgate.devservers.postgres_for_tests import postgres_for_tests
 from zapgate.health.adapters.db import PostgresHealthRepository, instances
@@ -75,6 +75,7 @@ from zapgate.wapi.simulator.models import InstanceSpec
 from zapgate.wapi.simulator.protocol import ClosableHttpProtocol
 
 TOKEN = "bench-token"  # noqa: S105 - the simulator's token for every bench instance
+SIMULATOR_READY_S = 600.0
 OPERATIONS = ("status-instance", "fetch-instance", "device", "restart")
 
 
@@ -119,7 +120,15 @@ def start_simulator(log_dir: Path, count: int) -> tuple[ServiceProcess, str]:
     process = ServiceProcess("simulator", argv, log_dir).start()
     root = f"http://127.0.0.1:{port}"
     try:
-        process.wait_ready(root + "/", any_status=True)
+        # Seeding many instances on a loaded machine can take longer than procs' 60 s.
+        deadline = time.monotonic() + SIMULATOR_READY_S
+        while True:
+            try:
+                process.wait_ready(root + "/", any_status=True)
+                break
+            except ProcessFailedError:
+                if not process.alive() or time.monotonic() > deadline:
+                    raise
     except BaseException:
         process.stop()
         raise

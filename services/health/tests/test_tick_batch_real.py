@@ -24,6 +24,8 @@ from .conftest import Harness
 pytestmark = pytest.mark.real
 
 PHONE = "5511999990000"
+LINGER = timedelta(hours=1)
+"""Batches close only when full or at the round's end (a loaded machine never splits them)."""
 
 
 async def rows(harness: Harness, table: str = "instances") -> dict[str, dict[str, Any]]:
@@ -61,7 +63,7 @@ def operations(harness: Harness, instance_id: str) -> list[str]:
 async def test_one_tick_writes_mixed_outcomes_in_one_transaction(harness: Harness) -> None:
     """Five instances, five outcomes, one batch: each row, transition and notice is right, and
     the four rows whose state the batch wrote were written by one transaction."""
-    service = await harness.start(apply_batch_size=50)
+    service = await harness.start(apply_batch_size=50, apply_batch_linger=LINGER)
     await harness.register(service, "OK", phone=PHONE)
     await harness.register(service, "NOPHONE")  # connected, no phone: incomplete session
     await harness.register(service, "DOWN", phone=PHONE, connected=False)
@@ -115,7 +117,7 @@ async def test_one_tick_writes_mixed_outcomes_in_one_transaction(harness: Harnes
 async def test_a_tick_writes_one_transaction_per_batch_of_instances(harness: Harness) -> None:
     """Seven connected instances, batches of three: the steady tick's state writes (the time of
     the evidence) come from three transactions of three, three and one rows."""
-    service = await harness.start(apply_batch_size=3)
+    service = await harness.start(apply_batch_size=3, apply_batch_linger=LINGER)
     ids = [f"I{n}" for n in range(7)]
     for instance_id in ids:
         await harness.register(service, instance_id, phone=PHONE)

@@ -171,9 +171,9 @@ class HealthService:
         saved in batches: one transaction per batch of instances, never one per instance.
 
         A batch is written when it holds `apply_batch_size` results, when every check of the
-        round is done, or, at the arrival of a result, when its oldest result has waited
-        `apply_batch_linger` (so slow checks never hold written news for long). While a batch
-        is written, results of the checks that go on accumulate for the next one.
+        round is done, or when its oldest result has waited `apply_batch_linger` (so a hung
+        check never holds the others' news). While a batch is written, results of the checks
+        that go on accumulate for the next one.
         """
         pending = iter(targets)
         results: asyncio.Queue[tuple[str, Observation] | None] = asyncio.Queue()
@@ -191,7 +191,6 @@ class HealthService:
                 results,
                 size=self._settings.apply_batch_size,
                 linger=self._settings.apply_batch_linger.total_seconds(),
-                clock=self._clock,
             )
             async for batch in batches:
                 decided = await self._decide(batch, report)
@@ -530,25 +529,37 @@ async def _batches(
     *,
     size: int,
     linger: float,
-    clock: Clock,
 ) -> AsyncIterator[list[tuple[str, Observation]]]:
     """Check results from `results` (None ends them) in batches of at most `size`: a batch is
-    handed on when full, at the end, or, at the arrival of a result, when its oldest result has
-    waited `linger` seconds (by `clock.monotonic`). Results that arrive while the consumer
-    writes a batch wait in the queue and join the next one."""
+    handed on when full, at the end, or when its oldest result has waited `linger` seconds with
+    no batch-filling arrivals (a hung check must not hold the others' news). The linger is real
+    time, like the provider call timeouts: it bounds latency and decides nothing. Results that
+    arrive while the consumer writes a batch wait in the queue and join the next one."""
+    loop = asyncio.get_running_loop()
     batch: list[tuple[str, Observation]] = []
     opened = 0.0
-    while (item := await results.get()) is not None:
-        if not batch:
-            opened = clock.monotonic()
+    while True:
+        if batch:
+            try:
+                async with asyncio.timeout(max(linger - (loop.time() - opened), 0.0)):
+                    item = await results.get()
+            except TimeoutError:
+                yield batch
+                batch = []
+                continue
+        else:
+            item = await results.get()
+            opened = loop.time()
+        if item is None:
+            break
         batch.append(item)
         while len(batch) < size and not results.empty():
             more = results.get_nowait()
             if more is None:
-                results.put_nowait(None)  # seen again by the outer loop, which ends
+                results.put_nowait(None)  # seen again at the top, which ends the batches
                 break
             batch.append(more)
-        if len(batch) >= size or clock.monotonic() - opened >= linger:
+        if len(batch) >= size:
             yield batch
             batch = []
     if batch:

@@ -69,7 +69,7 @@ class HealthSettings(ProviderTokenSettings):
         default=timedelta(seconds=1),
         ge=timedelta(0),
         description="A partly filled batch of check results is written once its oldest result "
-        "has waited this long (checked as results arrive; the round's end writes the rest).",
+        "has waited this long (the round's end writes the rest at once).",
     )
     operator_webhook_url: str | None = None
     operator_webhook_secret: SecretStr | None = Field(
