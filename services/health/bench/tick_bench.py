@@ -155,14 +155,20 @@ async def bare_httpx_loop(base_url: str, ids: list[str], concurrency: int) -> di
     pending = iter(ids)
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
 
+        async def call(iid: str) -> None:
+            answer = await client.get(
+                f"{base_url}/instance/status-instance",
+                params={"instanceId": iid},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            await answer.aread()
+
         async def worker() -> None:
             for iid in pending:
-                answer = await client.get(
-                    f"{base_url}/instance/status-instance",
-                    params={"instanceId": iid},
-                    headers={"Authorization": f"Bearer {TOKEN}"},
-                )
-                await answer.aread()
+                try:
+                    await call(iid)
+                except httpx.RemoteProtocolError:  # a kept connection the server closed idle
+                    await call(iid)  # once more, as WapiClient retries a read
 
         started, cpu = time.perf_counter(), time.thread_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -176,12 +182,18 @@ async def bare_aiohttp_loop(base_url: str, ids: list[str], concurrency: int) -> 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
+        async def call(iid: str) -> None:
+            async with session.get(
+                url, params={"instanceId": iid}, headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as answer:
+                await answer.read()
+
         async def worker() -> None:
             for iid in pending:
-                async with session.get(
-                    url, params={"instanceId": iid}, headers={"Authorization": f"Bearer {TOKEN}"}
-                ) as answer:
-                    await answer.read()
+                try:
+                    await call(iid)
+                except aiohttp.ServerDisconnectedError:  # a kept connection closed idle
+                    await call(iid)  # once more, as WapiClient retries a read
 
         started, cpu = time.perf_counter(), time.thread_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
