@@ -124,11 +124,14 @@ class Gateway:
             problem = parsed.problem or WebhookErrorCode.WEBHOOK_NOT_JSON
             return await self._quarantine(body, received_at, problem, content_type)
         try:
-            event = route(parsed.payload, received_at).model_copy(
-                update={"sanitized": [fix.value for fix in parsed.fixes]}
-            )
             large = len(body) * 2 > self._inline_limit()  # raw + base64 would not fit
-            data = b"" if large else _inline(event, body)
+            event = route(
+                parsed.payload,
+                received_at,
+                sanitized=[fix.value for fix in parsed.fixes],
+                body=None if large else body,
+            )
+            data = b"" if large else event.model_dump_json().encode()
         except Exception as error:  # noqa: BLE001 - whatever cannot be typed is kept whole
             log.error("webhook_unreadable", reason=repr(error)[:300])  # noqa: TRY400 - no traceback
             code = WebhookErrorCode.WEBHOOK_UNREADABLE
@@ -291,11 +294,6 @@ class Gateway:
             await self._bodies.put(record.msg_id, record.body)
             return
         await self._publisher.publish(record.subject, record.body, record.msg_id)
-
-
-def _inline(event: WebhookEvent, body: bytes) -> bytes:
-    carried = event.model_copy(update={"body_base64": base64.b64encode(body).decode()})
-    return carried.model_dump_json().encode()
 
 
 def _accepted(disposition: Disposition, event: WebhookEvent, fixes: tuple[Fix, ...]) -> Accepted:

@@ -7,11 +7,13 @@ that cannot be read is routed to `WebhookUnrouted` with its key set instead of b
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from pydantic import ValidationError
 
@@ -39,6 +41,9 @@ from zapgate.ingest.domain.content import (
     read_message,
     text,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 Payload: TypeAlias = dict[str, Any]
 
@@ -88,10 +93,25 @@ def body_dedupe_key(kind: str, body: bytes) -> str:
     return f"{kind}:{hashlib.sha256(body).hexdigest()[:40]}"
 
 
-def route(payload: Payload, received_at: datetime) -> WebhookEvent:
-    """The typed event for one webhook body. Never raises: what it cannot read is unrouted."""
+def route(
+    payload: Payload,
+    received_at: datetime,
+    *,
+    sanitized: Sequence[str] = (),
+    body: bytes | None = None,
+) -> WebhookEvent:
+    """The typed event for one webhook body. Never raises: what it cannot read is unrouted.
+
+    `sanitized` (the sanitiser's fixes) and `body` (the exact bytes, carried as `body_base64`)
+    are set on the event as it is built: a copy of the finished model per field costs more.
+    """
+    extra: dict[str, Any] = {}
+    if sanitized:
+        extra["sanitized"] = list(sanitized)
+    if body is not None:
+        extra["body_base64"] = base64.b64encode(body).decode()
     try:
-        return _route(payload, received_at)
+        return _route(payload, received_at, extra)
     except (
         ValidationError,
         TypeError,
@@ -100,48 +120,57 @@ def route(payload: Payload, received_at: datetime) -> WebhookEvent:
         KeyError,
         RecursionError,
     ) as error:
-        return _unrouted(payload, received_at, f"unreadable: {type(error).__name__}")
+        return _unrouted(payload, received_at, f"unreadable: {type(error).__name__}", extra)
 
 
-def _route(payload: Payload, received_at: datetime) -> WebhookEvent:
+def _route(payload: Payload, received_at: datetime, extra: dict[str, Any]) -> WebhookEvent:
     instance_id = ident(payload.get("instanceId"))
     if instance_id is None:
-        return _unrouted(payload, received_at, "no_instance_id")
+        return _unrouted(payload, received_at, "no_instance_id", extra)
     event = payload.get("event")
+    at = _At(received_at, extra)
     if event is None and "chat" in payload and "status" in payload:
-        return _presence(payload, instance_id, received_at)
+        return _presence(payload, instance_id, at)
     if event in {EVENT_RECEIVED, EVENT_DELIVERY}:
-        return _message(payload, instance_id, received_at, sent=event == EVENT_DELIVERY)
+        return _message(payload, instance_id, at, sent=event == EVENT_DELIVERY)
     if event == EVENT_STATUS:
-        return _status(payload, instance_id, received_at)
+        return _status(payload, instance_id, at)
     if event in {EVENT_CONNECTED, EVENT_DISCONNECTED}:
-        return _session(payload, instance_id, received_at, connected=event == EVENT_CONNECTED)
+        return _session(payload, instance_id, at, connected=event == EVENT_CONNECTED)
     reason = "no_event" if event is None else "unknown_event"
-    return _unrouted(payload, received_at, reason)
+    return _unrouted(payload, received_at, reason, extra)
 
 
-def _session(
-    payload: Payload, instance_id: str, received_at: datetime, *, connected: bool
-) -> WebhookEvent:
+@dataclass(frozen=True, slots=True)
+class _At:
+    """When a body arrived, and the fields set on its event besides what is read from it."""
+
+    received_at: datetime
+    extra: dict[str, Any]
+
+
+def _session(payload: Payload, instance_id: str, at: _At, *, connected: bool) -> WebhookEvent:
     event = EVENT_CONNECTED if connected else EVENT_DISCONNECTED
     identity = _without_message_id(payload, [event, instance_id])
     if connected:
         kind = WebhookKind.INSTANCE_CONNECTED
-        return InstanceConnected(**_common(payload, instance_id, received_at, kind, identity))
+        return InstanceConnected(**_common(payload, instance_id, at, kind, identity))
     kind = WebhookKind.INSTANCE_DISCONNECTED
-    return InstanceDisconnected(**_common(payload, instance_id, received_at, kind, identity))
+    return InstanceDisconnected(**_common(payload, instance_id, at, kind, identity))
 
 
 def _common(
     payload: Payload,
     instance_id: str | None,
-    received_at: datetime,
+    at: _At,
     kind: WebhookKind,
     identity: list[Any],
 ) -> dict[str, Any]:
     moment = _moment(payload.get("moment"))
     key = dedupe_key(kind, identity)
+    received_at = at.received_at
     return {
+        **at.extra,
         "event_id": uuid.uuid5(_EVENT_ID_NAMESPACE, key),
         "occurred_at": moment or received_at,
         "correlation_id": key,
@@ -169,9 +198,7 @@ def message_key(event: str, instance_id: str | None, message_id: str) -> str:
     return dedupe_key("message", [event, instance_id, message_id])
 
 
-def _message(
-    payload: Payload, instance_id: str, received_at: datetime, *, sent: bool
-) -> WebhookEvent:
+def _message(payload: Payload, instance_id: str, at: _At, *, sent: bool) -> WebhookEvent:
     event = EVENT_DELIVERY if sent else EVENT_RECEIVED
     message_id = ident(payload.get("messageId"))
     msg_content = as_dict(payload.get("msgContent"))
@@ -185,7 +212,7 @@ def _message(
     reading = read_message(msg_content, stub_type=payload.get("messageStubType"))
     change = reading.change
     if change is not None:
-        common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_CHANGED, identity)
+        common = _common(payload, instance_id, at, WebhookKind.MESSAGE_CHANGED, identity)
         return MessageChanged(
             **common,
             change=change.kind,
@@ -199,7 +226,7 @@ def _message(
             content=change.content,
         )
     if sent:
-        common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_SENT, identity)
+        common = _common(payload, instance_id, at, WebhookKind.MESSAGE_SENT, identity)
         return MessageSent(
             **common,
             message_id=message_id,
@@ -207,7 +234,7 @@ def _message(
             chat=chat,
             content=reading.content if msg_content else None,
         )
-    common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_RECEIVED, identity)
+    common = _common(payload, instance_id, at, WebhookKind.MESSAGE_RECEIVED, identity)
     return MessageReceived(
         **common,
         message_id=message_id,
@@ -218,13 +245,13 @@ def _message(
     )
 
 
-def _status(payload: Payload, instance_id: str, received_at: datetime) -> WebhookEvent:
+def _status(payload: Payload, instance_id: str, at: _At) -> WebhookEvent:
     message_id = ident(payload.get("messageId"))
     status_raw = text(payload.get("status")) or ""
     identity: list[Any] = [EVENT_STATUS, instance_id, message_id, status_raw]
     if message_id is None:
         identity = _without_message_id(payload, identity)
-    common = _common(payload, instance_id, received_at, WebhookKind.MESSAGE_STATUS, identity)
+    common = _common(payload, instance_id, at, WebhookKind.MESSAGE_STATUS, identity)
     return MessageStatusReported(
         **common,
         message_id=message_id,
@@ -234,11 +261,11 @@ def _status(payload: Payload, instance_id: str, received_at: datetime) -> Webhoo
     )
 
 
-def _presence(payload: Payload, instance_id: str, received_at: datetime) -> WebhookEvent:
+def _presence(payload: Payload, instance_id: str, at: _At) -> WebhookEvent:
     chat_id = _chat_id(payload.get("chat"))
     status_raw = text(payload.get("status"))
     identity = _without_message_id(payload, [PRESENCE_SHAPE, instance_id, chat_id, status_raw])
-    common = _common(payload, instance_id, received_at, WebhookKind.CHAT_PRESENCE, identity)
+    common = _common(payload, instance_id, at, WebhookKind.CHAT_PRESENCE, identity)
     return ChatPresenceObserved(
         **common,
         chat_id=chat_id,
@@ -247,7 +274,9 @@ def _presence(payload: Payload, instance_id: str, received_at: datetime) -> Webh
     )
 
 
-def _unrouted(payload: Payload, received_at: datetime, reason: str) -> WebhookUnrouted:
+def _unrouted(
+    payload: Payload, received_at: datetime, reason: str, extra: dict[str, Any] | None = None
+) -> WebhookUnrouted:
     instance_id = ident(payload.get("instanceId"))
     keys = sorted(str(key) for key in payload)
     try:
@@ -271,6 +300,7 @@ def _unrouted(payload: Payload, received_at: datetime, reason: str) -> WebhookUn
         raw=payload,
         reason=reason,
         keys=keys,
+        **(extra or {}),
     )
 
 
