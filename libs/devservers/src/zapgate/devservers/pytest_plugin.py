@@ -13,17 +13,21 @@ exactly its production permissions. Anonymous connections are refused.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from zapgate.devservers.nats import NatsCluster, NatsServer
 from zapgate.devservers.nats_auth import DevCredentials
 from zapgate.devservers.postgres import EmbeddedPostgres, PostgresServerError
 from zapgate.devservers.postgres_for_tests import TestPostgres, postgres_for_tests
+from zapgate.runtime import db_roles
 from zapgate.runtime.db import migrate_all
 from zapgate.runtime.streams import ensure_streams
 from zapgate.runtime.topology import all_streams
@@ -149,15 +153,44 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPo
 
 @pytest.fixture(scope="session")
 def migrated_template_database(postgres_server: TestPostgres) -> Iterator[str]:
-    """Name of a database on which every installed service's migrations ran."""
+    """Name of a database on which every installed service's migrations ran (as the admin,
+    which makes each service's role; see runtime.db_roles).
+
+    For the whole session every service's settings log in as its own role
+    (`ZAPGATE_<SVC>_DATABASE_USER`, and a password where the server asks for one), so each
+    service runs with exactly its production grants; test code keeps the admin URL.
+    """
     # Unique, so concurrent runs against one shared server (env URL) do not collide.
     name = f"zg_template_{uuid.uuid4().hex[:10]}"
     postgres_server.create_database(name)
     try:
         migrate_all(postgres_server.url(name))
-        yield name
+        with pytest.MonkeyPatch.context() as patch:
+            for variable, value in service_database_logins(postgres_server, name).items():
+                patch.setenv(variable, value)
+            yield name
     finally:
         postgres_server.drop_database(name)
+
+
+def service_database_logins(server: TestPostgres, database: str) -> dict[str, str]:
+    """`ZAPGATE_<SVC>_DATABASE_USER` (and `_PASSWORD` unless the server trusts loopback, as
+    the embedded one does) for every service role."""
+    logins: dict[str, str] = {}
+    passwords = server.source != "embedded"
+    engine = sa.create_engine(server.url(database), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            for service in db_roles.SERVICES:
+                prefix = f"ZAPGATE_{service.upper()}_"
+                logins[f"{prefix}DATABASE_USER"] = db_roles.service_role(service)
+                if passwords:
+                    password = secrets.token_urlsafe(32)
+                    db_roles.set_role_password(connection, service, password)
+                    logins[f"{prefix}DATABASE_PASSWORD"] = password
+    finally:
+        engine.dispose()
+    return logins
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from zapgate.devservers.nats_auth import DevCredentials
 from zapgate.devservers.postgres import EmbeddedPostgres, free_port
 from zapgate.localstack.processes import ProcessSpec, ServiceProcess
 from zapgate.runtime.db import migrate_all
+from zapgate.runtime.db_roles import service_role
 from zapgate.runtime.provision_cli import provision
 from zapgate.wapi.client import DEFAULT_BASE_URL, WapiClient
 from zapgate.wapi.credentials import InstanceCredentials
@@ -309,6 +310,8 @@ class Stack:
                 f"{prefix}NATS_SEED": self.nats_credentials.seed(service),
                 f"{prefix}NATS_URL": self.nats.url,
                 f"{prefix}DATABASE_URL": database_url,
+                # Each service logs in as its own role (trust on the local server's loopback).
+                f"{prefix}DATABASE_USER": service_role(service),
                 f"{prefix}PROBE_HOST": LOCALHOST,
                 f"{prefix}PROBE_PORT": str(ports[service]),
                 f"{prefix}LOG_LEVEL": config.log_level,
@@ -361,6 +364,7 @@ class Stack:
             "ZAPGATE_CONSOLE_ENVIRONMENT": "dev",
             "ZAPGATE_CONSOLE_NATS_URL": self.nats.url,
             "ZAPGATE_CONSOLE_DATABASE_URL": database_url,
+            "ZAPGATE_CONSOLE_DATABASE_USER": service_role("console"),
             "ZAPGATE_CONSOLE_HTTP_HOST": LOCALHOST,
             "ZAPGATE_CONSOLE_HTTP_PORT": str(port),
             "ZAPGATE_CONSOLE_SESSION_SECRET": _secret_file(

@@ -1,7 +1,8 @@
 """PostgreSQL access: the async engine, a ping, and per-service Alembic migrations.
 
 Every service owns its tables and its own Alembic history in one shared database; histories are
-kept apart by a version table per service (`alembic_version_<svc>`).
+kept apart by a version table per service (`alembic_version_<svc>`). Migrations run as the
+service's PostgreSQL role (`zapgate_<svc>`, see `runtime.db_roles`), which then owns the tables.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from zapgate.runtime.db_roles import prepare_service_role, service_from_version_table
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -23,6 +26,7 @@ MIGRATIONS_ENTRY_POINT_GROUP = "zapgate.migrations"
 DRIVER = "postgresql+psycopg"
 _URL_ATTRIBUTE = "zapgate.database_url"
 _VERSION_TABLE_ATTRIBUTE = "zapgate.version_table"
+_SERVICE_ATTRIBUTE = "zapgate.service"
 
 
 def with_psycopg_driver(url: str) -> str:
@@ -70,6 +74,7 @@ def alembic_config(url: str, spec: MigrationSpec) -> Config:
     # Passed as attributes, not main options: configparser would choke on "%" in passwords.
     config.attributes[_URL_ATTRIBUTE] = with_psycopg_driver(url)
     config.attributes[_VERSION_TABLE_ATTRIBUTE] = spec.version_table
+    config.attributes[_SERVICE_ATTRIBUTE] = spec.service
     return config
 
 
@@ -113,6 +118,7 @@ def run_env(target_metadata: sa.MetaData | None, version_table: str | None = Non
     if not url:
         raise RuntimeError("no database URL: run migrations through zapgate.runtime.db.migrate")
     table = version_table or config.attributes[_VERSION_TABLE_ATTRIBUTE]
+    service = config.attributes.get(_SERVICE_ATTRIBUTE) or service_from_version_table(table)
     options: dict[str, Any] = {
         "target_metadata": target_metadata,
         "version_table": table,
@@ -133,6 +139,8 @@ def run_env(target_metadata: sa.MetaData | None, version_table: str | None = Non
                 connection.execute(
                     sa.text("SELECT pg_advisory_xact_lock(hashtext(:table))"), {"table": table}
                 )
+                # Objects are created as (and owned by) the service's role: runtime.db_roles.
+                prepare_service_role(connection, service, target_metadata, table)
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -1,4 +1,10 @@
-"""`zapgate-migrate`: bring every installed service's tables to head."""
+"""`zapgate-migrate`: bring every installed service's tables to head, as each service's role.
+
+Run it as a PostgreSQL administrator (superuser, or CREATEROLE and owner of the database): it
+creates the role `zapgate_<svc>` of every service (see `runtime.db_roles`) and, for each
+`ZAPGATE_<SVC>_DATABASE_PASSWORD` set in the environment (the service's own setting), sets that
+role's password. Passwords are never printed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from zapgate.runtime.db import migrate_all
+from zapgate.runtime.db_roles import SERVICES, password_env, set_role_passwords
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrated = migrate_all(args.database_url)
     names = ", ".join(spec.service for spec in migrated) or "no services installed"
     sys.stdout.write(f"migrated: {names}\n")
+    installed = {spec.service for spec in migrated}
+    passwords: dict[str, str] = {
+        service: os.environ[password_env(service)]
+        for service in SERVICES
+        if service in installed and os.environ.get(password_env(service), "").strip()
+    }
+    if passwords:
+        done = set_role_passwords(args.database_url, passwords)
+        sys.stdout.write(f"role passwords set: {', '.join(done)}\n")
     return 0
 
 

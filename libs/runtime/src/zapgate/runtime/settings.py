@@ -197,6 +197,16 @@ class ServiceSettings(BaseSettings):
         description="NATS user name, for its private inbox prefix `_INBOX_<user>` "
         "(default: the service, from the env prefix)",
     )
+    database_user: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="PostgreSQL role to log in as, replacing the user in database_url "
+        "(zapgate_<service>, made by the migrations; see runtime.db_roles)",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="password of the database user, kept out of the URL (replaces the URL's)",
+    )
     database_url: SecretStr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool | None = Field(
@@ -285,20 +295,38 @@ class ServiceSettings(BaseSettings):
             options.setdefault("inbox_prefix", f"_INBOX_{self.nats_user_name}")
         return ConnectionOptions(name=name, **options)
 
+    @field_validator("database_password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("database_url")
     @classmethod
-    def _database_url_is_real(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+    def _database_login_is_real(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # database_user and database_password (declared before, so validated first) win over
+        # the URL's; the URL returned is the one the service connects with.
         environment = str(info.data.get("environment", "prod"))
-        url = value.get_secret_value()
         try:
-            password = make_url(url).password
+            parsed = make_url(value.get_secret_value())
         except ArgumentError:
             # Not a URL at all: a placeholder such as `changeme` copied from an example.
             refuse_placeholder_secret(value, environment, "database_url")
             return value
-        if password is not None:
+        user = info.data.get("database_user")
+        password = info.data.get("database_password")
+        if user is not None:
+            parsed = parsed.set(username=user, password=None)
+        if isinstance(password, SecretStr):
+            parsed = parsed.set(password=password.get_secret_value())
+        if user is not None or password is not None:
+            value = SecretStr(parsed.render_as_string(hide_password=False))
+        if parsed.password is not None:
             # The URL is never a placeholder as a whole; its password may well be.
-            refuse_placeholder_secret(SecretStr(password), environment, "database_url password")
+            refuse_placeholder_secret(
+                SecretStr(parsed.password), environment, "database_url password"
+            )
         elif environment == "prod":
             raise PydanticCustomError(
                 "DATABASE_PASSWORD_MISSING",
