@@ -11,9 +11,20 @@ import nats
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from zapgate.runtime.db import MigrationSpec, create_engine, migrate, ping
-from zapgate.runtime.probes import create_probe_app, database_check, nats_check, serve_probes
+from zapgate.runtime.probes import (
+    CHECK_FAILED,
+    CHECK_TIMEOUT,
+    CHECK_UNREACHABLE,
+    create_probe_app,
+    database_check,
+    nats_check,
+    serve_probes,
+)
+from zapgate.runtime.settings import ServiceSettings
 from zapgate.runtime.streams import StreamSpec, ensure_schedule, ensure_streams
 
 pytestmark = pytest.mark.real
@@ -118,27 +129,52 @@ async def test_probes_report_ready_when_nats_and_database_answer(
         await engine.dispose()
 
 
-async def test_readyz_is_503_with_reasons_when_a_check_fails_or_hangs() -> None:
-    """A raising check and a hanging check both make /readyz 503, each with its reason."""
+async def test_readyz_is_503_with_a_code_per_failed_check_and_no_exception_text() -> None:
+    """A raising check and a hanging check make /readyz 503, each named with a code only: the
+    exceptions' text (which can hold hosts, instance ids, payload data) never reaches the
+    answer. Every code of the module is produced."""
     never = asyncio.Event()
+    leaked = "instance DEMO-42 token tok-SECRET-123 at db.internal:5432"
+
+    async def refused() -> None:
+        raise ConnectionRefusedError(leaked)
 
     async def broken() -> None:
-        raise ConnectionError("db down")
+        raise RuntimeError(leaked)
 
     async def hangs() -> None:
         await never.wait()
 
-    app = create_probe_app({"db": broken, "nats": hangs, "fine": ping_ok}, check_timeout=0.2)
+    app = create_probe_app(
+        {"db": refused, "nats": hangs, "store": broken, "fine": ping_ok}, check_timeout=0.2
+    )
     probes = await serve_probes(app, "127.0.0.1", 0)
     try:
         status, body = await _get(probes.port, "/readyz")
+        metrics_status, metrics = await _get(probes.port, "/metrics")
     finally:
         await probes.stop()
     assert status == 503
     assert json.loads(body) == {
         "status": "unavailable",
-        "failed": {"db": "ConnectionError: db down", "nats": "timed out after 0.2s"},
+        "failed": {"db": CHECK_UNREACHABLE, "nats": CHECK_TIMEOUT, "store": CHECK_FAILED},
     }
+    assert metrics_status == 200
+    for fragment in ("DEMO-42", "tok-SECRET", "db.internal", "RuntimeError", "Refused"):
+        assert fragment.encode() not in body + metrics
+
+
+def test_probes_bind_loopback_unless_configured() -> None:
+    """The settings base defaults probe_host to 127.0.0.1 (prod-safe); it is configurable."""
+
+    class Probed(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="ZAPGATE_PROBED_")
+
+    url = "postgresql://u:Xq8-jT2v9LmP4wRz7KcN1bYh6DsF3gUe@127.0.0.1/db"
+    default = Probed(environment="dev", database_url=SecretStr(url))
+    configured = Probed(environment="dev", database_url=SecretStr(url), probe_host="0.0.0.0")  # noqa: S104 - the configured case
+    assert default.probe_host == "127.0.0.1"
+    assert configured.probe_host == "0.0.0.0"  # noqa: S104 - the configured case
 
 
 async def ping_ok() -> None:

@@ -66,9 +66,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 @pytest.fixture
 async def hooks_api(nats_url: str, database_url: str) -> AsyncIterator[RunningApi]:
-    settings = api_settings(
-        nats_url, database_url, webhook_retry_schedule=(0.2,), consumer_prefix="apihooktest"
-    )
+    settings = api_settings(nats_url, database_url, webhook_retry_schedule=(0.2,))
     async with running_api(settings, hasher=cheap_hasher()) as running:
         yield running
 

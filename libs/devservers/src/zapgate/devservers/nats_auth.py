@@ -25,10 +25,8 @@ if TYPE_CHECKING:
 DEFAULT_USERS: Final = (*nats_auth.ROLES, f"{nats_auth.CALLER_PREFIX}-test")
 """Every role, and one caller system named `test` (user `caller-test`)."""
 HARNESS_USER: Final = "harness"
-SERVICES: Final = ("ingest", "health", "sender")
-"""Services whose settings read `ZAPGATE_<SVC>_NATS_SEED` in tests. api and console still run as
-the harness user there: api's tests name their durables with other prefixes than its user's,
-console has no user wiring yet (see /work/notes/SECURITY.md)."""
+SERVICES: Final = ("ingest", "health", "sender", "api", "console")
+"""Services whose settings read `ZAPGATE_<SVC>_NATS_SEED` in tests: every one of them."""
 
 
 @dataclass(frozen=True, slots=True)

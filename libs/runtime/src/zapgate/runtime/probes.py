@@ -1,10 +1,18 @@
-"""`/healthz`, `/readyz` and `/metrics` for every service, served inside its loop (`http.py`)."""
+"""`/healthz`, `/readyz` and `/metrics` for every service, served inside its loop (`http.py`).
+
+The probe server binds `probe_host`, loopback unless configured (containers set `0.0.0.0`, see
+deploy/docker-compose.yml). `/readyz` names each failed check with a code only
+(`CHECK_TIMEOUT`, `CHECK_UNREACHABLE`, `CHECK_FAILED`): an exception's text can carry hosts,
+users, instance ids or payload data, so it goes to the service's log (its type), never to the
+answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
@@ -21,6 +29,14 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 DEFAULT_CHECK_TIMEOUT = 2.0
+CHECK_TIMEOUT: Final = "CHECK_TIMEOUT"
+"""The check did not answer within the timeout."""
+CHECK_UNREACHABLE: Final = "CHECK_UNREACHABLE"
+"""The dependency refused or dropped the connection (`OSError`, including `ConnectionError`)."""
+CHECK_FAILED: Final = "CHECK_FAILED"
+"""Any other failure of the check."""
+
+_log = structlog.get_logger("zapgate.probes")
 
 
 def create_probe_app(
@@ -29,7 +45,13 @@ def create_probe_app(
     registry: CollectorRegistry = REGISTRY,
     check_timeout: float = DEFAULT_CHECK_TIMEOUT,
 ) -> Starlette:
-    """Probe endpoints. A check passes when it returns within `check_timeout` without raising."""
+    """Probe endpoints. A check passes when it returns within `check_timeout` without raising.
+
+    `/readyz`: 200 `{"status": "ok"}`, or 503 `{"status": "unavailable", "failed": {name:
+    code}}` with the codes of this module; a check that starts failing logs its name, code and
+    exception type once (warning), and once more when it passes again.
+    """
+    failing: dict[str, str] = {}
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -37,7 +59,11 @@ def create_probe_app(
     async def readyz(_request: Request) -> Response:
         names = list(checks)
         results = await asyncio.gather(*(_run_check(checks[name], check_timeout) for name in names))
-        failed = {name: reason for name, reason in zip(names, results, strict=True) if reason}
+        failed = {}
+        for name, result in zip(names, results, strict=True):
+            _log_change(failing, name, result)
+            if result is not None:
+                failed[name] = result[0]
         if failed:
             return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
         return JSONResponse({"status": "ok"})
@@ -54,14 +80,31 @@ def create_probe_app(
     )
 
 
-async def _run_check(check: Callable[[], Awaitable[None]], timeout: float) -> str | None:
+async def _run_check(
+    check: Callable[[], Awaitable[None]], timeout: float
+) -> tuple[str, str] | None:
+    """None when the check passed, else `(code, exception type name)`."""
     try:
         await asyncio.wait_for(check(), timeout)
     except TimeoutError:
-        return f"timed out after {timeout:g}s"
+        return CHECK_TIMEOUT, "TimeoutError"
+    except OSError as exc:
+        return CHECK_UNREACHABLE, type(exc).__name__
     except Exception as exc:  # noqa: BLE001 - any failure makes the service unready; report it
-        return f"{type(exc).__name__}: {exc}"
+        return CHECK_FAILED, type(exc).__name__
     return None
+
+
+def _log_change(failing: dict[str, str], name: str, result: tuple[str, str] | None) -> None:
+    # Probes are polled every few seconds: log the transitions, not every poll.
+    if result is None:
+        if failing.pop(name, None) is not None:
+            _log.info("readiness check passes again", check=name)
+        return
+    code, error = result
+    if failing.get(name) != code:
+        failing[name] = code
+        _log.warning("readiness check failed", check=name, code=code, error=error)
 
 
 def nats_check(nc: Client) -> Callable[[], Awaitable[None]]:

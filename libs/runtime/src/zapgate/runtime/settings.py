@@ -212,7 +212,11 @@ class ServiceSettings(BaseSettings):
     log_json: bool | None = Field(
         default=None, description="None: JSON when stdout is not a terminal"
     )
-    probe_host: str = "0.0.0.0"  # noqa: S104 - probes must answer the orchestrator from outside
+    probe_host: str = Field(
+        default="127.0.0.1",
+        description="address /healthz, /readyz and /metrics bind: loopback unless set "
+        "(containers set 0.0.0.0 so the orchestrator and Prometheus reach them)",
+    )
     probe_port: int = Field(default=8080, ge=0, le=65535)
     stream_replicas: int = Field(
         default=1, ge=1, le=5, description="JetStream replicas per stream (3 on a cluster)"

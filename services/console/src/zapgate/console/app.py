@@ -142,7 +142,11 @@ def create_app(
             engine: AsyncEngine | None = None
             if ports.health is None or ports.sender is None or ports.feed is None:
                 nc = await nats.connect(
-                    settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1
+                    settings.nats_url,
+                    connect_timeout=5,
+                    max_reconnect_attempts=-1,
+                    # The console's own NATS user (nkey seed, private inbox prefix).
+                    **settings.nats_connect_options(),
                 )
                 stack.push_async_callback(nc.drain)
             if ports.audit is None:
