@@ -21,14 +21,16 @@ COPY libs/devservers/pyproject.toml libs/devservers/pyproject.toml
 COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/health/pyproject.toml services/health/pyproject.toml
 COPY services/sender/pyproject.toml services/sender/pyproject.toml
+COPY services/api/pyproject.toml services/api/pyproject.toml
+COPY services/console/pyproject.toml services/console/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package zapgate-ingest --package zapgate-health --package zapgate-sender
+    uv sync --frozen --no-dev --no-install-workspace --package zapgate-ingest --package zapgate-health --package zapgate-sender --package zapgate-api --package zapgate-console
 
 # 2. The code, installed non-editable so the runtime stage needs only the venv.
 COPY libs libs
 COPY services services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package zapgate-ingest --package zapgate-health --package zapgate-sender
+    uv sync --frozen --no-dev --no-editable --package zapgate-ingest --package zapgate-health --package zapgate-sender --package zapgate-api --package zapgate-console
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 zapgate \

@@ -11,9 +11,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+from sqlalchemy.engine import make_url
 
+from zapgate.api.settings import ApiSettings
+from zapgate.console.settings import ConsoleSettings
 from zapgate.health.settings import HealthSettings
 from zapgate.ingest.settings import IngestSettings
+from zapgate.runtime import db_roles
 from zapgate.runtime.migrate_cli import DATABASE_URL_ENV
 from zapgate.runtime.provision_cli import NATS_SEED_ENV
 from zapgate.sender.settings import SenderSettings
@@ -27,6 +31,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "health": HealthSettings,
     "sender": SenderSettings,
+    "api": ApiSettings,
+    "console": ConsoleSettings,
 }
 # Defaults that point at 127.0.0.1 are wrong inside a container, so compose must set them.
 MUST_SET_IN_CONTAINERS = frozenset({"nats_url", "database_url"})
@@ -132,8 +138,8 @@ def test_depends_on_names_existing_services_with_a_real_condition() -> None:
                 assert "healthcheck" in services[dependency], f"{dependency} cannot be healthy"
 
 
-def test_the_three_services_wait_for_nats_postgres_and_the_migration() -> None:
-    """ingest, health and sender start only once their dependencies are up and migrated."""
+def test_the_services_wait_for_nats_postgres_and_the_migration() -> None:
+    """Every service starts only once its dependencies are up and migrated."""
     for name in SETTINGS:
         dependencies = _services()[name]["depends_on"]
         assert {"nats", "postgres", "migrate"} <= set(dependencies), name
@@ -308,7 +314,7 @@ def test_service_dockerfile_probes_readyz_and_runs_its_console_script(name: str)
 
 
 def test_one_shot_migration_image_declares_no_healthcheck_and_installs_every_service() -> None:
-    """The migrate image says HEALTHCHECK NONE and installs all three services' migrations."""
+    """The migrate image says HEALTHCHECK NONE and installs every service's migrations."""
     steps = _instructions(_dockerfiles()["migrate"])
     assert ("HEALTHCHECK", "NONE") in steps
     install = next(args for op, args in steps if op == "RUN" and "--no-install-workspace" in args)
@@ -342,3 +348,35 @@ def test_the_cluster_profile_points_every_nats_client_at_the_cluster_with_r3_str
         assert "tls {" in conf
         routes = set(re.findall(r"nats-route://(nats-\d):6222", conf))
         assert routes == {f"nats-{other}" for other in (1, 2, 3) if other != index}
+
+
+def _merged_env(name: str) -> dict[str, str]:
+    """What the container `name` sees: .env.example, then its `environment:` block."""
+    values = _read_env_file(DEPLOY / ".env.example")
+    values.update({k: str(v) for k, v in _services()[name].get("environment", {}).items()})
+    return values
+
+
+@pytest.mark.parametrize("svc", sorted(SETTINGS))
+def test_each_service_logs_in_to_postgres_as_its_own_role_with_its_own_password(svc: str) -> None:
+    """The service's URL names zapgate_<svc> (never the superuser of ZAPGATE_DATABASE_URL); its
+    password is a setting of its own, which `migrate` also sees to set the role's password."""
+    env = _merged_env(svc)
+    prefix = f"ZAPGATE_{svc.upper()}_"
+    url = make_url(env[f"{prefix}DATABASE_URL"])
+    assert url.username == db_roles.service_role(svc)
+    assert url.username != make_url(env[DATABASE_URL_ENV]).username
+    assert url.password is None, "the password belongs in DATABASE_PASSWORD, not the URL"
+    assert env[db_roles.password_env(svc)]
+    assert db_roles.password_env(svc) in _merged_env("migrate")
+
+
+@pytest.mark.parametrize("svc", sorted(SETTINGS))
+def test_containers_bind_probes_and_http_to_their_own_address(svc: str) -> None:
+    """Loopback is the settings' default; inside a container the probes (and the HTTP of the
+    API and the console) must answer the healthcheck's and Prometheus's connections."""
+    env = _merged_env(svc)
+    prefix = f"ZAPGATE_{svc.upper()}_"
+    for field in ("probe_host", "http_host"):
+        if field in SETTINGS[svc].model_fields and (field != "probe_host" or svc != "console"):
+            assert env.get(f"{prefix}{field.upper()}") == "0.0.0.0", (svc, field)  # noqa: S104
