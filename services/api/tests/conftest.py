@@ -85,6 +85,8 @@ def api_settings(nats_url: str, database_url: str, **overrides: Any) -> ApiSetti
         "probe_port": 0,
         "rate_limit_requests": 1000,
         "log_level": "WARNING",
+        # Test receivers listen on 127.0.0.1 (the dev opt-in; prod refuses it).
+        "webhook_allow_loopback": True,
     }
     return ApiSettings(**(values | overrides))
 

@@ -362,6 +362,9 @@ class Stack:
         password = _secret_file(self.data_dir / "console-password")
         env = {
             "ZAPGATE_CONSOLE_ENVIRONMENT": "dev",
+            # The console's own NATS user, as every service (the URL's harness login is
+            # dropped when a seed is set).
+            "ZAPGATE_CONSOLE_NATS_SEED": self.nats_credentials.seed("console"),
             "ZAPGATE_CONSOLE_NATS_URL": self.nats.url,
             "ZAPGATE_CONSOLE_DATABASE_URL": database_url,
             "ZAPGATE_CONSOLE_DATABASE_USER": service_role("console"),

@@ -29,6 +29,7 @@ from zapgate.api.adapters.db import (
     PostgresRequestLog,
     PostgresSubscriptions,
 )
+from zapgate.api.adapters.destinations import DestinationGuard, DestinationRefused, GuardedTransport
 from zapgate.api.adapters.http import HttpxPoster
 from zapgate.api.domain import API_MESSAGES_PT_BR, ApiErrorCode
 from zapgate.api.errors import field_errors
@@ -38,6 +39,7 @@ from zapgate.api.outbound import Outbound, RetryPolicy, Subscriptions, WebhookJo
 from zapgate.api.service import ApiService, Authenticator, RateLimits, Refusal, RefusalKind
 from zapgate.api.tables import dead_letters as dead_letter_rows
 from zapgate.contracts import subjects
+from zapgate.contracts.errors import Problem
 from zapgate.runtime import topology
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.connection import NatsConnection
@@ -236,11 +238,16 @@ async def _event_pipeline(
 
     connection.on_connect(declare)
     await connection.start()
-    http = httpx.AsyncClient(timeout=settings.webhook_timeout.total_seconds())
+    # Every connection of the outbound client goes through the destination check (SSRF).
+    http = httpx.AsyncClient(
+        timeout=settings.webhook_timeout.total_seconds(),
+        transport=GuardedTransport(allow_loopback=settings.webhook_allow_loopback),
+        follow_redirects=False,
+    )
     try:
         await connection.wait_connected(timeout=30)
         outbound = Outbound(
-            PostgresSubscriptions(engine),
+            PostgresSubscriptions(engine, settings.token_cipher()),
             PostgresDeliveryLog(engine),
             HttpxPoster(http),
             jobs=_HookPublisher(JetStreamPublisher(connection)),
@@ -303,8 +310,13 @@ async def running_api(
     policy = RetryPolicy(
         schedule=tuple(settings.webhook_retry_schedule), retry_for=settings.webhook_retry_for
     )
+    subscriptions = PostgresSubscriptions(engine, settings.token_cipher())
     try:
         await ensure_streams(nc, all_streams(settings.stream_replicas))
+        # Secrets stored in clear (before encryption) or under an older key: re-encrypted.
+        reencrypted = await subscriptions.reencrypt_secrets()
+        if reencrypted:
+            _log.info("subscription_secrets_reencrypted", count=reencrypted)
         async with _event_pipeline(
             settings, engine, {"clock": clock, "policy": policy}
         ) as outbound:
@@ -329,7 +341,14 @@ async def running_api(
                 limits=RateLimits(
                     settings.rate_limit_requests, settings.rate_limit_period.total_seconds()
                 ),
-                subscriptions=Subscriptions(PostgresSubscriptions(engine), clock, outbound),
+                subscriptions=Subscriptions(
+                    subscriptions,
+                    clock,
+                    outbound,
+                    _CheckedDestinations(
+                        DestinationGuard(allow_loopback=settings.webhook_allow_loopback)
+                    ),
+                ),
             )
             http = await serve_probes(create_app(runtime), settings.http_host, settings.http_port)
             probes = await serve_probes(
@@ -347,3 +366,20 @@ async def running_api(
         await nc.drain()
         await engine.dispose()
         _log.info("api_stopped")
+
+
+class _CheckedDestinations:
+    """`DestinationCheck` answering a refused URL with a coded 422 (pt-BR message)."""
+
+    def __init__(self, guard: DestinationGuard) -> None:
+        self._guard = guard
+
+    async def check(self, url: str) -> None:
+        try:
+            await self._guard.check(url)
+        except DestinationRefused as exc:
+            _log.info("subscription_refused", code=exc.code, reason=exc.reason)
+            raise Refusal(
+                RefusalKind.UNPROCESSABLE,
+                Problem(code=exc.code, message=exc.message, detail=exc.reason),
+            ) from None

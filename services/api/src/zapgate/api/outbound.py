@@ -29,7 +29,7 @@ from zapgate.runtime.signing import new_secret, sign
 
 if TYPE_CHECKING:
     from zapgate.api.domain import Caller
-    from zapgate.api.ports import DeliveryLog, SubscriptionStore, WebhookPoster
+    from zapgate.api.ports import DeliveryLog, DestinationCheck, SubscriptionStore, WebhookPoster
     from zapgate.runtime.clock import Clock
 
 _log = structlog.get_logger("zapgate.api")
@@ -202,12 +202,22 @@ class Outbound:
 class Subscriptions:
     """Create, list and remove one API key's webhook subscriptions."""
 
-    def __init__(self, store: SubscriptionStore, clock: Clock, outbound: Outbound | None) -> None:
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        clock: Clock,
+        outbound: Outbound | None,
+        destinations: DestinationCheck,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._outbound = outbound
+        self._destinations = destinations
 
     async def create(self, caller: Caller, url: str, events: list[EventType]) -> Subscription:
+        """Store a subscription with a new signing secret. The URL's host must resolve to
+        public addresses only: `destinations.check` raises its coded refusal otherwise."""
+        await self._destinations.check(url)
         subscription = Subscription(
             subscription_id=f"sub_{secrets.token_hex(8)}",
             key_id=caller.key_id,

@@ -120,3 +120,12 @@ class WebhookPoster(Protocol):
     """POSTs one signed body; the HTTP status, or None when no answer came (network, timeout)."""
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int | None: ...
+
+
+class DestinationCheck(Protocol):
+    """Where webhooks may go (adapters/destinations.py: public addresses only)."""
+
+    async def check(self, url: str) -> None:
+        """Return when every address of `url`'s host is allowed; raise a coded refusal (with
+        `code` and a pt-BR `message`) otherwise."""
+        ...

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import SettingsConfigDict
 
 from zapgate.api.domain import RETRY_SCHEDULE
-from zapgate.runtime.settings import ServiceSettings
+from zapgate.runtime.token_crypto import ProviderTokenSettings
 
 
-class ApiSettings(ServiceSettings):
+class ApiSettings(ProviderTokenSettings):
+    """`token_keys` (`ZAPGATE_API_TOKEN_KEYS`, the API's own keys, not health's or the
+    sender's) encrypt the subscriptions' signing secrets at rest, with the same mechanism and
+    rotation as instance tokens (runtime.token_crypto, docs/runbook.md)."""
+
     model_config = SettingsConfigDict(env_prefix="ZAPGATE_API_", extra="ignore", frozen=True)
 
     http_host: str = Field(
@@ -47,9 +52,26 @@ class ApiSettings(ServiceSettings):
         default=timedelta(seconds=10), gt=timedelta(0), description="One outbound POST."
     )
     webhook_concurrency: int = Field(default=16, ge=1, description="Outbound POSTs at once.")
+    webhook_allow_loopback: bool = Field(
+        default=False,
+        description="Let subscriptions point at loopback addresses (dev and tests only: the "
+        "simulator and test receivers run on 127.0.0.1; refused in prod). Private, link-local "
+        "and metadata addresses are refused always.",
+    )
     consumer_prefix: str = Field(default="api", pattern=r"^[A-Za-z0-9_\-]+$")
     retry_timeout: timedelta = Field(
         default=timedelta(seconds=35),
         gt=timedelta(0),
         description="Wait for the sender to decide a retry (it runs the preflight again).",
     )
+
+    @field_validator("webhook_allow_loopback")
+    @classmethod
+    def _loopback_is_dev_only(cls, value: bool, info: ValidationInfo) -> bool:  # noqa: FBT001 - pydantic's validator signature
+        if value and info.data.get("environment", "prod") == "prod":
+            raise PydanticCustomError(
+                "WEBHOOK_LOOPBACK_IN_PROD",
+                "WEBHOOK_LOOPBACK_IN_PROD: webhook_allow_loopback: em produção os webhooks "
+                "nunca vão para endereços de loopback; desligue esta opção.",
+            )
+        return value

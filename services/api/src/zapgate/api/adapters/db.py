@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from zapgate.runtime.token_crypto import TokenCipher
+
 _KEYS = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _REQUESTS = IdempotencyKeyRow.__table__  # type: ignore[attr-defined]
 
@@ -128,22 +130,47 @@ _SUBSCRIPTIONS = SubscriptionRow.__table__  # type: ignore[attr-defined]
 _DELIVERIES = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
 
 
-def _subscription(row: Any, instances: Any = ()) -> Subscription:  # noqa: ANN401 - RowMapping
+def _subscription(row: Any, cipher: TokenCipher, instances: Any = ()) -> Subscription:  # noqa: ANN401 - RowMapping
     return Subscription(
         subscription_id=row["subscription_id"],
         key_id=row["key_id"],
         url=row["url"],
-        secret=row["secret"],
+        # Rows from before encryption read as they are until reencrypt_secrets() runs.
+        secret=cipher.decrypt(row["secret"], allow_plaintext=True),
         events=frozenset(EventType(value) for value in row["events"]),
         instances=frozenset(instances or ()),
     )
 
 
 class PostgresSubscriptions:
-    """`SubscriptionStore` over `api_subscriptions` (removal is a soft delete)."""
+    """`SubscriptionStore` over `api_subscriptions` (removal is a soft delete).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    The signing secret is stored encrypted (`cipher`, runtime.token_crypto: the API's own
+    keys); only this adapter sees it in clear, to sign. `TokenDecryptError` when no key opens a
+    stored secret.
+    """
+
+    def __init__(self, engine: AsyncEngine, cipher: TokenCipher) -> None:
         self._engine = engine
+        self._cipher = cipher
+
+    async def reencrypt_secrets(self) -> int:
+        """Encrypt secrets stored in clear and re-encrypt those under an older key (after a
+        key rotation); how many rows changed."""
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(_SUBSCRIPTIONS.c.subscription_id, _SUBSCRIPTIONS.c.secret)
+                )
+            ).all()
+            stale = [row for row in rows if self._cipher.needs_rotation(row.secret)]
+            for row in stale:
+                await conn.execute(
+                    sa.update(_SUBSCRIPTIONS)
+                    .where(_SUBSCRIPTIONS.c.subscription_id == row.subscription_id)
+                    .values(secret=self._cipher.rotate(row.secret))
+                )
+        return len(stale)
 
     async def add(self, subscription: Subscription, now: datetime) -> None:
         async with self._engine.begin() as conn:
@@ -152,7 +179,7 @@ class PostgresSubscriptions:
                     subscription_id=subscription.subscription_id,
                     key_id=subscription.key_id,
                     url=subscription.url,
-                    secret=subscription.secret,
+                    secret=self._cipher.encrypt(subscription.secret),
                     events=sorted(event.value for event in subscription.events),
                     created_at=now,
                 )
@@ -165,7 +192,10 @@ class PostgresSubscriptions:
             .order_by(_SUBSCRIPTIONS.c.created_at)
         )
         async with self._engine.connect() as conn:
-            return [_subscription(row) for row in (await conn.execute(statement)).mappings()]
+            return [
+                _subscription(row, self._cipher)
+                for row in (await conn.execute(statement)).mappings()
+            ]
 
     async def get(self, subscription_id: str) -> Subscription | None:
         statement = sa.select(_SUBSCRIPTIONS).where(
@@ -174,7 +204,7 @@ class PostgresSubscriptions:
         )
         async with self._engine.connect() as conn:
             found = (await conn.execute(statement)).mappings().first()
-        return _subscription(found) if found is not None else None
+        return _subscription(found, self._cipher) if found is not None else None
 
     async def remove(self, key_id: str, subscription_id: str, now: datetime) -> bool:
         statement = (
@@ -198,7 +228,7 @@ class PostgresSubscriptions:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(statement)).mappings().all()
-        return [_subscription(row, row["key_instances"]) for row in rows]
+        return [_subscription(row, self._cipher, row["key_instances"]) for row in rows]
 
 
 class PostgresDeliveryLog:

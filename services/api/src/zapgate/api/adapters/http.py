@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import structlog
+
+from zapgate.api.adapters.destinations import refused_by_guard
+
+_log = structlog.get_logger("zapgate.api")
 
 
 class HttpxPoster:
@@ -16,6 +21,12 @@ class HttpxPoster:
             response = await self._client.post(
                 url, content=body, headers={"content-type": "application/json", **headers}
             )
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            refused = refused_by_guard(exc)
+            if refused is not None:
+                # The host now resolves to an internal address (it passed at creation).
+                _log.warning(
+                    "webhook_destination_refused", code=refused.code, reason=refused.reason
+                )
             return None
         return response.status_code
