@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", bound=BaseModel)
 M = TypeVar("M", bound=BaseModel)
-_TOKEN = "demo-scenario-token"  # noqa: S105 - a made-up token the simulator accepts
+SCENARIO_TOKEN = "demo-scenario-token"  # noqa: S105 - a made-up token the simulator accepts
 _CUSTOMER = "5511988887777"
 _DB_POLL_S = 0.2
 
@@ -140,7 +140,7 @@ class _Demo:
             "/instances",
             {
                 "instance_id": instance_id,
-                "token": _TOKEN,
+                "token": SCENARIO_TOKEN,
                 "phone": phone,
                 "webhook_url": self.target.ingest_webhook_url if webhooks else None,
                 "delivery": delivery.value if delivery else None,
@@ -167,7 +167,7 @@ class _Demo:
             RegisterInstance(
                 instance_id=instance_id,
                 display_name=f"demo {instance_id}",
-                token=SecretStr(_TOKEN),
+                token=SecretStr(SCENARIO_TOKEN),
                 managed=managed,
                 replace=True,
             ),
