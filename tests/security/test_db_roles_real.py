@@ -36,7 +36,7 @@ pytestmark = pytest.mark.real
 # service's migrations and is owned by that service's role; this list makes the change visible.
 OWNED = {
     "ingest": {
-        "webhook_payloads", "webhook_quarantine", "alembic_version_ingest",
+        "webhook_payloads", "webhook_quarantine", "ingest_dead_letters", "alembic_version_ingest",
     },
     "sender": {
         "send_commands", "send_delivery_stalls", "send_early_receipts", "sender_dead_letters",
