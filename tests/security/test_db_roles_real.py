@@ -44,7 +44,7 @@ OWNED = {
     },
     "health": {
         "instances", "instance_transitions", "instance_notifications", "instance_gate_view",
-        "alembic_version_health",
+        "health_dead_letters", "alembic_version_health",
     },
     "api": {
         "api_keys", "api_idempotency_keys", "api_subscriptions", "api_webhook_deliveries",
