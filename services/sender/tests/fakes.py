@@ -93,6 +93,18 @@ class FakeCommandStore:
         self.rows[row.command_id] = row
         return Claim(new=True, row=row.model_copy())
 
+    async def claim_sending(
+        self,
+        command: SendMessage,
+        now: datetime,
+        *,
+        session_health: str | None,
+        view_version: str | None,
+    ) -> Claim | None:
+        """The fakes' directory gives no `version`: nothing to re-check."""
+        del view_version
+        return await self.claim(command, now, sending=True, session_health=session_health)
+
     async def get(self, command_id: str) -> SendCommandRow | None:
         self._check()
         row = self.rows.get(command_id)
@@ -243,8 +255,11 @@ class FakeDirectory:
             last_check_at=None,
         )
 
-    async def get(self, instance_id: str) -> InstanceView | None:
+    async def get(self, instance_id: str, *, fresh: bool = False) -> InstanceView | None:  # noqa: ARG002 - always fresh
         return self.instances.get(instance_id)
+
+    def forget(self, instance_id: str) -> None:
+        """Nothing is kept: a dict is health's view itself here."""
 
 
 @dataclass

@@ -24,7 +24,12 @@ _UNKNOWN_DEGRADED_MESSAGE = "Instância degradada ({reason}). A mensagem não fo
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceView:
-    """What the preflight reads from health's `instances` row."""
+    """What the preflight reads from health's `instances` row.
+
+    `version`: an opaque fingerprint of the row it was read from (token, paused, state, reason,
+    phone), which a claim can re-check against the row at the time of the claim; None when the
+    directory cannot tell (in-memory fakes).
+    """
 
     instance_id: str
     token: str
@@ -33,6 +38,7 @@ class InstanceView:
     reason: str | None
     phone: str | None
     last_check_at: datetime | None
+    version: str | None = None
 
     @property
     def session_health(self) -> str:

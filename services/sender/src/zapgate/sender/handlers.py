@@ -188,7 +188,9 @@ class SenderHandlers:
         event: InstanceStateChanged,
         delivery: Delivery,  # noqa: ARG002 - the runtime's handler signature
     ) -> None:
-        """Health's state change: an instance connected again releases its held commands."""
+        """Health's state change: the instance's view kept in memory is dropped (the next send
+        reads it again), and an instance connected again releases its held commands."""
+        self.deps.directory.forget(event.instance_id)
         for command_id in await held_to_release(event, self.deps):
             self.release(event.instance_id, command_id)
 

@@ -22,6 +22,7 @@ from zapgate.runtime.topology import all_streams
 from zapgate.sender import tables
 from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
+from zapgate.sender.adapters.projection import InstanceProjection
 from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
 from zapgate.sender.lanes import Pacer
@@ -62,7 +63,7 @@ async def start(
     publisher = JetStreamPublisher(connection)
     deps = SenderDeps(
         store=PostgresCommandStore(engine),
-        directory=PostgresInstanceDirectory(engine, settings.token_cipher()),
+        directory=InstanceProjection(PostgresInstanceDirectory(engine, settings.token_cipher())),
         provider=WapiProvider(provider, live_check_timeout=settings.live_check_timeout),
         publisher=RuntimeEventPublisher(publisher),
         outcomes=JetStreamOutcomeLog(connection),

@@ -60,6 +60,19 @@ class CommandStore(Protocol):
         """Insert the command once: `claimed`, or `sending` when the preflight already passed."""
         ...
 
+    async def claim_sending(
+        self,
+        command: SendMessage,
+        now: datetime,
+        *,
+        session_health: str | None,
+        view_version: str | None,
+    ) -> Claim | None:
+        """Insert the command once, straight into `sending`, only while health's view row of
+        its instance still has `view_version` (`InstanceView.version`; None: no check), checked
+        atomically with the insert. None: the row changed since it was read, nothing written."""
+        ...
+
     async def get(self, command_id: str) -> SendCommandRow | None:
         """The command's row, or None."""
         ...
@@ -126,8 +139,15 @@ class CommandStore(Protocol):
 class InstanceDirectory(Protocol):
     """Health's view of instances (`instance_gate_view`, read only)."""
 
-    async def get(self, instance_id: str) -> InstanceView | None:
-        """What the preflight needs of one instance, or None when health does not know it."""
+    async def get(self, instance_id: str, *, fresh: bool = False) -> InstanceView | None:
+        """What the preflight needs of one instance, or None when health does not know it.
+
+        An implementation may answer from memory; `fresh=True` reads health's view itself.
+        """
+        ...
+
+    def forget(self, instance_id: str) -> None:
+        """Drop whatever is remembered of one instance (health said it changed)."""
         ...
 
 

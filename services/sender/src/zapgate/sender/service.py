@@ -308,13 +308,23 @@ async def send_message(command: SendMessage, deps: SenderDeps) -> SendOutcome | 
     instance = await deps.directory.get(command.instance_id)
     first = preflight(instance, can_hold=command.hold_for > timedelta(0))
     if first.verdict is Verdict.SEND and instance is not None:
-        # The common case in one write: claimed straight into `sending`, then the provider.
-        claim = await deps.store.claim(
-            command, now, sending=True, session_health=first.session_health
+        # The common case in one write: claimed straight into `sending`, then the provider. The
+        # view may come from memory: the claim re-checks health's row in the same statement.
+        sending = await deps.store.claim_sending(
+            command, now, session_health=first.session_health, view_version=instance.version
         )
-        if claim.new:
-            return await _call_and_record(claim.row, instance, deps)
-        return await _on_repeat(claim.row, deps)
+        if sending is not None:
+            if sending.new:
+                return await _call_and_record(sending.row, instance, deps)
+            return await _on_repeat(sending.row, deps)
+        # Health's row changed since it was read: decide again from a fresh read below.
+        deps.directory.forget(command.instance_id)
+        _log.info(
+            "instance_view_changed",
+            command_id=command.command_id,
+            instance_id=command.instance_id,
+            was=first.session_health,
+        )
     claim = await deps.store.claim(command, now)
     if claim.new:
         return await _decide(claim.row, deps, announce_hold=True)
@@ -438,7 +448,8 @@ async def _decide(
     row: SendCommandRow, deps: SenderDeps, *, announce_hold: bool
 ) -> SendOutcome | None:
     now = deps.clock.now()
-    instance = await deps.directory.get(row.instance_id)
+    # Fresh: a verdict other than SEND is never taken from memory (no false outage).
+    instance = await deps.directory.get(row.instance_id, fresh=True)
     can_hold = row.hold_until is not None and now < row.hold_until
     decision = preflight(instance, can_hold=can_hold)
     if decision.verdict is Verdict.LIVE_CHECK and instance is not None:
@@ -920,7 +931,7 @@ async def _sweep_held(deps: SenderDeps, report: SweepReport) -> None:
             if await expire_held(row.command_id, deps) is not None:
                 report.expired.append(row.command_id)
             continue
-        instance = await deps.directory.get(row.instance_id)
+        instance = await deps.directory.get(row.instance_id, fresh=True)
         # A missed state event must not strand a command: release when health says it can go.
         if preflight(instance, can_hold=True).verdict is Verdict.SEND:
             report.to_release.append((row.instance_id, row.command_id))

@@ -2,21 +2,31 @@
 
 Every status change is a compare-and-set (`UPDATE ... WHERE status IN (...) RETURNING`), so two
 deliveries of one command, or two replicas, can never both move it: exactly one wins.
+
+The statements every send makes (the claim, the move that stores the answer, the look for
+early receipts) go through `GroupCommit`: the items of many lanes that are ready together run
+as one statement over a JSON array (`jsonb_to_recordset`), each row keeping its own
+compare-and-set. A claim straight into `sending` also re-checks health's view in the same
+statement (`claim_sending`), so a directory answer kept in memory can never make a false send.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import timedelta
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 
 from zapgate.contracts.health import InstanceState
 from zapgate.contracts.webhooks import DeliveryStatus
 from zapgate.runtime.token_crypto import DEV_TOKEN_KEY, TokenCipher
+from zapgate.sender.adapters.batching import GroupCommit
 from zapgate.sender.domain import EarlyReceipt, InstanceView, StuckMessage
 from zapgate.sender.ports import Claim, InstanceStuck, StoreUnavailableError
 from zapgate.sender.tables import (
@@ -24,13 +34,11 @@ from zapgate.sender.tables import (
     EarlyReceiptRow,
     RowStatus,
     SendCommandRow,
-    instance_gate_view,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection
+    from collections.abc import AsyncIterator, Collection, Sequence
     from contextlib import AbstractAsyncContextManager
-    from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -51,31 +59,30 @@ _STATUS_TIME_COLUMN: dict[RowStatus, str] = {
 }
 
 
-# The hot statements are built once and reused: values travel as bound parameters, so SQLAlchemy
-# neither rebuilds them nor recomputes their cache key on every send.
-@functools.cache
-def _claim_statement(columns: tuple[str, ...]) -> sa.Insert:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING: a row back only for the first delivery."""
-    return (
-        insert(_COMMANDS)
-        .values({column: sa.bindparam(column) for column in columns})
-        .on_conflict_do_nothing(index_elements=["command_id"])
-        .returning(*_COMMANDS.c)
-    )
-
-
-@functools.cache
-def _move_statement(from_statuses: frozenset[str], columns: tuple[str, ...]) -> sa.Update:
-    """The compare-and-set UPDATE for one shape of move (statuses it leaves, columns it sets)."""
-    return (
-        sa.update(_COMMANDS)
-        .where(
-            _COMMANDS.c.command_id == sa.bindparam("match_command_id"),
-            _COMMANDS.c.status.in_(sorted(from_statuses)),
-        )
-        .values({column: sa.bindparam(f"set_{column}") for column in columns})
-        .returning(*_COMMANDS.c)
-    )
+def _claim_values(
+    command: SendMessage,
+    now: datetime,
+    sending: bool,  # noqa: FBT001 - positional inside this module only
+    session_health: str | None,
+) -> dict[str, Any]:
+    return {
+        "command_id": command.command_id,
+        "instance_id": command.instance_id,
+        "phone": command.phone,
+        "kind": command.body.kind.value,
+        "body": command.body.model_dump(mode="json"),
+        "quoted_message_id": command.quoted_message_id,
+        "delay_message": command.delay_message,
+        "correlation_id": command.correlation_id,
+        "status": (RowStatus.SENDING if sending else RowStatus.CLAIMED).value,
+        "attempts": 0,
+        "retry_of": command.retry_of,
+        "hold_until": now + command.hold_for if command.hold_for > timedelta(0) else None,
+        "created_at": now,
+        "updated_at": now,
+        "sending_at": now if sending else None,
+        "session_health": session_health if sending else None,
+    }
 
 
 def _row(mapping: Any) -> SendCommandRow:  # noqa: ANN401 - a SQLAlchemy RowMapping
@@ -91,7 +98,9 @@ async def _translated(
     try:
         async with connection as conn:
             yield conn
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError) as exc:
+        # `sa.exc.TimeoutError`: no pooled connection came within the pool timeout. Left
+        # untranslated, an accepted send's answer was not retried and its messageId was lost.
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
@@ -118,8 +127,113 @@ class _Database:
         return _translated(self._autocommit.connect())
 
 
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+_CLAIM_COLUMNS: tuple[str, ...] = (
+    "command_id",
+    "instance_id",
+    "phone",
+    "kind",
+    "body",
+    "quoted_message_id",
+    "delay_message",
+    "correlation_id",
+    "status",
+    "attempts",
+    "retry_of",
+    "hold_until",
+    "created_at",
+    "updated_at",
+    "sending_at",
+    "session_health",
+)
+# The fingerprint of one row of health's view: what the preflight read. The directory returns
+# it as `InstanceView.version`; `claim_sending` compares it in the same statement as the insert.
+_VIEW_VERSION = "md5(ROW({p}token, {p}paused, {p}state, {p}reason, {p}phone)::text)"
+
+
+def _record_columns(columns: Sequence[str]) -> str:
+    """`"name" TYPE, ...` of `send_commands` columns, for `jsonb_to_recordset(...) AS r(...)`."""
+    return ", ".join(f'"{name}" {_COMMANDS.c[name].type.compile(dialect=_PG)}' for name in columns)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _rows_json(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_default, ensure_ascii=False)
+
+
+# Fixed names from this module only (table columns, statuses of `RowStatus`): no user input.
+_CLAIM_SQL = sa.text(
+    f"""
+    INSERT INTO send_commands ({", ".join(_CLAIM_COLUMNS)})
+    SELECT {", ".join(f"r.{name}" for name in _CLAIM_COLUMNS)}
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS r({_record_columns(_CLAIM_COLUMNS)}, view_version text)
+    WHERE r.view_version IS NULL OR EXISTS (
+        SELECT 1 FROM instance_gate_view AS g
+        WHERE g.instance_id = r.instance_id AND {_VIEW_VERSION.format(p="g.")} = r.view_version
+    )
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING *
+    """  # noqa: S608 - see above
+)
+_EXISTING_SQL = sa.text("SELECT * FROM send_commands WHERE command_id = ANY(:ids)")
+_EARLY_SQL = sa.text(
+    "SELECT message_id, status, status_raw, instance_id, received_at FROM send_early_receipts "
+    "WHERE message_id = ANY(:ids) ORDER BY received_at, status"
+)
+
+
+@functools.cache
+def _move_sql(from_statuses: frozenset[str], columns: tuple[str, ...]) -> sa.TextClause:
+    """The batched compare-and-set UPDATE for one shape of move (statuses left, columns set)."""
+    assignments = ", ".join(f'"{name}" = r."{name}"' for name in columns)
+    statuses = ", ".join(f"'{RowStatus(status).value}'" for status in sorted(from_statuses))
+    return sa.text(
+        f"""
+        UPDATE send_commands AS c SET {assignments}
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS r(match_command_id text, {_record_columns(columns)})
+        WHERE c.command_id = r.match_command_id AND c.status IN ({statuses})
+        RETURNING c.*
+        """  # noqa: S608 - fixed names of this module only
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimItem:
+    values: dict[str, Any]
+    view_version: str | None
+    gated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _MoveItem:
+    command_id: str
+    from_statuses: frozenset[str]
+    changes: dict[str, Any]
+
+    @property
+    def shape(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        return self.from_statuses, tuple(sorted(self.changes))
+
+
 class PostgresCommandStore(_Database):
-    """`CommandStore` over PostgreSQL (SQLAlchemy Core: one statement per step, no ORM state)."""
+    """`CommandStore` over PostgreSQL (SQLAlchemy Core, no ORM state).
+
+    Claims, moves and early-receipt lookups run batched across lanes (`GroupCommit`); the
+    rest, rare or periodic, one statement each.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256) -> None:
+        super().__init__(engine)
+        self.claims = GroupCommit(self._claim_batch, max_batch=max_batch)
+        self.moves = GroupCommit(self._move_batch, max_batch=max_batch)
+        self._early = GroupCommit(self._early_batch, max_batch=max_batch)
 
     async def claim(
         self,
@@ -129,43 +243,59 @@ class PostgresCommandStore(_Database):
         sending: bool = False,
         session_health: str | None = None,
     ) -> Claim:
-        values = {
-            "command_id": command.command_id,
-            "instance_id": command.instance_id,
-            "phone": command.phone,
-            "kind": command.body.kind.value,
-            "body": command.body.model_dump(mode="json"),
-            "quoted_message_id": command.quoted_message_id,
-            "delay_message": command.delay_message,
-            "correlation_id": command.correlation_id,
-            "status": RowStatus.CLAIMED.value,
-            "attempts": 0,
-            "retry_of": command.retry_of,
-            "hold_until": now + command.hold_for if command.hold_for > timedelta(0) else None,
-            "created_at": now,
-            "updated_at": now,
-        }
-        if sending:
-            values |= {
-                "status": RowStatus.SENDING.value,
-                "sending_at": now,
-                "session_health": session_health,
-            }
-        async with self._single() as conn:
-            statement = _claim_statement(tuple(values))
-            inserted = (await conn.execute(statement, values)).mappings().first()
-            if inserted is not None:
-                return Claim(new=True, row=_row(inserted))
-            existing = (
-                (
-                    await conn.execute(
-                        sa.select(_COMMANDS).where(_COMMANDS.c.command_id == command.command_id)
-                    )
-                )
-                .mappings()
-                .one()
+        claim = await self.claims.submit(
+            _ClaimItem(_claim_values(command, now, sending, session_health), None, gated=False)
+        )
+        if claim is None:  # pragma: no cover - an ungated claim always inserts or finds a row
+            raise RuntimeError(f"claim of {command.command_id} found no row")
+        return claim
+
+    async def claim_sending(
+        self,
+        command: SendMessage,
+        now: datetime,
+        *,
+        session_health: str | None,
+        view_version: str | None,
+    ) -> Claim | None:
+        """Claim straight into `sending` while health's view row of the instance still has
+        `view_version` (checked in the insert itself); None: it changed, nothing written."""
+        return await self.claims.submit(
+            _ClaimItem(
+                _claim_values(command, now, True, session_health),  # noqa: FBT003 - sending
+                view_version,
+                gated=True,
             )
-        return Claim(new=False, row=_row(existing))
+        )
+
+    async def _claim_batch(self, items: Sequence[_ClaimItem]) -> list[Claim | None]:
+        rows = [{**item.values, "view_version": item.view_version} for item in items]
+        async with self._single() as conn:
+            inserted = {
+                row["command_id"]: _row(row)
+                for row in (await conn.execute(_CLAIM_SQL, {"rows": _rows_json(rows)})).mappings()
+            }
+            missing = [
+                item.values["command_id"]
+                for item in items
+                if item.values["command_id"] not in inserted
+            ]
+            existing: dict[str, SendCommandRow] = {}
+            if missing:
+                found = await conn.execute(_EXISTING_SQL, {"ids": missing})
+                existing = {row["command_id"]: _row(row) for row in found.mappings()}
+        results: list[Claim | None] = []
+        for item in items:
+            command_id = item.values["command_id"]
+            new = inserted.pop(command_id, None)  # a copy of one id twice: only the first is new
+            if new is not None:
+                results.append(Claim(new=True, row=new))
+                existing[command_id] = new
+            elif command_id in existing:
+                results.append(Claim(new=False, row=existing[command_id]))
+            else:
+                results.append(None)  # the gate refused: health's view changed
+        return results
 
     async def get(self, command_id: str) -> SendCommandRow | None:
         async with self._single() as conn:
@@ -193,17 +323,41 @@ class PostgresCommandStore(_Database):
         time_column = _STATUS_TIME_COLUMN.get(to)
         if time_column is not None and time_column not in changes:
             changes[time_column] = now
-        statement = _move_statement(
-            frozenset(status.value for status in from_statuses), tuple(sorted(changes))
+        return await self.moves.submit(
+            _MoveItem(command_id, frozenset(status.value for status in from_statuses), changes)
         )
-        parameters = {f"set_{column}": value for column, value in changes.items()}
+
+    async def _move_batch(self, items: Sequence[_MoveItem]) -> list[SendCommandRow | None]:
+        # One statement per shape, and per wave: a command id twice in one UPDATE would be
+        # moved once only, so a second copy waits for the next wave (its own compare-and-set).
+        results: list[SendCommandRow | None] = [None] * len(items)
+        pending = list(enumerate(items))
         async with self._single() as conn:
-            moved = (
-                (await conn.execute(statement, {"match_command_id": command_id, **parameters}))
-                .mappings()
-                .first()
-            )
-        return _row(moved) if moved is not None else None
+            while pending:
+                wave: dict[tuple[frozenset[str], tuple[str, ...]], list[tuple[int, _MoveItem]]]
+                wave, seen, later = {}, set(), []
+                for index, item in pending:
+                    if item.command_id in seen:
+                        later.append((index, item))
+                        continue
+                    seen.add(item.command_id)
+                    wave.setdefault(item.shape, []).append((index, item))
+                for (from_statuses, columns), members in wave.items():
+                    rows = [
+                        {"match_command_id": item.command_id, **item.changes} for _, item in members
+                    ]
+                    moved = {
+                        row["command_id"]: _row(row)
+                        for row in (
+                            await conn.execute(
+                                _move_sql(from_statuses, columns), {"rows": _rows_json(rows)}
+                            )
+                        ).mappings()
+                    }
+                    for index, item in members:
+                        results[index] = moved.get(item.command_id)
+                pending = later
+        return results
 
     async def by_provider_message_id(self, message_id: str) -> SendCommandRow | None:
         statement = sa.select(_COMMANDS).where(_COMMANDS.c.provider_message_id == message_id)
@@ -324,23 +478,23 @@ class PostgresCommandStore(_Database):
             await conn.execute(statement)
 
     async def early_receipts(self, message_id: str) -> list[EarlyReceipt]:
-        statement = (
-            sa.select(_EARLY)
-            .where(_EARLY.c.message_id == message_id)
-            .order_by(_EARLY.c.received_at, _EARLY.c.status)
-        )
+        return await self._early.submit(message_id)
+
+    async def _early_batch(self, message_ids: Sequence[str]) -> list[list[EarlyReceipt]]:
         async with self._single() as conn:
-            rows = (await conn.execute(statement)).mappings().all()
-        return [
-            EarlyReceipt(
-                message_id=row["message_id"],
-                status=DeliveryStatus(row["status"]),
-                status_raw=row["status_raw"],
-                instance_id=row["instance_id"],
-                received_at=row["received_at"],
-            )
-            for row in rows
-        ]
+            rows = (await conn.execute(_EARLY_SQL, {"ids": list(set(message_ids))})).mappings()
+            found: dict[str, list[EarlyReceipt]] = {}
+            for row in rows:
+                found.setdefault(row["message_id"], []).append(
+                    EarlyReceipt(
+                        message_id=row["message_id"],
+                        status=DeliveryStatus(row["status"]),
+                        status_raw=row["status_raw"],
+                        instance_id=row["instance_id"],
+                        received_at=row["received_at"],
+                    )
+                )
+        return [list(found.get(message_id, [])) for message_id in message_ids]
 
     async def drop_early_receipts(self, message_id: str) -> None:
         async with self._single() as conn:
@@ -353,8 +507,10 @@ class PostgresCommandStore(_Database):
         return int(result.rowcount or 0)
 
 
-_INSTANCE_VIEW = sa.select(instance_gate_view).where(
-    instance_gate_view.c.instance_id == sa.bindparam("match_instance_id")
+_INSTANCE_VIEW = sa.text(
+    "SELECT instance_id, token, paused, state, reason, phone, last_check_at, "  # noqa: S608 - fixed names
+    f"{_VIEW_VERSION.format(p='')} AS version "
+    "FROM instance_gate_view WHERE instance_id = :match_instance_id"
 )
 
 
@@ -362,14 +518,15 @@ class PostgresInstanceDirectory(_Database):
     """Reads health's `instance_gate_view`; never writes anything of health's.
 
     The view's token is encrypted at rest; `cipher` (the app passes `settings.token_cipher()`;
-    default: the public dev key of tests) decrypts it for the provider call only.
+    default: the public dev key of tests) decrypts it for the provider call only. Each view
+    carries `version`, the fingerprint of the row `CommandStore.claim_sending` re-checks.
     """
 
     def __init__(self, engine: AsyncEngine, cipher: TokenCipher | None = None) -> None:
         super().__init__(engine)
         self._cipher = cipher or TokenCipher([DEV_TOKEN_KEY])
 
-    async def get(self, instance_id: str) -> InstanceView | None:
+    async def get(self, instance_id: str, *, fresh: bool = False) -> InstanceView | None:  # noqa: ARG002 - every read here is fresh
         async with self._single() as conn:
             found = (
                 (await conn.execute(_INSTANCE_VIEW, {"match_instance_id": instance_id}))
@@ -386,7 +543,11 @@ class PostgresInstanceDirectory(_Database):
             reason=found["reason"],
             phone=found["phone"],
             last_check_at=found["last_check_at"],
+            version=found["version"],
         )
+
+    def forget(self, instance_id: str) -> None:
+        """Nothing is kept here: every `get` reads the view."""
 
 
 def _state(value: str | None) -> InstanceState | str:
