@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SECRET = "bench-path-secret-4d9e1f"  # noqa: S105 - a path secret used only by benchmarks
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 180.0  # a loaded 2-core machine takes minutes to start a service
 
 
 class ProcessFailedError(RuntimeError):
@@ -81,7 +81,9 @@ class ServiceProcess:
                     return
             # A separate process exposes readiness only over HTTP; ask again shortly.
             time.sleep(0.2)
-        raise ProcessFailedError(f"{self.name} not ready at {url}:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.stop()  # never leave a process behind that nobody will stop
+        raise ProcessFailedError(f"{self.name} not ready at {url}:\n{tail}")
 
     def stop(self, timeout: float = 15.0) -> int | None:
         process = self._process

@@ -87,6 +87,9 @@ class SendDriver:
         self._js = nc.jetstream(timeout=5.0)
         self._items = items
         self._waiting: dict[str, tuple[float, asyncio.Future[str]]] = {}
+        self.tag = "bench"
+        # (instance, stream sequence, text) of every command published: the order to check.
+        self.published: list[tuple[str, int, str]] = []
 
     async def start(self) -> None:
         await self._nc.subscribe(subjects.SEND_OUTCOMES_ALL, cb=self._on_outcome)
@@ -99,22 +102,24 @@ class SendDriver:
 
     async def send_one(self, index: int, run: SendRun, timeout: float = 60.0) -> None:
         item = self._items[index % len(self._items)]
+        text = f"{self.tag} {index}"
         command = SendMessage(
             command_id=f"bench-{uuid.uuid4().hex}",
             instance_id=item.instance_id,
             phone=DESTINATION,
-            body=TextContent(message=f"Mensagem de teste {index}"),
+            body=TextContent(message=text),
         )
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         self._waiting[command.command_id] = (started, future)
         try:
-            await self._js.publish(
+            ack = await self._js.publish(
                 subjects.send_command_subject(item.instance_id),
                 command.model_dump_json().encode(),
                 stream=subjects.STREAM_SEND,
                 headers={subjects.MSG_ID_HEADER: command.command_id},
             )
+            self.published.append((item.instance_id, ack.seq, text))
             run.published += 1
             status = await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -137,6 +142,20 @@ class SendDriver:
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         run.elapsed = time.perf_counter() - started
         return run
+
+
+def order_violations(published: list[tuple[str, int, str]], received: list[tuple[str, str]]) -> int:
+    """Instances whose texts reached the provider (`received`: instance, text, in arrival
+    order) in another order than their commands' stream sequence (`published`)."""
+    expected: dict[str, list[str]] = {}
+    for instance_id, _, text in sorted(published, key=lambda entry: entry[1]):
+        expected.setdefault(instance_id, []).append(text)
+    wanted = {text for _, _, text in published}
+    seen: dict[str, list[str]] = {}
+    for instance_id, text in received:
+        if text in wanted:
+            seen.setdefault(instance_id, []).append(text)
+    return sum(1 for instance_id, texts in expected.items() if seen.get(instance_id) != texts)
 
 
 async def connect(nats_url: str) -> Client:

@@ -1,15 +1,19 @@
 """Benchmark: sends through the real sender process next to bare httpx and aiohttp loops.
 
-    PYTHONPATH=. .venv/bin/python services/sender/bench/sender_bench.py --sends 2000
+    PYTHONPATH=. .venv/bin/python services/sender/bench/sender_bench.py [--instances 500]
 
-Starts a real nats-server, an embedded PostgreSQL (health's `instances` seeded with 50 connected
-instances with a phone, written directly: a benchmark fixture), the W-API simulator (its own
-process) and `zapgate-sender run` (its own process) with `MIN_SEND_GAP=0`, so the per-instance
-pacing does not cap throughput. Each round sends a fixed count of text commands through the
-sender (at most `--in-flight` awaiting an outcome; latency = command published to outcome
-seen) and the same count from a bare loop calling the simulator's send-text with one httpx
-client, one worker per instance, and from the same loop over one aiohttp session (the ceiling:
-httpx's pool limits the httpx loop). Interleaved, several rounds, medians reported.
+Starts a real nats-server, an embedded PostgreSQL (health's `instances` seeded with
+`--instances` connected instances with a phone, default 500, written directly: a benchmark
+fixture), the W-API simulator (its own process) and `zapgate-sender run` (its own process) with
+`MIN_SEND_GAP=0`, so the per-instance pacing does not cap throughput. Each round sends a fixed
+count of text commands through the sender, spread over every instance in turn (at most
+`--in-flight` awaiting an outcome, default one per instance; latency = command published to
+outcome seen), and the same count from two bare loops calling the simulator's send-text with
+one worker per instance: one aiohttp session (the ceiling: what the machine can do) and one
+httpx client (its pool is its limit). Sides interleaved, the order rotating each round; medians
+of the rounds. Per-instance order is checked on the sender's side: each instance's texts, as
+the simulator received them, must come in the order the commands were published. The load
+average is recorded before and after the run (the machine is shared).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +39,7 @@ from bench.sends import (
     SendDriver,
     bench_instances,
     connect,
+    order_violations,
     seed_instances,
 )
 from bench.stats import median, percentile, ratio
@@ -52,12 +58,16 @@ async def bare_loop(base_url: str, items: list[BenchInstance], count: int) -> di
             nonlocal failures
             for n in range(share):
                 started = time.perf_counter()
-                answer = await client.post(
-                    f"{base_url}/message/send-text",
-                    params={"instanceId": item.instance_id},
-                    headers={"Authorization": f"Bearer {item.token}"},
-                    json={"phone": DESTINATION, "message": f"Mensagem de teste {n}"},
-                )
+                try:
+                    answer = await client.post(
+                        f"{base_url}/message/send-text",
+                        params={"instanceId": item.instance_id},
+                        headers={"Authorization": f"Bearer {item.token}"},
+                        json={"phone": DESTINATION, "message": f"Mensagem de teste {n}"},
+                    )
+                except httpx.HTTPError:
+                    failures += 1  # counted, not fatal: the figure is calls that succeeded
+                    continue
                 latencies.append((time.perf_counter() - started) * 1000)
                 failures += 0 if answer.is_success else 1
 
@@ -84,13 +94,17 @@ async def bare_aiohttp_loop(
             nonlocal failures
             for n in range(share):
                 started = time.perf_counter()
-                async with session.post(
-                    f"{base_url}/message/send-text",
-                    params={"instanceId": item.instance_id},
-                    headers={"Authorization": f"Bearer {item.token}"},
-                    json={"phone": DESTINATION, "message": f"Mensagem de teste {n}"},
-                ) as answer:
-                    await answer.read()
+                try:
+                    async with session.post(
+                        f"{base_url}/message/send-text",
+                        params={"instanceId": item.instance_id},
+                        headers={"Authorization": f"Bearer {item.token}"},
+                        json={"phone": DESTINATION, "message": f"Mensagem de teste {n}"},
+                    ) as answer:
+                        await answer.read()
+                except aiohttp.ClientError:
+                    failures += 1
+                    continue
                 latencies.append((time.perf_counter() - started) * 1000)
                 failures += 0 if answer.ok else 1
 
@@ -101,6 +115,22 @@ async def bare_aiohttp_loop(
         elapsed = time.perf_counter() - started
     ok = count - failures
     return _figures(count, ok, elapsed, latencies, {"ok": ok, "failed": failures})
+
+
+async def provider_calls(base_url: str) -> list[tuple[str, str]]:
+    """(instance, text) of every send-text the simulator received, in arrival order; then
+    forgets them (its `/_sim` control API), so each round reads only its own."""
+    root = base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        answer = await client.get(f"{root}/_sim/calls", params={"operation": "send-text"})
+        answer.raise_for_status()
+        await client.delete(f"{root}/_sim/records")
+    calls = sorted(answer.json(), key=lambda call: call["at"])
+    return [
+        (call["instance_id"], call["body"]["message"])
+        for call in calls
+        if isinstance(call.get("body"), dict) and "message" in call["body"]
+    ]
 
 
 def _figures(
@@ -139,9 +169,13 @@ async def measure(  # noqa: PLR0913 - the knobs of one benchmark run, read from 
             order = sides[index % len(sides) :] + sides[: index % len(sides)]
             for name in order:
                 if name == "sender":
+                    driver.tag, driver.published = f"bench r{index}", []
                     run = await driver.closed_loop(sends, in_flight)
                     ok = run.statuses.get("sent", 0)
                     figures = _figures(sends, ok, run.elapsed, run.latencies_ms, dict(run.statuses))
+                    figures["order_violations"] = order_violations(
+                        driver.published, await provider_calls(base_url)
+                    )
                 elif name == "bare":
                     figures = await bare_loop(base_url, items, sends)
                 else:
@@ -172,6 +206,7 @@ def bench(
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     items = bench_instances(instance_count)
+    load_before = os.getloadavg()
     with infra(workdir) as servers:
         asyncio.run(seed_instances(servers.database_url, items))
         simulator, sim_url = start_simulator(
@@ -194,6 +229,7 @@ def bench(
                 sender.stop()
         finally:
             simulator.stop()
+    load_after = os.getloadavg()
     sender_summary, bare_summary = summarise(results["sender"]), summarise(results["bare"])
     aiohttp_summary = summarise(results["bare_aiohttp"])
     return {
@@ -207,6 +243,11 @@ def bench(
         "ratio": ratio(sender_summary["rps"], bare_summary["rps"]),
         "bare_aiohttp": aiohttp_summary,
         "ratio_aiohttp": ratio(sender_summary["rps"], aiohttp_summary["rps"]),
+        "order_violations": sum(r.get("order_violations", 0) for r in results["sender"]),
+        "load_average": {
+            "before": [round(value, 2) for value in load_before],
+            "after": [round(value, 2) for value in load_after],
+        },
     }
 
 
@@ -214,17 +255,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sends", type=int, default=2000, help="sends per round and side")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--instances", type=int, default=50)
-    parser.add_argument("--in-flight", type=int, default=200, help="commands awaiting outcome")
+    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument(
+        "--in-flight", type=int, help="commands awaiting outcome (default: one per instance)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="zg-sender-bench-") as tmp:
-        figures = bench(args.sends, args.rounds, args.instances, args.in_flight, Path(tmp))
+        in_flight = args.in_flight or args.instances
+        figures = bench(args.sends, args.rounds, args.instances, in_flight, Path(tmp))
     sys.stdout.write(
         f"median sender {figures['sender']['rps']:.0f}/s p99 {figures['sender']['p99_ms']:.1f} ms;"
         f" bare httpx {figures['bare']['rps']:.0f}/s p99 {figures['bare']['p99_ms']:.1f} ms;"
         f" bare aiohttp {figures['bare_aiohttp']['rps']:.0f}/s;"
-        f" ratio {figures['ratio']:.2f} of httpx, {figures['ratio_aiohttp']:.2f} of aiohttp\n"
+        f" ratio {figures['ratio']:.2f} of httpx, {figures['ratio_aiohttp']:.2f} of aiohttp;"
+        f" order violations {figures['order_violations']};"
+        f" load average {figures['load_average']}\n"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
