@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import sqlalchemy as sa
 
 from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode
@@ -27,6 +28,7 @@ from zapgate.runtime.consumer import Delivery
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
 from zapgate.sender.adapters.projection import InstanceProjection
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
+from zapgate.sender.ports import Claim
 from zapgate.sender.service import StuckPolicy, send_message
 from zapgate.sender.tables import RowStatus
 
@@ -271,3 +273,22 @@ async def test_one_command_twice_in_a_batch_is_claimed_once_and_moved_once(
     stored = await store.get("dup-1")
     assert stored is not None
     assert (stored.status, stored.error_code) == (RowStatus.FAILED.value, "FIRST")
+
+
+async def test_a_value_the_database_refuses_fails_its_own_claim_only(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """One bad row in a batch (a NUL, which jsonb refuses) does not fail its batch-mates."""
+    store = PostgresCommandStore(engine)
+    bad = command("bad-1").model_copy(update={"body": TextContent(message="nul \x00 here")})
+
+    good, refused = await asyncio.gather(
+        store.claim(command("good-1"), clock.now()),
+        store.claim(bad, clock.now()),
+        return_exceptions=True,
+    )
+
+    assert isinstance(good, Claim)
+    assert good.new
+    assert isinstance(refused, sa.exc.DBAPIError)
+    assert await store.get("bad-1") is None

@@ -30,8 +30,10 @@ class GroupCommit(Generic[T, R]):
     """Runs submitted items in batches through `run(items) -> results` (same length, same order).
 
     `max_batch`: items per call of `run`; `max_running`: calls of `run` at once (each holds one
-    pool connection). When `run` raises, every item of that batch raises the same error.
-    `batches` and `items` count what ran (for tests and the profile's notes).
+    pool connection). When `run` raises an error `shared(error)` calls common to all (the
+    database is away), every item of that batch raises it; any other error (one item's value
+    the database refuses) runs the items of the batch one by one, so only the bad one fails.
+    `batches`, `items` and `largest` count what ran (for tests and the profile's notes).
     """
 
     def __init__(
@@ -40,10 +42,12 @@ class GroupCommit(Generic[T, R]):
         *,
         max_batch: int = 256,
         max_running: int = 2,
+        shared: Callable[[BaseException], bool] = lambda _error: True,
     ) -> None:
         if max_batch < 1 or max_running < 1:
             raise ValueError("max_batch and max_running must be at least 1")
         self._run = run
+        self._shared = shared
         self._max_batch = max_batch
         self._max_running = max_running
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -84,17 +88,30 @@ class GroupCommit(Generic[T, R]):
         self.items += len(batch)
         self.largest = max(self.largest, len(batch))
         try:
+            await self._settle(batch)
+        finally:
+            self._running -= 1
+            self._schedule()
+
+    async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
             results = await self._run([item for item, _ in batch])
-        except BaseException as error:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            if isinstance(error, asyncio.CancelledError):
-                raise
+        except asyncio.CancelledError as error:
+            _fail(batch, error)
+            raise
+        except Exception as error:  # noqa: BLE001 - handed to every caller of the batch
+            if len(batch) == 1 or self._shared(error):
+                _fail(batch, error)
+                return
+            for one in batch:
+                await self._settle([one])
         else:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
-        finally:
-            self._running -= 1
-            self._schedule()
+
+
+def _fail(batch: list[tuple[T, asyncio.Future[R]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -204,6 +204,10 @@ def _move_sql(from_statuses: frozenset[str], columns: tuple[str, ...]) -> sa.Tex
     )
 
 
+def _unavailable(error: BaseException) -> bool:
+    return isinstance(error, StoreUnavailableError)
+
+
 @dataclass(frozen=True, slots=True)
 class _ClaimItem:
     values: dict[str, Any]
@@ -231,9 +235,9 @@ class PostgresCommandStore(_Database):
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 256) -> None:
         super().__init__(engine)
-        self.claims = GroupCommit(self._claim_batch, max_batch=max_batch)
-        self.moves = GroupCommit(self._move_batch, max_batch=max_batch)
-        self._early = GroupCommit(self._early_batch, max_batch=max_batch)
+        self.claims = GroupCommit(self._claim_batch, max_batch=max_batch, shared=_unavailable)
+        self.moves = GroupCommit(self._move_batch, max_batch=max_batch, shared=_unavailable)
+        self._early = GroupCommit(self._early_batch, max_batch=max_batch, shared=_unavailable)
 
     async def claim(
         self,
