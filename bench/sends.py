@@ -144,18 +144,19 @@ class SendDriver:
         return run
 
 
-def order_violations(published: list[tuple[str, int, str]], received: list[tuple[str, str]]) -> int:
+def order_violations(
+    published: list[tuple[str, int, str]], received: list[tuple[str, str]]
+) -> int:
     """Instances whose texts reached the provider (`received`: instance, text, in arrival
-    order) in another order than their commands' stream sequence (`published`)."""
-    expected: dict[str, list[str]] = {}
-    for instance_id, _, text in sorted(published, key=lambda entry: entry[1]):
-        expected.setdefault(instance_id, []).append(text)
-    wanted = {text for _, _, text in published}
-    seen: dict[str, list[str]] = {}
+    order) in another order than their commands' stream sequence (`published`). A command
+    whose call never reached the provider (an `uncertain` timeout) is left out of its
+    instance's expected order, not counted as disorder; a text received twice is disorder."""
+    sequence = {text: (instance_id, seq) for instance_id, seq, text in published}
+    seen: dict[str, list[int]] = {}
     for instance_id, text in received:
-        if text in wanted:
-            seen.setdefault(instance_id, []).append(text)
-    return sum(1 for instance_id, texts in expected.items() if seen.get(instance_id) != texts)
+        if text in sequence:
+            seen.setdefault(instance_id, []).append(sequence[text][1])
+    return sum(1 for seqs in seen.values() if seqs != sorted(set(seqs)))
 
 
 async def connect(nats_url: str) -> Client:

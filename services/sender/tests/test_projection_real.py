@@ -30,7 +30,7 @@ from zapgate.sender.adapters.projection import InstanceProjection
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
 from zapgate.sender.ports import Claim
 from zapgate.sender.service import StuckPolicy, send_message
-from zapgate.sender.tables import RowStatus
+from zapgate.sender.tables import RowStatus, SendCommandRow
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -292,3 +292,21 @@ async def test_a_value_the_database_refuses_fails_its_own_claim_only(
     assert good.new
     assert isinstance(refused, sa.exc.DBAPIError)
     assert await store.get("bad-1") is None
+
+
+async def test_rows_the_store_returns_behave_as_constructed_rows(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """Rows built straight from the database's answer equal `SendCommandRow(**values)`."""
+    store = PostgresCommandStore(engine)
+    claim = await store.claim(command("row-1"), clock.now())
+    row = claim.row
+
+    built = SendCommandRow(**row.model_dump())
+    copy = row.model_copy(update={"status": RowStatus.FAILED.value})
+    row.attempts = 2
+
+    assert built.model_dump() == {**row.model_dump(), "attempts": 0}
+    assert built.model_fields_set == row.model_fields_set
+    assert (copy.status, row.status) == (RowStatus.FAILED.value, RowStatus.CLAIMED.value)
+    assert row.attempts == 2

@@ -85,8 +85,24 @@ def _claim_values(
     }
 
 
+_ROW_MANAGER = sa.orm.instrumentation.manager_of_class(SendCommandRow)
+
+
 def _row(mapping: Any) -> SendCommandRow:  # noqa: ANN401 - a SQLAlchemy RowMapping
-    return SendCommandRow(**dict(mapping))
+    """A `SendCommandRow` holding a whole row the database returned, made without SQLModel's
+    per-field `__setattr__` (about 30x faster; the profile at 500 instances had
+    `SendCommandRow(**row)` at 13 % of the sender's time, two rows per send).
+
+    The object is what `SendCommandRow(**row)` gives for a complete row: SQLAlchemy's instance
+    state from the mapper's `new_instance()`, the values in `__dict__` (where both SQLAlchemy's
+    attributes and pydantic read them), every field marked set. Table models skip validation
+    in `__init__` too, so nothing is checked here that was checked before.
+    """
+    values = dict(mapping)
+    row = _ROW_MANAGER.new_instance()
+    row.__dict__.update(values)
+    object.__setattr__(row, "__pydantic_fields_set__", set(values))
+    return row
 
 
 @contextlib.asynccontextmanager
