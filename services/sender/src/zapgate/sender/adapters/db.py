@@ -99,6 +99,10 @@ def _row(mapping: Any) -> SendCommandRow:  # noqa: ANN401 - a SQLAlchemy RowMapp
     in `__init__` too, so nothing is checked here that was checked before.
     """
     values = dict(mapping)
+    if not _ROW_MANAGER.mapper.configured:
+        # `SendCommandRow(...)` configures the mappers on its first call; `new_instance` does
+        # not, and an unconfigured attribute cannot be read.
+        sa.orm.configure_mappers()
     row = _ROW_MANAGER.new_instance()
     row.__dict__.update(values)
     object.__setattr__(row, "__pydantic_fields_set__", set(values))
