@@ -144,9 +144,7 @@ class SendDriver:
         return run
 
 
-def order_violations(
-    published: list[tuple[str, int, str]], received: list[tuple[str, str]]
-) -> int:
+def order_violations(published: list[tuple[str, int, str]], received: list[tuple[str, str]]) -> int:
     """Instances whose texts reached the provider (`received`: instance, text, in arrival
     order) in another order than their commands' stream sequence (`published`). A command
     whose call never reached the provider (an `uncertain` timeout) is left out of its

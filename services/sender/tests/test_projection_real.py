@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -74,7 +73,7 @@ def projected(deps: SenderDeps, engine: AsyncEngine) -> Projected:
 
 
 def handlers_of(deps: SenderDeps) -> SenderHandlers:
-    return SenderHandlers(deps, HandlerOptions(heartbeat=timedelta(seconds=3), stuck=StuckPolicy()))
+    return SenderHandlers(deps, HandlerOptions(stuck=StuckPolicy()))
 
 
 def delivery(subject: str, data: bytes) -> Delivery:
