@@ -173,7 +173,12 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("zg.api.health.instances.register", "_INBOX.>", "_INBOX_health.>", ">"),
     ),
     "api": (
-        ("zg.api.health.instances.register", "zg.send.outcome.c1", "zg.health.state.demo"),
+        (
+            "zg.api.health.instances.register",
+            "zg.send.outcome.c1",
+            "zg.health.state.demo",
+            "zg.api.ingest.webhooks.counts",
+        ),
         ("zg.api.sender.outcome", "_INBOX.>", "_INBOX_console.>", "zg.webhook.>"),
     ),
     "console": (
@@ -189,6 +194,7 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "zg.webhook.message_received",
             "zg.health.observed.proof_of_life.demo",
             "zg.send.outcome.c1",
+            "zg.api.ingest.webhooks.counts",
         ),
         ("zg.api.health.instances.register", "zg.send.command.*", "_INBOX.>", "zg.webhook.>"),
     ),
@@ -316,6 +322,25 @@ async def test_the_operator_registers_but_a_caller_cannot(bus: AuthServer) -> No
     with pytest.raises(TimeoutError):
         await caller.nc.request(subjects.API_HEALTH_REGISTER, b"{}", timeout=0.5)
     assert await caller.denied("publish", subjects.API_HEALTH_REGISTER)
+
+
+async def test_ingest_answers_the_console_and_operator_webhook_counts(bus: AuthServer) -> None:
+    """Ingest serves its read API (one reply per request); the console and the operator may
+    ask, and ingest may serve nothing else."""
+    ingest = await bus.connect("ingest")
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"counts")
+
+    await ingest.nc.subscribe(subjects.API_INGEST_WEBHOOK_COUNTS, queue="ingest-api", cb=answer)
+    await ingest.nc.flush()
+    for user in ("console", "operator"):
+        session = await bus.connect(user)
+        reply = await session.nc.request(subjects.API_INGEST_WEBHOOK_COUNTS, b"{}", timeout=5)
+        assert reply.data == b"counts"
+        assert session.errors == []
+    await ingest.nc.subscribe(subjects.API_SENDER_LIST, queue="sender-api")
+    assert await ingest.denied("subscription", subjects.API_SENDER_LIST)
 
 
 async def test_services_start_against_streams_the_admin_provisioned(

@@ -44,6 +44,7 @@ HOST = "127.0.0.1"
 OPERATOR = "operadora"
 PASSWORD = "senha-de-teste-7f3a"
 CHROMIUM = "/usr/bin/chromium"
+WEBHOOK_SECRET = "segredo-de-webhook-do-console-3b9d"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -57,11 +58,13 @@ CHROMIUM_ARGS = [
 
 @dataclass
 class ConsoleStack:
-    """Health and the console as processes, and where to reach them."""
+    """Ingest, health, the sender and the console as processes, and where to reach them
+    (`webhook_url`: ingest's webhook endpoint, for the simulator)."""
 
     nats_url: str
     console_url: str
     logs: Path
+    webhook_url: str = ""
     processes: list[ServiceProcess] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -91,13 +94,39 @@ def console_stack(
     wapi_simulator_server: SimulatorServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ConsoleStack]:
-    """Health (1 s tick) and the console, started once for the module on fresh streams."""
+    """Ingest, health (1 s tick), the sender and the console, started once for the module on
+    fresh streams."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, reset_streams(nats_server.url)).result(timeout=30)
     logs = tmp_path_factory.mktemp("console-stack")
     health_probe, sender_probe, console_port = free_port(HOST), free_port(HOST), free_port(HOST)
-    stack = ConsoleStack(nats_server.url, f"http://{HOST}:{console_port}", logs)
+    ingest_probe, ingest_port = free_port(HOST), free_port(HOST)
+    stack = ConsoleStack(
+        nats_server.url,
+        f"http://{HOST}:{console_port}",
+        logs,
+        webhook_url=f"http://{HOST}:{ingest_port}/webhooks/{WEBHOOK_SECRET}",
+    )
     specs = [
+        ProcessSpec(
+            name="ingest",
+            argv=("zapgate-ingest", "run"),
+            env={
+                "ZAPGATE_INGEST_ENVIRONMENT": "test",
+                "ZAPGATE_INGEST_NATS_URL": nats_server.url,
+                "ZAPGATE_INGEST_DATABASE_URL": console_database,
+                "ZAPGATE_INGEST_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+                "ZAPGATE_INGEST_HTTP_HOST": HOST,
+                "ZAPGATE_INGEST_HTTP_PORT": str(ingest_port),
+                "ZAPGATE_INGEST_PROBE_HOST": HOST,
+                "ZAPGATE_INGEST_PROBE_PORT": str(ingest_probe),
+                "ZAPGATE_INGEST_SPOOL_DIR": str(logs / "ingest-spool"),
+                "ZAPGATE_INGEST_ACCESS_LOG": "false",
+                "ZAPGATE_INGEST_LOG_JSON": "true",
+            },
+            ready_url=f"http://{HOST}:{ingest_probe}/readyz",
+            log_path=logs / "ingest.log",
+        ),
         ProcessSpec(
             name="health",
             argv=("zapgate-health", "run"),
@@ -146,7 +175,6 @@ def console_stack(
                     {OPERATOR: Argon2Passwords().hash(PASSWORD)}
                 ),
                 "ZAPGATE_CONSOLE_COOKIE_SECURE": "false",
-                "ZAPGATE_CONSOLE_RESTART_COOLDOWN": "PT120S",
                 "ZAPGATE_CONSOLE_LOG_JSON": "true",
             },
             ready_url=f"{stack.console_url}/readyz",
@@ -154,10 +182,15 @@ def console_stack(
         ),
     ]
     try:
+        # All at once, then wait for each: on a loaded machine one after the other would spend
+        # the setup's time budget on imports.
         for spec in specs:
-            process = ServiceProcess(spec, ready_timeout=90)
+            process = ServiceProcess(spec, ready_timeout=100)
             stack.processes.append(process)
-            process.start()
+            process.start(wait_ready=False)
+        with ThreadPoolExecutor(max_workers=len(stack.processes)) as waiters:
+            for waited in [waiters.submit(p.wait_ready) for p in stack.processes]:
+                waited.result()
         yield stack
     finally:
         stack.stop()

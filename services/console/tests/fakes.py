@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from zapgate.console.ports import ApiRefusedError, ApiUnavailableError, AuditEntry, StateListener
 from zapgate.contracts.errors import ErrorCode, Problem
@@ -16,6 +16,7 @@ from zapgate.contracts.health import (
     RestartReply,
 )
 from zapgate.contracts.sending import SendOutcome, SendStatus, SendSummary
+from zapgate.contracts.webhooks import WebhookCount, WebhookCountsReply
 
 QR_IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAE="
 
@@ -28,6 +29,8 @@ class FakeHealth:
     calls: list[tuple[str, str | None]] = field(default_factory=list)
     transitions: dict[str, list[InstanceStateChanged]] = field(default_factory=dict)
     restart_refused_until: datetime | None = None
+    restarted_at: datetime | None = None
+    """When set, an accepted restart stamps the instance as health would (30-minute cooldown)."""
 
     def put(self, health: InstanceHealth) -> None:
         self.instances[health.instance_id] = health
@@ -92,8 +95,20 @@ class FakeHealth:
         health = self._known(instance_id)
         if self.restart_refused_until is not None:
             return RestartReply(ok=True, restarted=False, cooldown_until=self.restart_refused_until)
-        del health
-        return RestartReply(ok=True, restarted=True, accepted_by_provider=True)
+        until = None
+        if self.restarted_at is not None:
+            until = self.restarted_at + timedelta(minutes=30)
+            self.put(
+                health.model_copy(
+                    update={
+                        "last_restart_attempt_at": self.restarted_at,
+                        "restart_cooldown_until": until,
+                    }
+                )
+            )
+        return RestartReply(
+            ok=True, restarted=True, accepted_by_provider=True, cooldown_until=until
+        )
 
     async def qr_code(self, instance_id: str) -> QrCodeReply:
         self.calls.append(("qr_code", instance_id))
@@ -181,4 +196,21 @@ class FakeSender:
             provider_message_id="wamid-retry",
             attempts=1,
             retry_of=command_id,
+        )
+
+
+@dataclass
+class FakeIngest:
+    """Ingest's read API over a dict of counts per instance."""
+
+    counts: dict[str, list[WebhookCount]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+    available: bool = True
+
+    async def webhook_counts(self, instance_id: str) -> WebhookCountsReply:
+        self.asked.append(instance_id)
+        if not self.available:
+            raise ApiUnavailableError("ingest")
+        return WebhookCountsReply(
+            ok=True, instance_id=instance_id, counts=self.counts.get(instance_id, [])
         )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from playwright.async_api import Dialog, expect
 
+from zapgate.contracts import subjects
 from zapgate.contracts.client import SenderClient
 from zapgate.contracts.sending import SendMessage, SendStatus, TextContent
+from zapgate.wapi.simulator import payloads
 from zapgate.wapi.simulator.handle import Simulator
 from zapgate.wapi.simulator.models import RestartMode
 from zapgate.wapi.simulator.server import SimulatorServer
@@ -18,6 +22,8 @@ from zapgate.wapi.simulator.server import SimulatorServer
 from .conftest import Browser, ConsoleStack, check_now, log_in, register
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
+SCAN_AFTER_S = 3.0
+"""The simulated phone scans the QR (or enters the code) this long after it was served."""
 
 
 def unique(label: str) -> str:
@@ -139,21 +145,22 @@ async def test_the_qr_flow_reconnects_a_dropped_instance(
     nc: Client,
     wapi_simulator_server: SimulatorServer,
 ) -> None:
-    """The reconnect page shows the provider's QR; once the phone scans it the QR block says
-    so and the live card turns Conectado."""
+    """The reconnect page shows the provider's QR; the simulated phone scans it a few seconds
+    after it was first served, and the open page watches the session come back: the QR block
+    says so and the live card turns Conectado, with no hand of the test on the session."""
     simulator = wapi_simulator_server.simulator
     instance = await drop(browser, console_stack, nc, simulator, "qr")
+    simulator.set_qr(instance, rotate_s=20, scan_after_s=SCAN_AFTER_S)
     page = browser.page
     await page.goto(f"{console_stack.console_url}/instancias/{instance}/reconectar")
     await expect(page.get_by_test_id("qr").locator("img")).to_have_attribute(
         "src", re.compile(r"^data:image/png;base64,")
     )
     await expect(page.get_by_test_id("ao-vivo")).to_have_text("ao vivo")
-
-    simulator.set_connected(instance, connected=True)  # the phone scanned the code
-
-    await expect(page.get_by_test_id("qr")).to_contain_text("Sessão conectada.", timeout=20_000)
     state = page.locator(f"#instancia-{instance} [data-testid=estado]")
+    await expect(state).to_have_text("Desconectado")  # the QR is up; nobody scanned it yet
+
+    await expect(page.get_by_test_id("qr")).to_contain_text("Sessão conectada.", timeout=30_000)
     await expect(state).to_have_text("Conectado", timeout=20_000)
     assert any(c.operation == "qr-code" for c in simulator.calls(instance_id=instance))
 
@@ -164,10 +171,11 @@ async def test_the_pairing_code_flow_reconnects_a_dropped_instance(
     nc: Client,
     wapi_simulator_server: SimulatorServer,
 ) -> None:
-    """A phone number typed as people do gets a pairing code; once typed on the phone the
-    page sees the session come back."""
+    """A phone number typed as people do gets a pairing code; the simulated phone enters it a
+    few seconds after it was issued, and the open page sees the session come back."""
     simulator = wapi_simulator_server.simulator
     instance = await drop(browser, console_stack, nc, simulator, "pareamento")
+    simulator.set_pairing(instance, enter_after_s=SCAN_AFTER_S)
     page = browser.page
     await page.goto(f"{console_stack.console_url}/instancias/{instance}/reconectar")
     await page.get_by_label("Celular do WhatsApp (com DDD)").fill("(11) 98888-7777")
@@ -176,11 +184,11 @@ async def test_the_pairing_code_flow_reconnects_a_dropped_instance(
     calls = [c for c in simulator.calls(instance_id=instance) if c.operation == "pairing-code"]
     assert [c.query.get("phoneNumber") for c in calls] == ["5511988887777"]
 
-    simulator.set_connected(instance, connected=True)  # the code was typed on the phone
-
-    await expect(page.get_by_test_id("sessao")).to_contain_text("Sessão conectada", timeout=20_000)
+    await expect(page.get_by_test_id("sessao")).to_contain_text("Sessão conectada", timeout=30_000)
     state = page.locator(f"#instancia-{instance} [data-testid=estado]")
     await expect(state).to_have_text("Conectado", timeout=20_000)
+    # The session came back with the number the code was asked for.
+    await expect(page.locator(f"#instancia-{instance}")).to_contain_text("5511988887777")
 
 
 async def test_tentar_novamente_on_a_failed_message_makes_a_new_attempt(
@@ -220,3 +228,51 @@ async def test_tentar_novamente_on_a_failed_message_makes_a_new_attempt(
     sends = simulator.calls(operation="send-text", instance_id=instance)
     assert len(sends) == 1
     await expect(page.locator("table.audit-log")).to_contain_text("Tentar novamente (envio)")
+
+
+async def test_the_instance_page_counts_the_webhooks_ingest_received_per_kind(
+    browser: Browser,
+    console_stack: ConsoleStack,
+    nc: Client,
+    wapi_simulator_server: SimulatorServer,
+) -> None:
+    """The simulator posts webhooks to ingest over HTTP; the instance page shows ingest's
+    counts of the last hour per kind (the console asks ingest's API, never its tables)."""
+    simulator = wapi_simulator_server.simulator
+    instance = unique("webhooks")
+    simulator.add_instance(instance, "tok-webhooks", phone="5511900000006")
+    await register(nc, instance, "tok-webhooks")
+    simulator.set_all_webhooks(instance, console_stack.webhook_url)
+    # Ingest archives in stream order and publishes a proof of life for each message webhook
+    # (they carry connectedPhone) right after its batch is stored: the proofs of the last two
+    # say every webhook before them is archived too.
+    proofs: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_proof(message: Msg) -> None:
+        await proofs.put(message.data)
+
+    subscription = await nc.subscribe(subjects.proof_of_life_subject(instance), cb=on_proof)
+    chat = "5511955554444"
+    posted = [
+        await simulator.emit_status(instance, "3EB0CONSOLE1", "READ", chat_id=chat),
+        await simulator.receive(instance, payloads.text_content("oi"), chat_id=chat),
+        await simulator.receive(instance, payloads.text_content("tudo bem?"), chat_id=chat),
+    ]
+    assert [record.status_code for record in posted] == [200] * 3
+    async with asyncio.timeout(30):
+        for _ in posted[1:]:
+            await proofs.get()
+    await subscription.unsubscribe()
+
+    await log_in(browser, console_stack.console_url)
+    page = browser.page
+    await page.goto(f"{console_stack.console_url}/instancias/{instance}")
+    panel = page.get_by_test_id("webhooks-por-tipo")
+    await expect(panel).to_contain_text("Webhooks por tipo (última hora)")
+    received = panel.locator("tr[data-kind=message_received]")
+    await expect(received.get_by_test_id("quantidade")).to_have_text("2")
+    await expect(received).to_contain_text("Mensagem recebida")
+    status = panel.locator("tr[data-kind=message_status]")
+    await expect(status.get_by_test_id("quantidade")).to_have_text("1")
+    await expect(status).to_contain_text("Encaminhado")
+    await expect(panel.get_by_test_id("total")).to_have_text("3")

@@ -63,7 +63,7 @@ def test_each_state_has_its_pt_br_label(
     changes: dict[str, object], shown: Shown, label: str
 ) -> None:
     """Every state (and degraded reason) reads as the words the issue names."""
-    card = domain.card(facts(**changes), VIEW, restart_cooldown=timedelta(minutes=30))
+    card = domain.card(facts(**changes), VIEW)
     assert card.shown is shown
     assert card.label == label
     assert card.reason, "every state explains itself in words"
@@ -71,33 +71,27 @@ def test_each_state_has_its_pt_br_label(
 
 def test_an_unknown_degraded_reason_is_still_shown_in_words() -> None:
     """A reason health adds later is named, never dropped."""
-    card = domain.card(
-        facts(state=InstanceState.DEGRADED, reason="NEW_REASON"),
-        VIEW,
-        restart_cooldown=timedelta(minutes=30),
-    )
+    card = domain.card(facts(state=InstanceState.DEGRADED, reason="NEW_REASON"), VIEW)
     assert "NEW_REASON" in card.reason
 
 
 def test_times_are_shown_in_sao_paulo_relative_and_absolute() -> None:
     """22:00 UTC is 19:00 in São Paulo; five minutes ago reads "há 5 minutos"."""
-    card = domain.card(
-        facts(since=NOW - timedelta(minutes=5)), VIEW, restart_cooldown=timedelta(minutes=30)
-    )
+    card = domain.card(facts(since=NOW - timedelta(minutes=5)), VIEW)
     assert card.since.relative == "há 5 minutos"
     assert card.since.absolute == "30/11/2026 18:55:00"
 
 
-def test_cooldown_left_counts_down_from_the_last_restart() -> None:
-    """Restarted 10 minutes ago with a 30-minute cooldown: 20 minutes left, no restart now."""
+def test_cooldown_left_counts_down_to_the_time_health_gives() -> None:
+    """Health says no restart before 20 minutes from now: 20 minutes left, no restart now."""
     card = domain.card(
         facts(
             state=InstanceState.DISCONNECTED,
             last_restart_attempt_at=NOW - timedelta(minutes=10),
+            restart_cooldown_until=NOW + timedelta(minutes=20),
             outage_started_at=NOW - timedelta(minutes=12),
         ),
         VIEW,
-        restart_cooldown=timedelta(minutes=30),
     )
     assert card.cooldown_left == "20 minutos"
     assert not card.can_restart_now
@@ -105,9 +99,10 @@ def test_cooldown_left_counts_down_from_the_last_restart() -> None:
 
 
 def test_the_cooldown_is_over_once_its_time_has_passed() -> None:
-    """An old restart leaves nothing to wait for."""
-    left = domain.cooldown_left(NOW - timedelta(hours=1), timedelta(minutes=30), NOW)
-    assert left == timedelta(0)
+    """A cooldown that ended, or none at all, leaves nothing to wait for."""
+    assert domain.cooldown_left(NOW - timedelta(minutes=30), NOW) == timedelta(0)
+    assert domain.cooldown_left(None, NOW) == timedelta(0)
+    assert domain.cooldown_left(NOW + timedelta(seconds=90), NOW) == timedelta(seconds=90)
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ from zapgate.contracts.health import (
     InstanceStateChanged,
 )
 from zapgate.contracts.sending import MessageKind, SendStatus, SendSummary
+from zapgate.contracts.webhooks import WebhookCount, WebhookDisposition
 from zapgate.runtime.clock import ManualClock
 
-from .fakes import FakeAudit, FakeFeed, FakeHealth, FakeSender
+from .fakes import FakeAudit, FakeFeed, FakeHealth, FakeIngest, FakeSender
 
 pytestmark = pytest.mark.unit
 
@@ -95,8 +96,41 @@ def sender() -> FakeSender:
 
 
 @pytest.fixture
+def ingest() -> FakeIngest:
+    return FakeIngest(
+        counts={
+            "loja": [
+                WebhookCount(
+                    kind="message_received",
+                    disposition=WebhookDisposition.ROUTED,
+                    count=41,
+                    last_received_at=NOW - timedelta(minutes=2),
+                ),
+                WebhookCount(
+                    kind="quarantined",
+                    disposition=WebhookDisposition.QUARANTINED,
+                    code="WEBHOOK_NOT_JSON",
+                    count=2,
+                    last_received_at=NOW - timedelta(minutes=40),
+                ),
+                WebhookCount(
+                    kind="unrouted",
+                    disposition=WebhookDisposition.UNROUTED,
+                    count=1,
+                    last_received_at=NOW - timedelta(minutes=7),
+                ),
+            ]
+        }
+    )
+
+
+@pytest.fixture
 def client(
-    health: FakeHealth, sender: FakeSender, audit: FakeAudit, password_hash: str
+    health: FakeHealth,
+    sender: FakeSender,
+    audit: FakeAudit,
+    ingest: FakeIngest,
+    password_hash: str,
 ) -> Iterator[TestClient]:
     settings = ConsoleSettings(
         environment="test",
@@ -108,7 +142,7 @@ def client(
     app = create_app(
         settings,
         clock=ManualClock(NOW),
-        ports=Ports(health=health, sender=sender, audit=audit, feed=FakeFeed()),
+        ports=Ports(health=health, sender=sender, audit=audit, feed=FakeFeed(), ingest=ingest),
         configure_logs=False,
     )
     with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as test_client:
@@ -262,6 +296,25 @@ def test_restart_inside_the_cooldown_says_until_when(
     assert (audit.entries[-1].action, audit.entries[-1].outcome) == ("restart", "failed")
 
 
+def test_after_a_restart_the_button_waits_for_the_cooldown_health_reports(
+    client: TestClient, health: FakeHealth
+) -> None:
+    """The time left comes from health's read API (restart_cooldown_until), not a setting of
+    the console: 30 minutes by health's answer, shown on the disabled button."""
+    health.restarted_at = NOW
+    token = log_in(client)
+    client.post("/instancias/demo/reiniciar", data={"csrf": token})
+    page = client.get("/instancias/demo").text
+    assert "Reiniciar (aguarde 30 minutos)" in page
+    health.put(
+        health.instances["demo"].model_copy(
+            update={"restart_cooldown_until": NOW + timedelta(minutes=4)}
+        )
+    )
+    assert "Reiniciar (aguarde 4 minutos)" in client.get("/instancias/demo").text
+    assert "próximo em 4 minutos" in client.get("/").text
+
+
 def test_restart_accepted_is_audited_as_ok(
     client: TestClient, health: FakeHealth, audit: FakeAudit
 ) -> None:
@@ -376,3 +429,36 @@ def test_an_open_outage_episode_with_flaps_reads_instavel(
     assert "Instável" in row
     assert "3 mudança(s) de estado" in row
     assert "há 1 minuto" in row
+
+
+def test_the_instance_page_counts_webhooks_per_kind_of_the_last_hour(
+    client: TestClient, ingest: FakeIngest
+) -> None:
+    """Ingest's counts per kind and disposition, in words, with the total."""
+    log_in(client)
+    page = client.get("/instancias/loja").text
+    panel = page.split('data-testid="webhooks-por-tipo"')[1].split("</section>")[0]
+    assert "Webhooks por tipo (última hora)" in panel
+    assert ingest.asked == ["loja"]
+    rows = re.findall(
+        r"<tr data-kind=\"([a-z_]+)\".*?<td>([^<]+)</td><td>([^<]+)</td>", panel, re.DOTALL
+    )
+    assert rows == [
+        ("message_received", "Mensagem recebida", "Encaminhado"),
+        ("quarantined", "Corpo ilegível", "Em quarentena (não é JSON)"),
+        ("unrouted", "Evento desconhecido", "Guardado sem tipo"),
+    ]
+    assert re.findall(r'data-testid="quantidade">(\d+)<', panel) == ["41", "2", "1"]
+    assert 'data-testid="total">44<' in panel
+    assert "Nenhum webhook desta instância na última hora." in client.get("/instancias/demo").text
+
+
+def test_a_silent_ingest_leaves_the_instance_page_up_with_a_message(
+    client: TestClient, ingest: FakeIngest
+) -> None:
+    """When ingest does not answer, the panel says so in words; the page still renders."""
+    ingest.available = False
+    log_in(client)
+    page = client.get("/instancias/loja")
+    assert page.status_code == 200
+    assert "O serviço de recebimento de webhooks não respondeu a tempo." in page.text

@@ -61,6 +61,33 @@ async def test_an_operator_restart_runs_once_then_waits_for_the_cooldown(
     assert len(restarts) == 1
 
 
+async def test_the_read_api_says_until_when_the_restart_cooldown_runs(harness: Harness) -> None:
+    """Health's read API carries the cooldown (until, and seconds left by health's clock), so
+    the console never keeps its own copy of the setting."""
+    service = await harness.start(restart_cooldown=timedelta(minutes=30))
+    await harness.register(service, "C1", phone="5511988887777")
+    query = GetInstanceHealth(instance_id="C1")
+    before = HealthReply.model_validate_json(await ask(harness, subjects.API_HEALTH_GET, query))
+    restarted_at = harness.clock.now()
+    await ask(
+        harness, subjects.API_HEALTH_RESTART, RestartInstance(instance_id="C1", requested_by="ana")
+    )
+    harness.clock.advance(timedelta(minutes=10))
+
+    during = HealthReply.model_validate_json(await ask(harness, subjects.API_HEALTH_GET, query))
+    harness.clock.advance(timedelta(minutes=25))
+    after = HealthReply.model_validate_json(await ask(harness, subjects.API_HEALTH_GET, query))
+
+    assert (
+        before.instances[0].restart_cooldown_until,
+        before.instances[0].restart_cooldown_left_s,
+    ) == (None, 0)
+    assert during.instances[0].restart_cooldown_until == restarted_at + timedelta(minutes=30)
+    assert during.instances[0].restart_cooldown_left_s == 20 * 60
+    assert after.instances[0].restart_cooldown_until == restarted_at + timedelta(minutes=30)
+    assert after.instances[0].restart_cooldown_left_s == 0
+
+
 async def test_an_unknown_instance_is_refused_by_every_operator_verb(harness: Harness) -> None:
     """Coded refusals, never a timeout."""
     await harness.start()

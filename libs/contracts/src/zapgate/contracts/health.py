@@ -172,6 +172,18 @@ class InstanceHealth(Contract):
         description="When the session's phone was last seen: a webhook carrying "
         "`connectedPhone` (proof of life) or a check's phone lookup.",
     )
+    restart_cooldown_until: AwareDatetime | None = Field(
+        default=None,
+        description="Health restarts this instance again (by itself or for an operator) no "
+        "sooner than this: the last restart attempt plus health's restart cooldown. None: no "
+        "restart attempt yet.",
+    )
+    restart_cooldown_left_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds of that cooldown left when health answered, by health's clock "
+        "(0: a restart is allowed now).",
+    )
 
 
 # --- request-reply API ------------------------------------------------------------------------

@@ -121,6 +121,7 @@ API_SENDER_RETRY: Final = "zg.api.sender.retry"
 API_SENDER_CANCEL: Final = "zg.api.sender.cancel"
 API_SENDER_LIST: Final = "zg.api.sender.list"
 API_SENDER_STUCK_COUNTS: Final = "zg.api.sender.stuck_counts"
+API_INGEST_WEBHOOK_COUNTS: Final = "zg.api.ingest.webhooks.counts"
 
 # --- header names -------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AwareDatetime, Field
 
 from zapgate.contracts.envelope import Contract, Envelope
+from zapgate.contracts.errors import Problem
+from zapgate.contracts.health import InstanceId
 
 
 class WebhookKind(StrEnum):
@@ -361,3 +363,60 @@ class WebhookQuarantined(Envelope):
     instance_id: str | None = Field(default=None, description="instanceId, when readable.")
     event: str | None = Field(default=None, description="The provider's `event`, when readable.")
     message_id: str | None = Field(default=None, description="messageId, when readable.")
+
+
+# --- request-reply API: what ingest archived per instance -------------------------------------
+
+WEBHOOK_COUNTS_MAX_WINDOW_S: Final = 3600
+"""The longest window `CountWebhooks` takes: one instance's last hour, a bounded index scan."""
+
+
+class WebhookDisposition(StrEnum):
+    """What ingest did with an accepted webhook, as its archive records it."""
+
+    ROUTED = "routed"
+    """Typed as one of the known kinds and published on its subject."""
+    UNROUTED = "unrouted"
+    """A JSON object of no known kind: kept whole as `unrouted`, nothing lost."""
+    QUARANTINED = "quarantined"
+    """Not a readable JSON object (or over the size cap): its bytes kept in the quarantine."""
+
+
+class CountWebhooks(Envelope):
+    """How many webhooks of one instance ingest archived in the last `window_s` seconds, per
+    kind and disposition (`zg.api.ingest.webhooks.counts`).
+
+    Counts come from ingest's archive by receipt time (ingest's clock). A body received again
+    (the provider's retry, a redelivery) is stored once and counted once: duplicates leave no
+    row. Webhooks still on their way to the archive (a batch, usually under a second) are not
+    counted yet.
+    """
+
+    instance_id: InstanceId
+    window_s: int = Field(
+        default=WEBHOOK_COUNTS_MAX_WINDOW_S, ge=60, le=WEBHOOK_COUNTS_MAX_WINDOW_S
+    )
+
+
+class WebhookCount(Contract):
+    """One (kind, disposition) group: `kind` is a `WebhookKind` value, or `quarantined` with the
+    quarantine `code` (a `WebhookErrorCode`, or the archive's own `ARCHIVE_*` codes)."""
+
+    kind: str
+    disposition: WebhookDisposition
+    code: str | None = None
+    count: int = Field(ge=1)
+    last_received_at: AwareDatetime
+
+
+class WebhookCountsReply(Contract):
+    """`counts` sorted by count (largest first); empty when nothing arrived in the window."""
+
+    ok: bool
+    instance_id: str | None = None
+    since: AwareDatetime | None = Field(default=None, description="Window start (inclusive).")
+    until: AwareDatetime | None = Field(
+        default=None, description="Window end (inclusive): when ingest answered."
+    )
+    counts: list[WebhookCount] = Field(default_factory=list)
+    error: Problem | None = None

@@ -377,7 +377,6 @@ class Stack:
                 {CONSOLE_OPERATOR: Argon2Passwords().hash(password)}
             ),
             "ZAPGATE_CONSOLE_COOKIE_SECURE": "false",  # plain HTTP on localhost
-            "ZAPGATE_CONSOLE_RESTART_COOLDOWN": _iso(self.config.restart_cooldown),
             "ZAPGATE_CONSOLE_LOG_LEVEL": self.config.log_level,
             "ZAPGATE_CONSOLE_LOG_JSON": "true",
         }

@@ -155,6 +155,7 @@ the admin already provisioned every stream as declared."""
 _HEALTH_API_READ: Final = (subjects.API_HEALTH_GET, subjects.API_HEALTH_LIST)
 _HEALTH_API_ALL: Final = "zg.api.health.instances.*"
 _SENDER_API_ALL: Final = "zg.api.sender.*"
+_INGEST_API_READ: Final = (subjects.API_INGEST_WEBHOOK_COUNTS,)
 
 _BODIES_BUCKET: Final = "ZG_WEBHOOK_BODIES"
 _BODIES_STREAM: Final = f"OBJ_{_BODIES_BUCKET}"
@@ -167,6 +168,7 @@ INGEST: Final = Role(
         subjects.PROOF_OF_LIFE_ALL,
         f"{DEAD_LETTER_SUBJECTS}.ingest.>",
     ),
+    serves=_INGEST_API_READ,
     consumers=_durables_of("ingest"),
     # The archiver follows instance states with an ordered (ephemeral) consumer; the object
     # store reads a body's chunks with one.
@@ -237,15 +239,16 @@ API: Final = Role(
 
 CONSOLE: Final = Role(
     name="console",
-    description="Operator console: every health action (tokens in requests), sender API",
-    requests=(_HEALTH_API_ALL, _SENDER_API_ALL),
+    description="Operator console: every health action (tokens in requests), sender API, "
+    "ingest's webhook counts",
+    requests=(_HEALTH_API_ALL, _SENDER_API_ALL, *_INGEST_API_READ),
     listens=(subjects.STATE_CHANGED_ALL, subjects.NOTIFICATIONS_ALL),
 )
 
 OPERATOR: Final = Role(
     name="operator",
     description="A person's tools: register, pause and remove instances; retry sends",
-    requests=(_HEALTH_API_ALL, _SENDER_API_ALL),
+    requests=(_HEALTH_API_ALL, _SENDER_API_ALL, *_INGEST_API_READ),
     listens=(subjects.STATE_CHANGED_ALL, subjects.NOTIFICATIONS_ALL),
 )
 

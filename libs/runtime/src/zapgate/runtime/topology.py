@@ -510,6 +510,16 @@ ALL_REQUESTS: Final = (
         operation="count_stuck",
         description="Request-reply: how many sends are stuck, per instance.",
     ),
+    RequestSpec(
+        service="ingest",
+        subject=subjects.API_INGEST_WEBHOOK_COUNTS,
+        request=webhooks.CountWebhooks,
+        reply=webhooks.WebhookCountsReply,
+        queue="ingest-api",
+        operation="count_webhooks",
+        description="Request-reply: one instance's archived webhooks of the last hour, per "
+        "kind and disposition.",
+    ),
 )
 
 SERVICES: Final = ("ingest", "health", "sender")

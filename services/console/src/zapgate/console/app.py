@@ -2,7 +2,7 @@
 
 Run: `zapgate-console run` (uvicorn). Nothing is built at import time. The console is its own
 process on purpose: login, cookies and HTML stay out of health, the owner of instance state,
-and the console reads only through health's (and the sender's) request APIs.
+and the console reads only through health's, the sender's and ingest's request APIs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zapgate.console import handlers, security
-from zapgate.console.adapters.apis import NatsHealthApi, NatsSenderApi
+from zapgate.console.adapters.apis import NatsHealthApi, NatsIngestApi, NatsSenderApi
 from zapgate.console.adapters.db import SqlAuditLog
 from zapgate.console.adapters.live import LiveHub, LiveUpdate, NatsStateFeed
 from zapgate.console.adapters.passwords import Argon2Passwords
@@ -37,6 +37,7 @@ from zapgate.console.ports import (
     ApiUnavailableError,
     AuditLog,
     HealthApi,
+    IngestApi,
     SenderApi,
     StateListener,
 )
@@ -81,6 +82,7 @@ class Ports:
     sender: SenderApi | None = None
     audit: AuditLog | None = None
     feed: StateFeed | None = None
+    ingest: IngestApi | None = None
 
 
 class _SecurityHeaders:
@@ -140,7 +142,8 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             nc: Client | None = None
             engine: AsyncEngine | None = None
-            if ports.health is None or ports.sender is None or ports.feed is None:
+            needs_nats = (ports.health, ports.sender, ports.feed, ports.ingest)
+            if any(port is None for port in needs_nats):
                 nc = await nats.connect(
                     settings.nats_url,
                     connect_timeout=5,
@@ -161,7 +164,7 @@ def create_app(
                 operators={k: v.get_secret_value() for k, v in settings.operators.items()},
                 clock=clock,
                 zone=ZoneInfo(settings.timezone),
-                restart_cooldown=settings.restart_cooldown,
+                ingest=ports.ingest or NatsIngestApi(_need(nc), timeout=timeout),
             )
             app.state.pages = handlers.Pages(service, hub, templates, settings.audit_rows)
             app.state.ready = (nc, engine)

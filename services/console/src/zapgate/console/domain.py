@@ -18,6 +18,7 @@ from babel.dates import TIMEDELTA_UNITS, format_datetime, format_timedelta
 
 from zapgate.contracts.health import DegradedReason, InstanceState
 from zapgate.contracts.sending import SendStatus, SendSummary
+from zapgate.contracts.webhooks import WebhookCount, WebhookDisposition, WebhookErrorCode
 
 LOCALE = Locale.parse("pt_BR")
 _ABSOLUTE = "dd/MM/yyyy HH:mm:ss"
@@ -100,6 +101,8 @@ class InstanceFacts:
     last_check_at: datetime | None = None
     last_proof_of_life_at: datetime | None = None
     last_restart_attempt_at: datetime | None = None
+    restart_cooldown_until: datetime | None = None
+    """From health's read API: no restart (by health or an operator) before this."""
     outage_started_at: datetime | None = None
     flaps: int = 0
     unstable: bool = False
@@ -230,19 +233,18 @@ def _duration(seconds: int) -> str:
     return format_timedelta(timedelta(seconds=seconds), threshold=1, locale=LOCALE)
 
 
-def cooldown_left(
-    last_restart_attempt_at: datetime | None, cooldown: timedelta, now: datetime
-) -> timedelta:
-    """How long until health may restart again (zero: now)."""
-    if last_restart_attempt_at is None:
+def cooldown_left(restart_cooldown_until: datetime | None, now: datetime) -> timedelta:
+    """How long until health may restart again (zero: now), from the time health's read API
+    gives (`InstanceHealth.restart_cooldown_until`); the console keeps no copy of the setting."""
+    if restart_cooldown_until is None:
         return timedelta(0)
-    return max(last_restart_attempt_at + cooldown - now, timedelta(0))
+    return max(restart_cooldown_until - now, timedelta(0))
 
 
-def card(facts: InstanceFacts, clock: Viewpoint, *, restart_cooldown: timedelta) -> InstanceCard:
+def card(facts: InstanceFacts, clock: Viewpoint) -> InstanceCard:
     """Everything the instances page shows of one instance."""
     shown = shown_state(facts)
-    left = cooldown_left(facts.last_restart_attempt_at, restart_cooldown, clock.now)
+    left = cooldown_left(facts.restart_cooldown_until, clock.now)
     outage = ""
     if facts.outage_started_at is not None:
         outage = duration(max(clock.now - facts.outage_started_at, timedelta(0)))
@@ -475,4 +477,62 @@ def send_line(send: SendSummary, clock: Viewpoint) -> SendLine:
         error_code=send.error.code if send.error else "",
         can_retry=send.status is SendStatus.FAILED,
         retry_of=send.retry_of or "",
+    )
+
+
+# --- webhooks per kind (ingest's read API) ----------------------------------------------------
+
+WEBHOOK_KIND_LABELS: dict[str, str] = {
+    "message_received": "Mensagem recebida",
+    "message_sent": "Mensagem enviada (confirmação do provedor)",
+    "message_changed": "Mensagem alterada (edição, exclusão, reação)",
+    "message_status": "Status de mensagem (entregue, lida...)",
+    "instance_connected": "Instância conectada",
+    "instance_disconnected": "Instância desconectada",
+    "chat_presence": "Presença no chat (digitando...)",
+    "unrouted": "Evento desconhecido",
+    "quarantined": "Corpo ilegível",
+}
+
+WEBHOOK_DISPOSITION_LABELS: dict[str, str] = {
+    WebhookDisposition.ROUTED: "Encaminhado",
+    WebhookDisposition.UNROUTED: "Guardado sem tipo",
+    WebhookDisposition.QUARANTINED: "Em quarentena",
+}
+
+QUARANTINE_CODE_TEXTS: dict[str, str] = {
+    WebhookErrorCode.WEBHOOK_NOT_JSON: "não é JSON",
+    WebhookErrorCode.WEBHOOK_NOT_OBJECT: "JSON que não é um objeto",
+    WebhookErrorCode.WEBHOOK_TOO_DEEP: "JSON aninhado demais",
+    WebhookErrorCode.WEBHOOK_TOO_LARGE: "maior que o limite",
+    WebhookErrorCode.WEBHOOK_UNREADABLE: "não interpretável",
+    "ARCHIVE_REJECTED": "recusado pelo banco de dados",
+    "ARCHIVE_UNREADABLE": "mensagem ilegível no barramento",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookLine:
+    """One row of the webhooks panel: the kind and what ingest did, in words."""
+
+    kind: str
+    kind_label: str
+    disposition: str
+    disposition_label: str
+    count: int
+    last: Moment
+
+
+def webhook_line(count: WebhookCount, clock: Viewpoint) -> WebhookLine:
+    """A (kind, disposition) count in pt-BR; a quarantine row says why ("não é JSON")."""
+    disposition = WEBHOOK_DISPOSITION_LABELS.get(count.disposition, str(count.disposition))
+    if count.code is not None:
+        disposition += f" ({QUARANTINE_CODE_TEXTS.get(count.code, count.code)})"
+    return WebhookLine(
+        kind=count.kind,
+        kind_label=WEBHOOK_KIND_LABELS.get(count.kind, count.kind),
+        disposition=count.disposition.value,
+        disposition_label=disposition,
+        count=count.count,
+        last=moment(count.last_received_at, clock),
     )

@@ -140,10 +140,20 @@ async def instance_page(request: Request) -> Response:
     if card is None:
         raise HTTPException(404)
     audit = await found.service.recent_actions(instance_id, limit=found.audit_rows)
-    timeline, sends = await asyncio.gather(
-        found.service.timeline(instance_id), found.service.sends(instance_id)
+    timeline, sends, webhooks = await asyncio.gather(
+        found.service.timeline(instance_id),
+        found.service.sends(instance_id),
+        found.service.webhooks(instance_id),
     )
-    return _render(request, "instance.html", card=card, audit=audit, timeline=timeline, sends=sends)
+    return _render(
+        request,
+        "instance.html",
+        card=card,
+        audit=audit,
+        timeline=timeline,
+        sends=sends,
+        webhooks=webhooks,
+    )
 
 
 async def reconnect_page(request: Request) -> Response:

@@ -1,7 +1,8 @@
 """Everything the console's use cases need from outside, as Protocols.
 
 The console owns only its audit table. It reads instance state through health's NATS request
-API and sends through the sender's; it never reads another service's tables.
+API, sends through the sender's and counts webhooks through ingest's; it never reads another
+service's tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from zapgate.contracts.health import (
     RestartReply,
 )
 from zapgate.contracts.sending import SendOutcome, SendStatus, SendSummary
+from zapgate.contracts.webhooks import WebhookCountsReply
 
 
 class ApiUnavailableError(Exception):
@@ -75,6 +77,14 @@ class SenderApi(Protocol):
 
     async def retry(self, command_id: str, new_command_id: str) -> SendOutcome:
         """A new attempt of a failed send (through the preflight again)."""
+        ...
+
+
+class IngestApi(Protocol):
+    """Ingest's read API (`zg.api.ingest.*`). Raises ApiUnavailableError/ApiRefusedError."""
+
+    async def webhook_counts(self, instance_id: str) -> WebhookCountsReply:
+        """The instance's archived webhooks of the last hour, per kind and disposition."""
         ...
 
 

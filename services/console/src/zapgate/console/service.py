@@ -9,7 +9,6 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -22,6 +21,7 @@ from zapgate.console.ports import (
     AuditEntry,
     AuditLog,
     HealthApi,
+    IngestApi,
     PasswordVerifier,
     SenderApi,
 )
@@ -31,7 +31,7 @@ from zapgate.runtime.clock import Clock
 
 _log = structlog.get_logger("zapgate.console")
 
-_SERVICE_NAMES = {"health": "saúde", "sender": "envio"}
+_SERVICE_NAMES = {"health": "saúde", "sender": "envio", "ingest": "recebimento de webhooks"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,16 @@ class SendsView:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhooksView:
+    """The instance page's "Webhooks por tipo (última hora)" panel; `unavailable` says why it
+    is empty, if so."""
+
+    lines: list[domain.WebhookLine]
+    total: int
+    unavailable: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class QrView:
     """What the QR block shows: the image to scan, or that the session is connected."""
 
@@ -87,6 +97,7 @@ def facts_of(health: InstanceHealth, stuck: dict[str, int] | None = None) -> Ins
         since=health.since,
         last_check_at=health.last_check_at,
         last_restart_attempt_at=health.last_restart_attempt_at,
+        restart_cooldown_until=health.restart_cooldown_until,
         outage_started_at=health.outage_started_at,
         flaps=health.episode_flaps,
         unstable=health.unstable,
@@ -112,7 +123,7 @@ class ConsoleService:
         operators: dict[str, str],
         clock: Clock,
         zone: ZoneInfo,
-        restart_cooldown: timedelta,
+        ingest: IngestApi,
     ) -> None:
         self.health = health
         self.sender = sender
@@ -121,15 +132,13 @@ class ConsoleService:
         self._operators = operators
         self._clock = clock
         self._zone = zone
-        self._restart_cooldown = restart_cooldown
+        self.ingest = ingest
 
     def viewpoint(self) -> Viewpoint:
         return Viewpoint(now=self._clock.now(), zone=self._zone)
 
     def card(self, health: InstanceHealth) -> InstanceCard:
-        return domain.card(
-            facts_of(health), self.viewpoint(), restart_cooldown=self._restart_cooldown
-        )
+        return domain.card(facts_of(health), self.viewpoint())
 
     # --- reading --------------------------------------------------------------------------
 
@@ -138,7 +147,7 @@ class ConsoleService:
         found, stuck = await asyncio.gather(self.health.health(), self._stuck_counts())
         view = self.viewpoint()
         cards = [
-            domain.card(facts_of(item, stuck), view, restart_cooldown=self._restart_cooldown)
+            domain.card(facts_of(item, stuck), view)
             for item in sorted(found, key=lambda h: (h.display_name.lower(), h.instance_id))
         ]
         shown = [c for c in cards if selected is None or c.shown is selected]
@@ -156,9 +165,7 @@ class ConsoleService:
             return None
         if not found:
             return None
-        return domain.card(
-            facts_of(found[0], stuck), self.viewpoint(), restart_cooldown=self._restart_cooldown
-        )
+        return domain.card(facts_of(found[0], stuck), self.viewpoint())
 
     async def _stuck_counts(self) -> dict[str, int] | None:
         try:
@@ -187,6 +194,18 @@ class ConsoleService:
             stuck=[domain.send_line(s, view) for s in stuck],
             failed=[domain.send_line(s, view) for s in failed],
         )
+
+    async def webhooks(self, instance_id: str) -> WebhooksView:
+        """The instance's webhooks of the last hour per kind and disposition (ingest's API)."""
+        try:
+            reply = await self.ingest.webhook_counts(instance_id)
+        except ApiUnavailableError as error:
+            return WebhooksView([], 0, unavailable=unavailable_text(error))
+        except ApiRefusedError as refused:
+            return WebhooksView([], 0, unavailable=refused.problem.message)
+        view = self.viewpoint()
+        lines = [domain.webhook_line(count, view) for count in reply.counts]
+        return WebhooksView(lines, sum(count.count for count in reply.counts))
 
     async def retry_send(self, operator: str, instance_id: str, command_id: str) -> ActionResult:
         """ "Tentar novamente": a new attempt of a failed send through the sender's API."""

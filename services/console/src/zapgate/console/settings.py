@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -37,14 +35,12 @@ class ConsoleSettings(ServiceSettings):
     )
     session_max_age_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
     request_timeout_s: float = Field(
-        default=10.0, gt=0, le=120, description="How long to wait for health's/sender's API."
+        default=10.0,
+        gt=0,
+        le=120,
+        description="How long to wait for health's, the sender's and ingest's APIs.",
     )
     timezone: str = Field(default="America/Sao_Paulo", description="Zone times are shown in.")
-    restart_cooldown: timedelta = Field(
-        default=timedelta(minutes=30),
-        description="Health's restart cooldown (ZAPGATE_HEALTH_RESTART_COOLDOWN), to show the "
-        "time left until health may restart an instance again.",
-    )
     audit_rows: int = Field(default=20, ge=1, le=500)
 
     @field_validator("session_secret")

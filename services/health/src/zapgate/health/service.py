@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -142,7 +142,7 @@ class HealthService:
             restarts=report.restarts,
         )
         checked = {target.instance_id for target in targets}
-        return [h for h in await self.repository.health(instance_id) if h.instance_id in checked]
+        return [h for h in await self.health(instance_id) if h.instance_id in checked]
 
     async def _round(
         self,
@@ -521,7 +521,25 @@ class HealthService:
         return await self.repository.list_instances()
 
     async def health(self, instance_id: str | None = None) -> list[InstanceHealth]:
-        return await self.repository.health(instance_id)
+        """The read model of one instance (or all), with the restart cooldown by this clock."""
+        found = await self.repository.health(instance_id)
+        now = self._clock.now()
+        return [with_restart_cooldown(h, self._settings.restart_cooldown, now) for h in found]
+
+
+def with_restart_cooldown(
+    health: InstanceHealth, cooldown: timedelta, now: datetime
+) -> InstanceHealth:
+    """`health` with `restart_cooldown_until` (last restart attempt + `cooldown`) and the
+    seconds of it left at `now` (0 once over, or without any attempt)."""
+    last = health.last_restart_attempt_at
+    if last is None:
+        return health
+    until = last + cooldown
+    left = max((until - now).total_seconds(), 0.0)
+    return health.model_copy(
+        update={"restart_cooldown_until": until, "restart_cooldown_left_s": left}
+    )
 
 
 async def _batches(

@@ -21,9 +21,11 @@ from zapgate.ingest import tables
 from zapgate.ingest.adapters.bodies import ensure_bodies_bucket
 from zapgate.ingest.adapters.bus import BusPublisher
 from zapgate.ingest.adapters.consumers import archiver_consumer, follow_instance_states
+from zapgate.ingest.adapters.counts import PostgresWebhookCounts
 from zapgate.ingest.adapters.db import PostgresArchive
 from zapgate.ingest.domain.states import KnownStates
 from zapgate.ingest.handlers import WebhookArchiver
+from zapgate.ingest.read_api import webhook_counts_server
 from zapgate.ingest.service import archive_batch
 from zapgate.runtime.connection import InvalidPublishError
 from zapgate.runtime.db import create_engine
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from zapgate.contracts.webhooks import WebhookCountsReply
     from zapgate.ingest.adapters.bodies import ObjectStoreBodies
     from zapgate.ingest.adapters.metrics import IngestMetrics
     from zapgate.ingest.adapters.spool import FileSpool
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from zapgate.runtime.clock import Clock
     from zapgate.runtime.connection import NatsConnection
     from zapgate.runtime.consumer import PullConsumer
+    from zapgate.runtime.requests import RequestServer
 
 log = structlog.get_logger("zapgate.ingest.lifecycle")
 
@@ -76,6 +80,7 @@ class IngestRuntime:
     consumer: PullConsumer[bytes] | None = None
     probes: ProbeServer | None = None
     engine: AsyncEngine | None = None
+    read_api: RequestServer[WebhookCountsReply] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     spool_progress: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -105,6 +110,10 @@ async def start(runtime: IngestRuntime) -> None:
     await runtime.connection.start()
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=4, max_overflow=2)
     runtime.engine = engine
+    runtime.read_api = webhook_counts_server(
+        runtime.connection, PostgresWebhookCounts(engine), runtime.clock
+    )
+    await runtime.read_api.start()
     runtime.tasks.append(
         asyncio.create_task(_drain_forever(runtime, drain_now), name="spool-drainer")
     )
@@ -205,6 +214,8 @@ async def stop(runtime: IngestRuntime) -> None:
             await task
     if runtime.probes is not None:
         await runtime.probes.stop()
+    if runtime.read_api is not None:
+        await runtime.read_api.stop()
     await runtime.connection.close()
     if runtime.engine is not None:
         await runtime.engine.dispose()

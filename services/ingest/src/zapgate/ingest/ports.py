@@ -122,3 +122,24 @@ class Archive(Protocol):
     ) -> StoreResult:
         """Insert both batches idempotently (by dedupe key) in one commit."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedCount:
+    """One group of one instance's archived webhooks: a payload kind (`code` None), or the
+    quarantine (`kind` = `quarantined`) under one quarantine code."""
+
+    kind: str
+    code: str | None
+    count: int
+    last_received_at: datetime
+
+
+class WebhookCounter(Protocol):
+    """Reads the archive for the webhook counts API (bounded: one instance, one window)."""
+
+    async def instance_counts(
+        self, instance_id: str, *, since: datetime, until: datetime
+    ) -> list[ArchivedCount]:
+        """Groups of webhooks received in `[since, until]`; raises when the archive is down."""
+        ...

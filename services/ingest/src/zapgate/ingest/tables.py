@@ -78,6 +78,10 @@ class QuarantinedWebhook(SQLModel, table=True):
         ),
     )
 
+    __table_args__ = (
+        sa.Index("ix_webhook_quarantine_instance_received", "instance_id", "received_at"),
+    )
+
 
 # Bus messages the archiver gave up on (failures of the message itself, counted by the
 # runtime's pull consumer), with their reason (`zapgate.runtime.dead_letters`).

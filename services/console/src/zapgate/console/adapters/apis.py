@@ -1,4 +1,4 @@
-"""Health's (and later the sender's) NATS request APIs, as the console's ports.
+"""Health's, the sender's and ingest's NATS request APIs, as the console's ports.
 
 Every call is one core-NATS request with a timeout; no responders or no answer in time raise
 `ApiUnavailableError`, a coded refusal raises `ApiRefusedError` with health's pt-BR message.
@@ -49,6 +49,7 @@ from zapgate.contracts.sending import (
     SendSummary,
     StuckCountsReply,
 )
+from zapgate.contracts.webhooks import CountWebhooks, WebhookCountsReply
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -196,3 +197,24 @@ class NatsSenderApi:
         if not answer.ok or answer.outcome is None:
             raise _refused(answer.error)
         return answer.outcome
+
+
+class NatsIngestApi:
+    """`IngestApi` over `zg.api.ingest.*`."""
+
+    def __init__(self, nc: Client, *, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+
+    async def webhook_counts(self, instance_id: str) -> WebhookCountsReply:
+        answer = await request(
+            self._nc,
+            service="ingest",
+            subject=subjects.API_INGEST_WEBHOOK_COUNTS,
+            command=CountWebhooks(instance_id=instance_id),
+            reply=WebhookCountsReply,
+            timeout=self._timeout,
+        )
+        if not answer.ok:
+            raise _refused(answer.error)
+        return answer
