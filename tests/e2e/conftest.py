@@ -103,6 +103,8 @@ class Stack:
         else:
             env[f"{prefix}WAPI_BASE_URL"] = self.wapi_base_url
         env |= self.env.get(name, {})
+        if replica:
+            env |= self.env.get(f"{name}{replica}", {})  # one replica's own settings
         return ProcessSpec(
             name=f"{name}{replica}",
             argv=(f"zapgate-{name}", "run"),

@@ -22,10 +22,11 @@ from pydantic_settings import SettingsConfigDict
 from zapgate.contracts import subjects
 from zapgate.devservers.nats import NatsServer
 from zapgate.devservers.nats_auth import DevCredentials
-from zapgate.runtime import nats_auth
+from zapgate.runtime import nats_auth, topology
+from zapgate.runtime.pinned import fetch_pinned
 from zapgate.runtime.provision_cli import provision
 from zapgate.runtime.settings import ServiceSettings
-from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.streams import ensure_consumer, ensure_streams
 from zapgate.runtime.topology import ALL_STREAMS
 
 if TYPE_CHECKING:
@@ -260,10 +261,16 @@ async def test_a_caller_sends_and_reads_its_outcome_through_its_own_inbox(bus: A
     )
     assert ack.stream == subjects.STREAM_SEND
 
-    commands = await sender.nc.jetstream().pull_subscribe(
-        subjects.SEND_COMMANDS_ALL, durable="sender-commands", stream=subjects.STREAM_SEND
+    # The stream stored it on its partition; the sender reads that partition's pinned durable.
+    partition = topology.sender_command_partition("demo")
+    await ensure_consumer(sender.nc, partition)
+    [command] = await fetch_pinned(
+        sender.nc,
+        stream=subjects.STREAM_SEND,
+        durable=partition.durable,
+        group=topology.SEND_PARTITION_GROUP,
     )
-    [command] = await commands.fetch(1, timeout=5)
+    assert command.subject == topology.stored_command_subject("demo")
     await sender.nc.jetstream().publish(
         subjects.send_outcome_subject("c1"), b'{"status":"sent"}', stream=subjects.STREAM_SEND
     )

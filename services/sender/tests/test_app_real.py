@@ -18,6 +18,8 @@ from zapgate.contracts.health import EvidenceSource, InstanceState, InstanceStat
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
 from zapgate.runtime.clock import ManualClock
+from zapgate.runtime.topology import sender_command_partition
+from zapgate.sender.adapters.partitions import PostgresPartitionFence
 from zapgate.sender.app import create_app
 from zapgate.sender.settings import SenderSettings
 from zapgate.sender.tables import RowStatus
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
     from faststream import FastStream
     from nats.aio.client import Client
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from zapgate.sender.service import SenderDeps
     from zapgate.wapi.client import WapiClient
@@ -233,9 +236,14 @@ async def test_receipt_and_tick_flow_through_the_running_service(
     assert read_me.command_id.encode() not in alert.data
 
 
-async def test_a_command_a_crashed_delivery_left_sending_is_reconciled_after_the_lease(
+async def _yes() -> bool:
+    return True
+
+
+async def test_a_command_a_crashed_delivery_left_sending_is_reconciled_after_the_lease(  # noqa: PLR0913, PLR0917 - fixtures
     make_app: Callable[..., FastStream],
     nc: Client,
+    engine: AsyncEngine,
     deps: SenderDeps,
     health: Any,
     wapi_simulator: Simulator,
@@ -244,16 +252,25 @@ async def test_a_command_a_crashed_delivery_left_sending_is_reconciled_after_the
     wapi_simulator.add_instance("inst-1", "tok-sender-test", phone=PHONE)
     await health.put("inst-1", InstanceState.CONNECTED)
     crashed = command("cmd-crash")
-    # What a process killed inside the provider call leaves behind: a row moved to `sending`.
+    # What a process killed inside the provider call leaves behind: a row moved to `sending`
+    # and its call recorded under the epoch it held its partition with.
     clock = deps.clock
     assert isinstance(clock, ManualClock)
     await deps.store.claim(crashed, clock.now())
     await deps.store.move(
         "cmd-crash", from_statuses={RowStatus.CLAIMED}, to=RowStatus.SENDING, now=clock.now()
     )
+    partition = sender_command_partition("inst-1")
+    fence = PostgresPartitionFence(engine)
+    k = int(partition.name.removeprefix("commands-p"))
+    epoch = await fence.take_over(k, "crashed-pin", "crashed", clock.now(), still_pinned=_yes)
+    assert epoch is not None
+    assert await fence.record_call(
+        partition=k, epoch=epoch, command_id="cmd-crash", instance_id="inst-1", now=clock.now()
+    )
     outcomes = await nc.subscribe(subjects.send_outcome_subject("cmd-crash"))
     naks = await nc.subscribe(
-        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{subjects.STREAM_SEND}.sender-commands"
+        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{subjects.STREAM_SEND}.{partition.durable}"
     )
 
     async with started(make_app(sending_lease=timedelta(seconds=1))):

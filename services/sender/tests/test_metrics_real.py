@@ -18,6 +18,7 @@ from zapgate.contracts.health import InstanceState
 from zapgate.contracts.sending import SendMessage, SendStatus, TextContent
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
 from zapgate.devservers.postgres import free_port
+from zapgate.runtime.topology import sender_command_partition
 from zapgate.sender.app import create_app
 from zapgate.sender.settings import SenderSettings
 from zapgate.testkit.metrics import Exposition, wait_for_value
@@ -189,7 +190,9 @@ async def test_an_unreadable_command_is_dead_lettered_and_counted(
     scrape: Scrape, nc: Client
 ) -> None:
     """A command that is not JSON: dead-lettered at once; zapgate_dead_letters_total +1."""
-    labels = {"consumer": "sender-commands", "reason_code": "unreadable_command"}
+    # Counted under the durable of the instance's partition.
+    durable = sender_command_partition("inst-m").durable
+    labels = {"consumer": durable, "reason_code": "unreadable_command"}
     before = Exposition(await scrape()).value("zapgate_dead_letters_total", labels)
 
     await nc.jetstream().publish(

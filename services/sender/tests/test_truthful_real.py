@@ -33,6 +33,12 @@ from zapgate.contracts.sending import (
 )
 from zapgate.contracts.webhooks import DeliveryStatus, MessageStatusReported
 from zapgate.runtime.db import create_engine
+from zapgate.runtime.pinned import fetch_pinned
+from zapgate.runtime.topology import (
+    SEND_PARTITION_GROUP,
+    sender_command_partition,
+    stored_command_subject,
+)
 from zapgate.sender.app import create_app
 from zapgate.sender.service import (
     Receipt,
@@ -308,8 +314,9 @@ async def test_a_command_whose_ids_cannot_be_read_is_dead_lettered_and_the_next_
     wapi_simulator.add_instance("demo", TOKEN, phone=PHONE)
     await health.put("demo", InstanceState.CONNECTED)
     js = nc.jetstream()
+    durable = sender_command_partition("demo").durable
     terminated = await nc.subscribe(
-        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{subjects.STREAM_SEND}.sender-commands"
+        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{subjects.STREAM_SEND}.{durable}"
     )
     good = SendMessage(
         command_id="i-after",
@@ -338,8 +345,9 @@ async def test_a_command_whose_ids_cannot_be_read_is_dead_lettered_and_the_next_
             "SELECT subject, payload, reason_code, dead_lettered_at FROM sender_dead_letters"
         )
         rows = (await conn.execute(query)).all()
+    # Kept under the subject the stream stored it on (its partition's).
     assert [(row.subject, bytes(row.payload), row.reason_code) for row in rows] == [
-        (subjects.send_command_subject("demo"), b"\xff{not json", "unreadable_command")
+        (stored_command_subject("demo"), b"\xff{not json", "unreadable_command")
     ]
     assert rows[0].dead_lettered_at is not None
     assert after.status is SendStatus.SENT
@@ -486,10 +494,15 @@ async def test_commands_a_crashed_sender_pulled_are_sent_by_the_next_within_the_
         command.model_dump_json().encode(),
         stream=subjects.STREAM_SEND,
     )
-    crashed = await js.pull_subscribe_bind("sender-commands", stream=subjects.STREAM_SEND)
-    (pulled,) = await crashed.fetch(1, timeout=5)
+    # A sender pulls it from the partition's pinned group and is gone: no ack, no nak, no
+    # more pulls (its pin lapses after the priority timeout).
+    (pulled,) = await fetch_pinned(
+        nc,
+        stream=subjects.STREAM_SEND,
+        durable=sender_command_partition("inst-j").durable,
+        group=SEND_PARTITION_GROUP,
+    )
     assert pulled.metadata.num_delivered == 1
-    await crashed.unsubscribe()  # the process is gone: no ack, no nak
 
     async with TestApp(make_app(command_ack_wait=timedelta(seconds=1))):
         outcome = await outcome_of(nc, "j-crash", _nothing)
@@ -514,7 +527,8 @@ async def test_a_provider_call_longer_than_the_ack_wait_is_kept_in_progress_not_
     wapi_simulator.add_instance("inst-j", TOKEN, phone=PHONE)
     await health.put("inst-j", InstanceState.CONNECTED)
     held = HeldAnswerWapi(wapi_simulator_server.base_url)
-    heartbeats = await nc.subscribe(f"$JS.ACK.{subjects.STREAM_SEND}.sender-commands.>")
+    durable = sender_command_partition("inst-j").durable
+    heartbeats = await nc.subscribe(f"$JS.ACK.{subjects.STREAM_SEND}.{durable}.>")
     command = SendMessage(
         command_id="j-slow",
         instance_id="inst-j",
@@ -534,7 +548,7 @@ async def test_a_provider_call_longer_than_the_ack_wait_is_kept_in_progress_not_
             beats = [await heartbeats.next_msg(timeout=5) for _ in range(4)]
             held.release.set()
             outcome = SendOutcome.model_validate_json((await outcomes.next_msg(timeout=10)).data)
-            info = await js.consumer_info(subjects.STREAM_SEND, "sender-commands")
+            info = await js.consumer_info(subjects.STREAM_SEND, durable)
     finally:
         await held.aclose()
 

@@ -80,8 +80,39 @@ MESSAGE_STATUS_ALL: Final = "zg.send.status.*"
 MESSAGE_ALERTS_ALL: Final = "zg.send.alert.*"
 
 
+SEND_PARTITIONS_ALL: Final = "zg.send.p.*.*"
+"""Where the server stores a command: `zg.send.p.<partition>.<instance token>` (the stream's
+subject transform of `zg.send.command.<instance token>`)."""
+_FNV_OFFSET: Final = 0x811C9DC5
+_FNV_PRIME: Final = 0x01000193
+
+
 def send_command_subject(instance_id: str) -> str:
+    """Where callers publish a command; the stream stores it on its partition's subject."""
     return f"zg.send.command.{token(instance_id)}"
+
+
+def send_partition_subject(partition: int) -> str:
+    """The stored commands of one partition (every instance of it): `zg.send.p.<k>.*`."""
+    return f"zg.send.p.{partition}.*"
+
+
+def send_partition(instance_id: str, partitions: int) -> int:
+    """The partition nats-server's `{{partition(partitions,1)}}` gives the instance's subject
+    token: FNV-1a (32 bit) of the token's bytes, modulo `partitions` (nats-server
+    `subject_transform.go`, checked against 2.15.1 in the runtime's tests)."""
+    digest = _FNV_OFFSET
+    for byte in token(instance_id).encode():
+        digest = ((digest ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
+    return digest % partitions
+
+
+def partition_of_subject(subject: str) -> int | None:
+    """The partition of a stored command's subject (`zg.send.p.<k>.<token>`), else None."""
+    parts = subject.split(".")
+    if len(parts) == 5 and parts[:3] == ["zg", "send", "p"] and parts[3].isdigit():  # noqa: PLR2004
+        return int(parts[3])
+    return None
 
 
 def send_outcome_subject(command_id: str) -> str:

@@ -11,6 +11,8 @@ What a handler's outcome means:
 | network: `DEPENDENCY_ERRORS`)            |                                             |        |
 | raises `MessageFailure` or any other     | count it; nak with growing delay; at the    | yes    |
 | exception                                | spec's `max_failures`: dead-letter          |        |
+| raises `Abandoned` (the delivery is no    | nothing: left unsettled for its new owner   | no     |
+| longer this process's, e.g. a pin moved)  |                                             |        |
 | the body does not decode, or raises      | dead-letter at once                         | yes    |
 | `InvalidMessage`                         |                                             |        |
 | never returns (the process dies on it,   | counted when redelivered (`num_delivered`   | yes    |
@@ -113,6 +115,12 @@ class Postpone(Exception):  # noqa: N818 - an instruction to the loop, not an er
         self.delay = delay
 
 
+class Abandoned(Exception):  # noqa: N818 - an instruction to the loop, not an error
+    """This delivery is no longer this process's to settle (e.g. the pin of its partition moved
+    to another replica, which has it or gets it after the ack wait): leave it unacknowledged.
+    Never counts toward dead-lettering."""
+
+
 # Exceptions of the database driver, NATS and the network: an outage, not a bad message.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     DependencyUnavailable,
@@ -147,8 +155,9 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one delivery ended: `acked`, `postponed`, `dependency_unavailable`, `failed`
-    (nak'ed, counted), `dead_lettered`; `reason` is empty when acked."""
+    """How one delivery ended: `acked`, `postponed`, `dependency_unavailable`, `abandoned`
+    (left unsettled), `failed` (nak'ed, counted), `dead_lettered`; `reason` is empty when
+    acked."""
 
     status: str
     reason: str = ""
@@ -396,11 +405,11 @@ class PullConsumer(Generic[M]):
                 )
             counted_ahead = True
         outcome = await self._dispatch(message, delivery, decoded, counted_ahead=counted_ahead)
-        if counted_ahead and outcome.status in {"postponed", "dependency_unavailable"}:
+        if counted_ahead and outcome.status in {"postponed", "dependency_unavailable", "abandoned"}:
             await self._uncount(delivery)
         return outcome
 
-    async def _dispatch(
+    async def _dispatch(  # noqa: PLR0911 - one return per row of the module's outcome table
         self, message: Msg, delivery: Delivery, decoded: M, *, counted_ahead: bool
     ) -> Outcome:
         try:
@@ -408,6 +417,8 @@ class PullConsumer(Generic[M]):
         except Postpone as postpone:
             await _settle(message.nak(delay=postpone.delay.total_seconds()))
             return Outcome("postponed", str(postpone))
+        except Abandoned as abandoned:
+            return Outcome("abandoned", str(abandoned))
         except InvalidMessage as failure:
             return await self._dead_letter(
                 message, delivery, failure.code, failure.detail or failure.code, 1

@@ -51,6 +51,9 @@ class StreamSpec:
     max_msgs_per_subject: int = -1
     allow_rollup_hdrs: bool = False
     description: str | None = None
+    subject_transform: tuple[str, str] | None = None
+    """(source, destination) applied by the server to a message before it is stored, e.g. the
+    send commands' partition mapping (`{{partition(n,1)}}`); other subjects are stored as is."""
 
     def to_api(self) -> dict[str, Any]:
         """The `$JS.API.STREAM.CREATE/UPDATE` request body (durations in nanoseconds)."""
@@ -68,6 +71,9 @@ class StreamSpec:
         }
         if self.allow_msg_schedules:
             body["allow_msg_schedules"] = True
+        if self.subject_transform is not None:
+            source, destination = self.subject_transform
+            body["subject_transform"] = {"src": source, "dest": destination}
         if self.description is not None:
             body["description"] = self.description
         return body
@@ -94,6 +100,9 @@ class ConsumerSpec:
       `dead_letter_stream`.
     - `retry_delay` doubles per failure up to `max_retry_delay`; `dependency_delay` is the nak
       delay while a dependency is down.
+    - `priority_group` declares a pinned priority group (`priority_policy: pinned_client`):
+      one client at a time gets the messages; the pin moves to another client when the pinned
+      one has not pulled for `priority_timeout` (see `zapgate.runtime.pinned`).
     - `parameters` name the `*` tokens of the filter subject in the AsyncAPI documents (e.g.
       `("instance_id",)`); `ordered=True` declares an ephemeral ordered consumer (a follower
       of the last state per subject, no durable, no dead letters: `PullConsumer` refuses it);
@@ -120,6 +129,8 @@ class ConsumerSpec:
     parameters: tuple[str, ...] = ()
     ordered: bool = False
     handler: str | None = None
+    priority_group: str | None = None
+    priority_timeout: timedelta = timedelta(seconds=15)
 
     def __post_init__(self) -> None:
         if not self.filter_subjects:
@@ -165,6 +176,30 @@ class ConsumerSpec:
             filter_subject=None if several else self.filter_subjects[0],
             filter_subjects=list(self.filter_subjects) if several else None,
         )
+
+    def to_api(self) -> dict[str, Any]:
+        """The `$JS.API.CONSUMER.CREATE` config (durations in nanoseconds), with the priority
+        group fields nats-py's `ConsumerConfig` does not have."""
+        several = len(self.filter_subjects) > 1
+        config: dict[str, Any] = {
+            "durable_name": self.durable,
+            "ack_policy": "explicit",
+            "deliver_policy": "new" if self.deliver_new_only else "all",
+            "ack_wait": _nanos(self.ack_wait),
+            "max_deliver": self.max_deliver,
+            "max_ack_pending": self.max_ack_pending,
+        }
+        if self.description is not None:
+            config["description"] = self.description
+        if several:
+            config["filter_subjects"] = list(self.filter_subjects)
+        else:
+            config["filter_subject"] = self.filter_subjects[0]
+        if self.priority_group is not None:
+            config["priority_groups"] = [self.priority_group]
+            config["priority_policy"] = "pinned_client"
+            config["priority_timeout"] = _nanos(self.priority_timeout)
+        return config
 
     def retry_delay_after(self, failures: int) -> timedelta:
         """The nak delay after the `failures`-th failure of a message (1, 2, 4, ... x delay)."""
@@ -250,8 +285,17 @@ async def ensure_replicas(nc: Client, stream: str, replicas: int) -> bool:
 
 
 async def ensure_consumer(nc: Client, spec: ConsumerSpec) -> None:
-    """Create the durable consumer, or update it to the spec. Safe to run on every start."""
-    await nc.jetstream().add_consumer(spec.stream, spec.config())
+    """Create the durable consumer, or update it to the spec. Safe to run on every start.
+    Raises `StreamProvisioningError` when the server refuses a pinned consumer's config."""
+    if spec.priority_group is None:
+        await nc.jetstream().add_consumer(spec.stream, spec.config())
+        return
+    # Raw API: nats-py 2.16 has no priority groups. The durable's name is in the subject, so a
+    # user may create only its own (`CONSUMER.CREATE.<stream>.<durable>`).
+    body = {"stream_name": spec.stream, "config": spec.to_api(), "action": ""}
+    reply = await _js_api(nc, f"CONSUMER.CREATE.{spec.stream}.{spec.durable}", body)
+    if "error" in reply:
+        raise StreamProvisioningError(f"consumer {spec.durable}: {reply['error']}")
 
 
 async def ensure_schedule(  # noqa: PLR0913 - all keyword-only, each names part of the schedule

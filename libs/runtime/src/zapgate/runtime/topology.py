@@ -56,12 +56,25 @@ TICKS: Final = StreamSpec(
     description="Ticks published by the NATS server from message schedules",
 )
 
+SEND_PARTITIONS: Final = 8
+"""Fixed number of send-command partitions. Changing it remaps instances: drain the command
+consumers first (a stored command stays on the partition subject it was stored under)."""
+SEND_PARTITION_GROUP: Final = "sender"
+"""The pinned priority group of every partition consumer: one sender replica per partition."""
+
 SEND: Final = StreamSpec(
     name=subjects.STREAM_SEND,
     subjects=("zg.send.>",),
     max_age=timedelta(days=30),
     duplicate_window=timedelta(minutes=10),
-    description="Send commands, outcomes, delivery tracking and alerts",
+    # The server stores `zg.send.command.<instance>` as `zg.send.p.<k>.<instance>`, k =
+    # FNV-1a(instance token) mod SEND_PARTITIONS (`subjects.send_partition`): callers publish
+    # and are authorized on the original subject, each partition has its own durable.
+    subject_transform=(
+        subjects.SEND_COMMANDS_ALL,
+        f"zg.send.p.{{{{partition({SEND_PARTITIONS},1)}}}}.{{{{wildcard(1)}}}}",
+    ),
+    description="Send commands (stored per partition), outcomes, delivery tracking and alerts",
 )
 
 DEAD_LETTERS: Final = StreamSpec(
@@ -123,6 +136,35 @@ SENDER_COMMANDS: Final = ConsumerSpec(
     description="Send commands (durable pull; per-instance lanes keep order within one replica).",
     handler="on_send_command",
 )
+SENDER_COMMAND_PARTITIONS: Final = tuple(
+    replace(
+        SENDER_COMMANDS,
+        name=f"commands-p{partition}",
+        filter_subjects=(subjects.send_partition_subject(partition),),
+        priority_group=SEND_PARTITION_GROUP,
+        # Longer than the ack wait: when the pin moves, what the lost replica left is due again.
+        priority_timeout=SENDER_COMMANDS.ack_wait * 3 / 2,
+        description=(
+            f"Send commands of partition {partition} (durable pull, pinned priority group: one "
+            "sender replica at a time; per-instance lanes keep order)."
+        ),
+    )
+    for partition in range(SEND_PARTITIONS)
+)
+"""One durable per partition (`sender-commands-p<k>`): the sender's command consumers."""
+
+
+def sender_command_partition(instance_id: str) -> ConsumerSpec:
+    """The partition consumer that reads the instance's commands."""
+    return SENDER_COMMAND_PARTITIONS[subjects.send_partition(instance_id, SEND_PARTITIONS)]
+
+
+def stored_command_subject(instance_id: str) -> str:
+    """The subject the stream stores the instance's commands under (`zg.send.p.<k>.<token>`)."""
+    partition = subjects.send_partition(instance_id, SEND_PARTITIONS)
+    return f"zg.send.p.{partition}.{subjects.token(instance_id)}"
+
+
 SENDER_RECEIPTS: Final = ConsumerSpec(
     service="sender",
     name="receipts",
@@ -274,7 +316,7 @@ API_WEBHOOK_DELIVERIES: Final = ConsumerSpec(
 ALL_CONSUMERS: Final = (
     INGEST_ARCHIVER,
     INGEST_STATES,
-    SENDER_COMMANDS,
+    *SENDER_COMMAND_PARTITIONS,
     SENDER_RECEIPTS,
     SENDER_STATES,
     SENDER_TICKS,

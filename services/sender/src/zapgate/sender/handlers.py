@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,15 +24,16 @@ from zapgate.contracts.sending import (
     SendOutcomeReply,
 )
 from zapgate.contracts.webhooks import MessageStatusReported
-from zapgate.runtime.consumer import InvalidMessage, Postpone
+from zapgate.runtime.consumer import Abandoned, InvalidMessage, Postpone
 from zapgate.runtime.requests import request_handler
 from zapgate.runtime.topology import (
-    SENDER_COMMANDS,
+    SENDER_COMMAND_PARTITIONS,
     SENDER_RECEIPTS,
     SENDER_STATES,
     SENDER_TICKS,
 )
 from zapgate.sender.lanes import Lanes
+from zapgate.sender.partitions import CURRENT_LEASE, FencedPacer, Lease, PartitionLost, Partitions
 from zapgate.sender.service import (
     StuckPolicy,
     answer_invalid_command,
@@ -44,16 +46,22 @@ from zapgate.sender.service import (
     send_message,
     sweep,
 )
+from zapgate.sender.tables import RowStatus
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from zapgate.contracts.sending import SendOutcome
     from zapgate.runtime.consumer import Delivery
     from zapgate.runtime.streams import ConsumerSpec
+    from zapgate.sender.adapters.partitions import PostgresPartitionFence
     from zapgate.sender.service import SenderDeps, SweepReport
     from zapgate.sender.settings import SenderSettings
 
 _log = structlog.get_logger("zapgate.sender")
+_CALLS_KEPT = timedelta(days=1)
+_CALL_POLL_S = 0.2
+"""How often a lane waiting for another replica's provider call looks at its row again."""
 
 
 def _raw(data: bytes) -> bytes:
@@ -67,6 +75,8 @@ class Consumer:
     spec: ConsumerSpec
     handler: Callable[[Any, Delivery], Awaitable[None]]
     decode: Callable[[bytes], Any]
+    partition: int | None = None
+    """The send-command partition this (pinned) consumer reads; None for the others."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,9 +100,12 @@ class HandlerOptions:
 class SenderHandlers:
     """Handlers over the use cases' dependencies and the per-instance lanes."""
 
-    def __init__(self, deps: SenderDeps, options: HandlerOptions) -> None:
+    def __init__(
+        self, deps: SenderDeps, options: HandlerOptions, partitions: Partitions | None = None
+    ) -> None:
         self.deps = deps
         self.options = options
+        self.partitions = partitions
         self.lanes = Lanes()
         self._receipt_lanes = Lanes()
         self._releases: set[asyncio.Task[None]] = set()
@@ -120,14 +133,23 @@ class SenderHandlers:
         command ack wait, heartbeat at a third of it), each with its handler and decoder."""
         prefix = settings.consumer_prefix
         ack_wait = settings.command_ack_wait
-        return [
+        partitions = [
             Consumer(
-                replace(SENDER_COMMANDS, ack_wait=ack_wait, heartbeat=ack_wait / 3).with_prefix(
-                    prefix
-                ),
+                replace(
+                    spec,
+                    ack_wait=ack_wait,
+                    heartbeat=ack_wait / 3,
+                    # Longer than the ack wait: what a lost replica left is due when the pin moves.
+                    priority_timeout=ack_wait * 3 / 2,
+                ).with_prefix(prefix),
                 self.on_send_command,
                 _raw,
-            ),
+                partition,
+            )
+            for partition, spec in enumerate(SENDER_COMMAND_PARTITIONS)
+        ]
+        return [
+            *partitions,
             Consumer(
                 SENDER_RECEIPTS.with_prefix(prefix),
                 self.on_message_status,
@@ -143,24 +165,82 @@ class SenderHandlers:
 
     # --- consumers (the runtime's loop acks on return, see `zapgate.runtime.consumer`) ---------
 
-    async def on_send_command(self, data: bytes, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
+    async def on_send_command(self, data: bytes, delivery: Delivery) -> None:
         """A send command, from pull to ack: decode, take the instance's turn, decide.
 
         Returning acks; `Postpone` naks for the lease; a database or NATS outage naks without
-        counting; an unreadable command is dead-lettered by the runtime (`InvalidMessage`).
+        counting; an unreadable command is dead-lettered by the runtime (`InvalidMessage`);
+        a partition lost to another replica leaves the delivery unsettled (`Abandoned`).
         """
         try:
             command = SendMessage.model_validate_json(data)
         except ValidationError as error:
             await self._refuse_command(data, error)
             return
-        # No await before the lane: deliveries enter it in stream order, so sends keep it.
-        async with self.lanes.turn(command.instance_id):
-            outcome = await send_message(command, self.deps)
+        lease = None
+        if self.partitions is not None:
+            lease = self.partitions.lease(delivery, command.command_id)
+        token = CURRENT_LEASE.set(lease)
+        try:
+            # No await before the lane: deliveries enter it in stream order, so sends keep it.
+            async with self.lanes.turn(command.instance_id):
+                outcome = await send_message(command, self.deps)
+                if outcome is None and lease is not None:
+                    outcome = await self._after_other_call(command, lease)
+        except PartitionLost as lost:
+            _log.warning(
+                "send_fenced",
+                command_id=command.command_id,
+                instance_id=command.instance_id,
+                reason=str(lost),
+            )
+            raise Abandoned(str(lost)) from lost
+        finally:
+            CURRENT_LEASE.reset(token)
         if outcome is None:
             # Another delivery holds the decision (maybe one a crash cut off inside the provider
             # call): come back once its lease is over, then replay, recover or reconcile it.
             raise Postpone(self.deps.policy.sending_lease, "decision held by another delivery")
+
+    async def _after_other_call(self, command: SendMessage, lease: Lease) -> SendOutcome | None:
+        """The command is `sending` elsewhere (another replica had it before this one's epoch).
+        No call recorded: that replica never called and now cannot, so take it back and decide.
+        A call recorded: hold the instance's lane until its answer is stored (or the lease ends
+        and it becomes `uncertain`), so nothing later of the instance overtakes it."""
+        store, fence = self.deps.store, self._fence()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deps.policy.sending_lease.total_seconds()
+        waited = False
+        while True:
+            row = await store.get(command.command_id)
+            if row is None or row.status != RowStatus.SENDING.value:
+                break
+            if not await fence.was_called(command.command_id):
+                if await fence.reclaim_uncalled(command.command_id, self.deps.clock.now()):
+                    _log.info(
+                        "send_reclaimed",
+                        command_id=command.command_id,
+                        instance_id=command.instance_id,
+                        partition=lease.partition,
+                        epoch=lease.epoch,
+                    )
+                break
+            lease_over = (
+                row.sending_at is not None
+                and self.deps.clock.now() - row.sending_at >= self.deps.policy.sending_lease
+            )
+            if lease_over or loop.time() >= deadline:
+                break  # deciding again declares it uncertain, or hands it back for later
+            waited = True
+            await asyncio.sleep(_CALL_POLL_S)  # a bounded poll of a row: no event to wait on
+        if waited and isinstance(self.deps.pacer, FencedPacer):
+            self.deps.pacer.forget(command.instance_id)
+        return await send_message(command, self.deps)
+
+    def _fence(self) -> PostgresPartitionFence:
+        if self.partitions is None:  # pragma: no cover - only called under a lease
+            raise RuntimeError("no partitions")
+        return self.partitions.fence
 
     async def _refuse_command(self, data: bytes, error: ValidationError) -> None:
         answered = await answer_invalid_command(data, error, self.deps)
@@ -195,9 +275,12 @@ class SenderHandlers:
             self.release(event.instance_id, command_id)
 
     async def on_sender_tick(self, data: bytes, delivery: Delivery) -> None:  # noqa: ARG002 - the runtime's handler signature
-        """The sweep tick (a server-side message schedule)."""
+        """The sweep tick (a server-side message schedule); it also forgets recorded provider
+        calls older than a day (pacing and takeovers need the recent ones only)."""
         try:
             await self.sweep_now()
+            if self.partitions is not None:
+                await self.partitions.fence.prune(self.deps.clock.now() - _CALLS_KEPT)
         except Exception as exc:  # noqa: BLE001 - the next tick tries again
             _log.error("sweep_failed", reason=repr(exc))
 

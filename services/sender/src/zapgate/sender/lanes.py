@@ -1,10 +1,9 @@
 """Per-instance lanes: work of one instance takes turns in arrival order, with a minimum gap
 between provider sends; different instances run in parallel.
 
-Order and gap hold within one sender process. With several replicas sharing the command
-consumer, two replicas may work on one instance at once: correctness (no double send) still
-holds through the database claim, but order and pacing per instance need one replica per
-instance (e.g. a partitioned consumer per replica).
+These lanes keep order and gap inside one sender process. Across replicas, each instance's
+commands are on one partition held by one replica at a time, and the pacer is fenced and paced
+from PostgreSQL when a partition moves (`zapgate.sender.partitions`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ order on shutdown (probes, consumers, handlers' releases, NATS, the W-API client
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import socket
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -15,6 +17,7 @@ from zapgate.runtime.connection import NatsConnection
 from zapgate.runtime.consumer import PullConsumer
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.dead_letters import SqlDeadLetterStore
+from zapgate.runtime.pinned import PinnedPullConsumer
 from zapgate.runtime.probes import create_probe_app, database_check, serve_probes
 from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
@@ -22,10 +25,11 @@ from zapgate.runtime.topology import all_streams
 from zapgate.sender import tables
 from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
+from zapgate.sender.adapters.partitions import PostgresPartitionFence
 from zapgate.sender.adapters.projection import InstanceProjection
 from zapgate.sender.adapters.provider import WapiProvider
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
-from zapgate.sender.lanes import Pacer
+from zapgate.sender.partitions import FencedPacer, Partitions
 from zapgate.sender.service import SenderDeps, SendPolicy
 from zapgate.wapi.client import WapiClient
 
@@ -61,6 +65,8 @@ async def start(
     resources.push_async_callback(connection.close)
     await connection.wait_connected(timeout=30)
     publisher = JetStreamPublisher(connection)
+    fence = PostgresPartitionFence(engine)
+    partitions = Partitions(fence, clock, owner=f"{socket.gethostname()}:{os.getpid()}")
     deps = SenderDeps(
         store=PostgresCommandStore(engine),
         directory=InstanceProjection(PostgresInstanceDirectory(engine, settings.token_cipher())),
@@ -68,24 +74,33 @@ async def start(
         publisher=RuntimeEventPublisher(publisher),
         outcomes=JetStreamOutcomeLog(connection),
         clock=clock,
-        pacer=Pacer(clock, settings.min_send_gap.total_seconds()),
+        pacer=FencedPacer(clock, settings.min_send_gap.total_seconds(), fence),
         policy=SendPolicy.from_settings(settings),
     )
     options = HandlerOptions.from_settings(settings)
-    handlers = SenderHandlers(deps, options)
+    handlers = SenderHandlers(deps, options, partitions)
     resources.push_async_callback(handlers.stop)
     dead_letters = SqlDeadLetterStore(engine, tables.dead_letters)
     for consumer in handlers.consumers(settings):
-        loop: PullConsumer[object] = PullConsumer(
-            connection,
-            consumer.spec,
-            consumer.handler,
-            decode=consumer.decode,
-            dead_letters=dead_letters,
-            publisher=publisher,
-            clock=clock,
-            concurrency=settings.max_in_flight,
-        )
+        common: dict[str, Any] = {
+            "decode": consumer.decode,
+            "dead_letters": dead_letters,
+            "publisher": publisher,
+            "clock": clock,
+            "concurrency": settings.max_in_flight,
+        }
+        if consumer.partition is None:
+            loop: PullConsumer[Any] = PullConsumer(
+                connection, consumer.spec, consumer.handler, **common
+            )
+        else:
+            loop = PinnedPullConsumer(
+                connection,
+                consumer.spec,
+                consumer.handler,
+                on_pinned=partitions.hook(consumer.partition),
+                **common,
+            )
         await loop.start()
         resources.push_async_callback(loop.stop)
     checks = {"nats": _nats_check(connection), "database": database_check(engine)}

@@ -109,6 +109,36 @@ class EarlyReceiptRow(SenderTable, table=True):
     received_at: datetime = _aware()
 
 
+class SendPartitionRow(SenderTable, table=True):
+    """Who holds a send-command partition: the pin JetStream gave a replica, as an epoch.
+
+    A replica that receives a new pin bumps `epoch` (compare-and-set on the epoch it read);
+    before each provider call it checks that the epoch is still its own (`SendCallRow`)."""
+
+    __tablename__ = "send_partitions"
+
+    partition: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    epoch: int = Field(sa_type=sa.BigInteger)
+    pin_id: str = Field(max_length=64)
+    owner: str = Field(max_length=200)
+    taken_at: datetime = _aware()
+
+
+class SendCallRow(SenderTable, table=True):
+    """One provider call, recorded right before it under the partition's epoch (the fence):
+    the pacing state of an instance (its last call) and proof that a `sending` row was (maybe)
+    called, for whichever replica holds the partition next."""
+
+    __tablename__ = "send_calls"
+    __table_args__ = (sa.Index("ix_send_calls_instance_called_at", "instance_id", "called_at"),)
+
+    command_id: str = Field(primary_key=True, max_length=128)
+    instance_id: str = Field(max_length=100)
+    partition: int
+    epoch: int = Field(sa_type=sa.BigInteger)
+    called_at: datetime = _aware()
+
+
 # Commands the sender gave up on (unreadable, or failing max_failures times), kept by the
 # runtime's pull consumer with their reason (`zapgate.runtime.dead_letters`).
 dead_letters = dead_letter_table(metadata, "sender_dead_letters")
