@@ -15,27 +15,27 @@ this build does not know), `kind` a `NotificationKind` value, `outcome` of a res
     zapgate_health_notices_total{kind}                           counter, operator notices queued
     zapgate_health_restarts_total{outcome}                       counter, restarts requested
 
-`HealthMetrics.for_registry(registry)` returns the one set of metrics of that registry (any
-number of health services in one process, as in tests, share them).
+`HealthMetrics.for_registry(registry)` returns the one set of metrics of that registry
+(`zapgate.runtime.metrics.RegistryMetrics`).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, ClassVar, Final
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from zapgate.contracts.health import DegradedReason, InstanceState, NotificationKind
+from zapgate.runtime.metrics import RegistryMetrics, bounded
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from prometheus_client import CollectorRegistry
+
     from zapgate.health.ports import Change, InstanceCensus
 
-NONE: Final = "none"
-OTHER: Final = "other"
 _STATES = frozenset(state.value for state in InstanceState)
 _REASONS = frozenset(reason.value for reason in DegradedReason)
 _KINDS = frozenset(kind.value for kind in NotificationKind)
@@ -47,19 +47,8 @@ EPISODE_BUCKETS = (
 )  # fmt: skip
 
 
-def _label(value: str | None, known: frozenset[str]) -> str:
-    if value is None:
-        return NONE
-    return value if value in known else OTHER
-
-
-class HealthMetrics:
+class HealthMetrics(RegistryMetrics):
     """Health's metrics registered on one registry."""
-
-    _by_registry: ClassVar[WeakKeyDictionary[CollectorRegistry, HealthMetrics]] = (
-        WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         """Register on `registry`; prefer `for_registry`, which never registers twice."""
@@ -117,23 +106,14 @@ class HealthMetrics:
         self._census_labels: set[tuple[str, str]] = set()
         self._census_lock = threading.Lock()
 
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> HealthMetrics:
-        """The metrics of `registry`, registering them the first time."""
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls._by_registry[registry] = cls(registry)
-            return metrics
-
     def changed(self, change: Change, now: datetime) -> None:
         """Count what one saved decision did: a transition, an episode opened or closed (its
         duration up to `now`), a blip, a notice."""
         before, decision = change.record.status, change.decision
         if decision.transition is not None:
             self.transitions.labels(
-                _label(decision.transition.from_state.value, _STATES),
-                _label(decision.transition.to_state.value, _STATES),
+                bounded(decision.transition.from_state.value, _STATES),
+                bounded(decision.transition.to_state.value, _STATES),
             ).inc()
         if not before.in_episode and decision.status.in_episode:
             self.episodes.inc()
@@ -143,13 +123,13 @@ class HealthMetrics:
         if decision.blip:
             self.blips.inc()
         if decision.notification is not None:
-            self.notices.labels(_label(decision.notification.kind.value, _KINDS)).inc()
+            self.notices.labels(bounded(decision.notification.kind.value, _KINDS)).inc()
 
     def census(self, census: InstanceCensus) -> None:
         """Set the instance gauges; a (state, reason) no instance holds any more reads 0."""
         counts: dict[tuple[str, str], int] = {}
         for (state, reason), count in census.by_state.items():
-            key = (_label(state, _STATES), _label(reason, _REASONS))
+            key = (bounded(state, _STATES), bounded(reason, _REASONS))
             counts[key] = counts.get(key, 0) + count
         with self._census_lock:
             for key in self._census_labels - counts.keys():

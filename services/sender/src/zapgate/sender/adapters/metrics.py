@@ -14,26 +14,25 @@ this build does not know), `to_status` a `SendStatus` value, `result` a `Receipt
     zapgate_sender_delivery_stalls_total                         counter, stalls opened
     zapgate_sender_sweep_duration_seconds                        histogram, one per sweep
 
-`SenderMetrics.for_registry(registry)` returns the one set of metrics of that registry (any
-number of senders in one process, as in tests, share them).
+`SenderMetrics.for_registry(registry)` returns the one set of metrics of that registry
+(`zapgate.runtime.metrics.RegistryMetrics`).
 """
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, ClassVar, Final
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from zapgate.contracts.errors import ErrorCode
 from zapgate.contracts.sending import SendStatus
+from zapgate.runtime.metrics import RegistryMetrics, bounded
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-NO_CODE: Final = "none"
-OTHER: Final = "other"
+    from prometheus_client import CollectorRegistry
+
 _CODES = frozenset(code.value for code in ErrorCode)
 _STATUSES = frozenset(status.value for status in SendStatus)
 _PROOF = frozenset({SendStatus.DELIVERED.value, SendStatus.READ.value, SendStatus.PLAYED.value})
@@ -51,23 +50,16 @@ SWEEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 
 def code_label(code: str | None) -> str:
     """The `code` label of an error code: itself when it is one of ours, else `none`/`other`."""
-    if code is None:
-        return NO_CODE
-    return code if code in _CODES else OTHER
+    return bounded(code, _CODES)
 
 
 def status_label(status: str) -> str:
     """The label of a send status: itself when public, else `other`."""
-    return status if status in _STATUSES else OTHER
+    return bounded(status, _STATUSES)
 
 
-class SenderMetrics:
+class SenderMetrics(RegistryMetrics):
     """The sender's metrics registered on one registry."""
-
-    _by_registry: ClassVar[WeakKeyDictionary[CollectorRegistry, SenderMetrics]] = (
-        WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         """Register on `registry`; prefer `for_registry`, which never registers twice."""
@@ -124,15 +116,6 @@ class SenderMetrics:
             buckets=SWEEP_BUCKETS,
             registry=registry,
         )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> SenderMetrics:
-        """The metrics of `registry`, registering them the first time."""
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls._by_registry[registry] = cls(registry)
-            return metrics
 
     def decided(self, status: str, code: str | None, took: timedelta | None) -> None:
         """One command's first outcome; `took`: from its claim (None when never claimed)."""
