@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import stamina
+import structlog
 from nats.errors import (
     ConnectionClosedError,
     ConnectionReconnectingError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from zapgate.contracts.envelope import Envelope
 
 MSG_ID_HEADER = subjects.MSG_ID_HEADER
+_log = structlog.get_logger("zapgate.runtime.publisher")
 
 # Outcomes worth another try with the same id: a timeout (unknown outcome), no connection
 # right now (a reconnect or a replaced client), or JetStream not answering yet after a
@@ -103,8 +105,8 @@ class _FixedClient:
 class JetStreamPublisher:
     """`Publisher` over a `NatsConnection` (or a plain client).
 
-    Each attempt waits `timeout` for the PubAck; up to `attempts` attempts with backoff up to
-    `retry_wait_max`, together never longer than `attempts * timeout + retries' waits`.
+    Each attempt waits `timeout` for the PubAck; up to `attempts` attempts, the second right
+    after the first failed, later ones after stamina's backoff up to `retry_wait_max`.
     Raises `InvalidPublishError` before sending a subject or header the server would refuse,
     `nats.errors.MaxPayloadError` for a payload over the server's limit, and the last
     `RETRIED_ERRORS` member once attempts are exhausted (the outcome is then unknown: the
@@ -140,22 +142,34 @@ class JetStreamPublisher:
     ) -> PublishResult:
         all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
         self._connection.check_publish(subject, all_headers)
+        # The first attempt runs bare: entering stamina's retry context costs about twice the
+        # publish itself (the sender's profile: 67 % of `publish`), and nearly every publish
+        # succeeds at once. Only after a failure do the remaining attempts run under stamina.
+        try:
+            return await self._attempt(subject, payload, stream, all_headers)
+        except RETRIED_ERRORS as error:
+            if self._attempts == 1:
+                raise
+            _log.warning("publish_retry", subject=subject[:200], reason=repr(error)[:300])
         async for attempt in stamina.retry_context(
             on=RETRIED_ERRORS,
-            attempts=self._attempts,
+            attempts=self._attempts - 1,
             timeout=None,
             wait_initial=0.05,
             wait_max=self._retry_wait_max,
             wait_jitter=0.05,
         ):
             with attempt:
-                ack = await self._jetstream().publish(
-                    subject, payload, stream=stream, headers=all_headers, timeout=self._timeout
-                )
-                return PublishResult(
-                    stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate)
-                )
+                return await self._attempt(subject, payload, stream, all_headers)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _attempt(
+        self, subject: str, payload: bytes, stream: str, headers: dict[str, str]
+    ) -> PublishResult:
+        ack = await self._jetstream().publish(
+            subject, payload, stream=stream, headers=headers, timeout=self._timeout
+        )
+        return PublishResult(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_event(
         self,
