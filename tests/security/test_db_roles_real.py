@@ -40,7 +40,7 @@ OWNED = {
     },
     "sender": {
         "send_commands", "send_delivery_stalls", "send_early_receipts", "sender_dead_letters",
-        "alembic_version_sender",
+        "send_partitions", "send_calls", "alembic_version_sender",
     },
     "health": {
         "instances", "instance_transitions", "instance_notifications", "instance_gate_view",

@@ -15,7 +15,12 @@ from zapgate.runtime.logging import REDACTED, redact, redact_processor
 from zapgate.runtime.nats_auth import new_user_seed
 from zapgate.runtime.settings import Duration, PositiveDuration, ServiceSettings, iso_duration
 from zapgate.runtime.streams import ConsumerSpec, StreamSpec, go_duration
-from zapgate.runtime.topology import ALL_CONSUMERS, queue_of
+from zapgate.runtime.topology import (
+    ALL_CONSUMERS,
+    SEND_PARTITIONS,
+    SENDER_COMMAND_PARTITIONS,
+    queue_of,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -212,13 +217,19 @@ def test_every_declared_heartbeat_is_below_its_ack_wait_and_each_service_has_one
     """The topology's heartbeats beat well inside their ack waits; each service answering
     request-reply verbs does so in one queue group (the one its app subscribes with)."""
     beating = [spec for spec in ALL_CONSUMERS if spec.heartbeat is not None]
-    assert {spec.durable for spec in beating} >= {"sender-commands", "health-tick"}
+    partitions = {spec.durable for spec in SENDER_COMMAND_PARTITIONS}
+    assert len(partitions) == SEND_PARTITIONS
+    assert {spec.durable for spec in beating} >= {*partitions, "health-tick"}
     for spec in beating:
         assert spec.heartbeat is not None
         assert spec.heartbeat <= spec.ack_wait / 2, spec.durable
-    assert (queue_of("health"), queue_of("sender")) == ("health-api", "sender-api")
+    assert (queue_of("health"), queue_of("sender"), queue_of("ingest")) == (
+        "health-api",
+        "sender-api",
+        "ingest-api",
+    )
     with pytest.raises(ValueError, match="queue groups"):
-        queue_of("ingest")
+        queue_of("console")
 
 
 class _DurationSettings(ServiceSettings):
