@@ -6,7 +6,14 @@ import httpx
 import pytest
 from pydantic import JsonValue, SecretStr
 
-from zapgate.wapi import InstanceCredentials, InstanceStatus, SendAccepted, WapiClient, WebhookSlot
+from zapgate.wapi import (
+    InstanceCredentials,
+    InstanceDetails,
+    InstanceStatus,
+    SendAccepted,
+    WapiClient,
+    WebhookSlot,
+)
 from zapgate.wapi.simulator import (
     DeliveryMode,
     RestartMode,
@@ -237,6 +244,31 @@ async def test_call_log_proves_the_provider_was_not_called(
     assert (call.method, call.path, call.body) == ("GET", "/v1/instance/device", None)
     sim.clear_records()
     assert sim.calls() == []
+
+
+async def test_messages_sent_counts_this_instances_sends_since_the_records_cleared(
+    sim: Simulator, wapi_client: WapiClient
+) -> None:
+    """fetch-instance's messagesSent: sends to this instance only (not another's, not its
+    reads), counted again from zero after the call records are cleared."""
+    other = InstanceCredentials(instance_id="SIM002-OTHER", token=SecretStr("tok-other"))
+    sim.add_instance(other.instance_id, "tok-other", phone="5511900000002")
+    for _ in range(2):
+        assert isinstance(await wapi_client.send_text(CREDS, CHAT, "Olá"), SendAccepted)
+    assert isinstance(await wapi_client.send_text(other, CHAT, "Olá"), SendAccepted)
+    await wapi_client.status_instance(CREDS)
+
+    async def sent(credentials: InstanceCredentials) -> object:
+        details = await wapi_client.fetch_instance(credentials)
+        assert isinstance(details, InstanceDetails), details
+        return details.raw["messagesSent"]
+
+    assert (await sent(CREDS), await sent(other)) == (2, 1)
+    await sim.settle()
+    sim.clear_records()
+    assert (await sent(CREDS), await sent(other)) == (0, 0)
+    assert isinstance(await wapi_client.send_text(other, CHAT, "Olá"), SendAccepted)
+    assert (await sent(CREDS), await sent(other)) == (0, 1)
 
 
 async def test_waiting_for_calls_that_never_come_times_out(sim: Simulator) -> None:

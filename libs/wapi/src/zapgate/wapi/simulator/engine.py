@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
@@ -138,6 +139,9 @@ class SimulatorEngine:
         self._webhook_timeout_s = webhook_timeout_s
         self._instances: dict[str, _Instance] = {}
         self._calls: list[CallRecord] = []
+        # Send calls recorded per instance (fetch-instance's `messagesSent`), kept with the
+        # records so answering it never scans every call (a scan per fetch is quadratic).
+        self._sends: Counter[str] = Counter()
         self._webhooks: list[WebhookRecord] = []
         self._global_fault: Fault | None = None
         self._global_fault_left: int | None = None
@@ -168,6 +172,7 @@ class SimulatorEngine:
         await self._cancel_tasks()
         self._instances.clear()
         self._calls.clear()
+        self._sends.clear()
         self._webhooks.clear()
         self._global_fault = None
         self._global_fault_left = None
@@ -300,6 +305,7 @@ class SimulatorEngine:
 
     def clear_records(self) -> None:
         self._calls.clear()
+        self._sends.clear()
         self._webhooks.clear()
         self._notify()
 
@@ -373,6 +379,8 @@ class SimulatorEngine:
     ) -> ProviderReply:
         """Answer one provider call like W-API would, after faults and latency."""
         instance_id = request.query.get("instanceId")
+        if instance_id is not None and request.operation in _SEND_CONTENT_FIELD:
+            self._sends[instance_id] += 1
         self._calls.append(
             CallRecord(
                 at=time.time(),
@@ -464,12 +472,7 @@ class SimulatorEngine:
             "instanceId": instance.instance_id,
             "instanceName": instance.spec.name,
             "connected": instance.connected,
-            "messagesSent": sum(
-                1
-                for call in self._calls
-                if call.instance_id == instance.instance_id
-                and call.operation in _SEND_CONTENT_FIELD
-            ),
+            "messagesSent": self._sends[instance.instance_id],
         }
         if instance.known_phone is not None:
             body["connectedPhone"] = instance.known_phone
