@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from zapgate.api.app import RunningApi
+    from zapgate.api.lifecycle import RunningApi
     from zapgate.wapi.simulator.server import SimulatorServer
 
 INSTANCE_TOKEN = "tok-api-test"

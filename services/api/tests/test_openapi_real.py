@@ -25,7 +25,7 @@ from .conftest import bearer, register
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-    from zapgate.api.app import RunningApi
+    from zapgate.api.lifecycle import RunningApi
     from zapgate.wapi.simulator.handle import Simulator
 
     from .conftest import Keys

@@ -38,7 +38,7 @@ from .conftest import api_settings, bearer, cheap_hasher
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from zapgate.api.app import RunningApi
+    from zapgate.api.lifecycle import RunningApi
 
 # Address -> reason, with loopback not allowed. One per class: loopback (v4, v6, mapped),
 # private ranges, link-local and the clouds' metadata addresses, shared/unspecified/reserved.

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from zapgate.api.app import RunningApi
+    from zapgate.api.lifecycle import RunningApi
     from zapgate.runtime.probes import ProbeServer
     from zapgate.wapi.simulator.handle import Simulator
 

@@ -1,17 +1,31 @@
-"""Field errors in Brazilian Portuguese, keyed by pydantic's stable error types.
+"""Every failure as an `ErrorBody`: refusals, invalid requests, HTTP errors and crashes.
 
-The `code` of a field error is pydantic's own type (`missing`, `string_pattern_mismatch`, ...):
-stable across versions and documented by pydantic. Only the human message is ours.
+Field errors are in Brazilian Portuguese, keyed by pydantic's stable error types: the `code` of
+a field error is pydantic's own type (`missing`, `string_pattern_mismatch`, ...), stable across
+versions and documented by pydantic. Only the human message is ours. `EXCEPTION_HANDLERS` are
+the app's answers to what a route raises (`app.create_app` installs them).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from zapgate.api.models import FieldError
+import structlog
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from zapgate.api.domain import API_MESSAGES_PT_BR, ApiErrorCode
+from zapgate.api.models import ErrorBody, FieldError
+from zapgate.api.service import Refusal, RefusalKind
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+    from fastapi import Request
+    from starlette.responses import Response
+
+_log = structlog.get_logger("zapgate.api")
 
 _GENERIC: Final = "Valor inválido."
 _BY_TYPE: Final[dict[str, str]] = {
@@ -102,3 +116,74 @@ def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
             )
         )
     return found
+
+
+_STATUS: dict[RefusalKind, int] = {
+    RefusalKind.UNAUTHORIZED: 401,
+    RefusalKind.FORBIDDEN: 403,
+    RefusalKind.NOT_FOUND: 404,
+    RefusalKind.CONFLICT: 409,
+    RefusalKind.UNPROCESSABLE: 422,
+    RefusalKind.RATE_LIMITED: 429,
+    RefusalKind.UNAVAILABLE: 503,
+}
+_UNREADABLE_BODY = FieldError(
+    location="body",
+    field="body",
+    code="json_invalid",
+    message="O corpo não é um JSON legível (UTF-8).",
+)
+
+
+def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _api_error(code: ApiErrorCode, detail: str | None = None) -> ErrorBody:
+    return ErrorBody(code=code.value, message=API_MESSAGES_PT_BR[code], detail=detail)
+
+
+async def _on_refusal(_request: Request, exc: Exception) -> Response:
+    refusal = exc if isinstance(exc, Refusal) else None
+    if refusal is None:
+        raise exc
+    headers = None
+    if refusal.retry_after is not None:
+        headers = {"Retry-After": str(max(1, round(refusal.retry_after)))}
+    problem = refusal.problem
+    body = ErrorBody(code=problem.code, message=problem.message, detail=problem.detail)
+    return _error(_STATUS[refusal.kind], body, headers)
+
+
+async def _on_invalid(_request: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    body = _api_error(ApiErrorCode.INVALID_REQUEST)
+    return _error(422, body.model_copy(update={"errors": field_errors(errors)}))
+
+
+async def _on_http(_request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 400:  # noqa: PLR2004 - FastAPI's "error parsing the body" (bytes, not JSON)
+        body = _api_error(ApiErrorCode.INVALID_REQUEST)
+        return _error(422, body.model_copy(update={"errors": [_UNREADABLE_BODY]}))
+    code = {404: ApiErrorCode.NOT_FOUND, 405: ApiErrorCode.METHOD_NOT_ALLOWED}.get(
+        status,
+        ApiErrorCode.INVALID_REQUEST if status < 500 else ApiErrorCode.INTERNAL,  # noqa: PLR2004
+    )
+    headers = getattr(exc, "headers", None)
+    return _error(status, _api_error(code), headers)
+
+
+async def _on_crash(_request: Request, exc: Exception) -> Response:
+    _log.error("api_internal_error", error=repr(exc))
+    return _error(500, _api_error(ApiErrorCode.INTERNAL))
+
+
+EXCEPTION_HANDLERS: Final[
+    dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]]
+] = {
+    Refusal: _on_refusal,
+    RequestValidationError: _on_invalid,
+    HTTPException: _on_http,
+    Exception: _on_crash,
+}

@@ -1,12 +1,17 @@
 """HTTP routes: validate (the annotations), authenticate, call one use case, shape the answer.
 
-Every refusal is an `ErrorBody` with a stable `code` and a pt-BR `message`.
+Every refusal is an `ErrorBody` with a stable `code` and a pt-BR `message` (errors.py); every
+request logs one canonical line (`canonical_line`).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
+import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -31,9 +36,13 @@ from zapgate.contracts.health import InstanceHealth
 from zapgate.contracts.sending import MessageKind
 
 if TYPE_CHECKING:
-    from zapgate.api.app import ApiRuntime
-    from zapgate.api.models import SendOptions
+    from collections.abc import Awaitable, Callable
 
+    from zapgate.api.models import SendOptions
+    from zapgate.api.outbound import Subscriptions
+    from zapgate.api.service import ApiService, Authenticator, RateLimits
+
+_log = structlog.get_logger("zapgate.api")
 MAX_WAIT_S = 30.0
 _bearer = HTTPBearer(
     auto_error=False,
@@ -42,8 +51,38 @@ _bearer = HTTPBearer(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ApiRuntime:
+    """What the routes use, built once by `app.running_api` (or by a test)."""
+
+    service: ApiService
+    auth: Authenticator
+    limits: RateLimits
+    subscriptions: Subscriptions
+
+
 def runtime(request: Request) -> ApiRuntime:
     return cast("ApiRuntime", request.app.state.runtime)
+
+
+async def canonical_line(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Middleware: one `api_request` line per request, a fresh `request_id` bound for its logs."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex)
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    _log.info(
+        "api_request",
+        method=request.method,
+        route=getattr(route, "path", None),
+        status=response.status_code,
+        key_id=getattr(request.state, "key_id", None),
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return response
 
 
 async def authenticated(

@@ -15,7 +15,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -29,7 +29,13 @@ from zapgate.runtime.signing import new_secret, sign
 
 if TYPE_CHECKING:
     from zapgate.api.domain import Caller
-    from zapgate.api.ports import DeliveryLog, DestinationCheck, SubscriptionStore, WebhookPoster
+    from zapgate.api.ports import (
+        DeliveryLog,
+        DestinationCheck,
+        JobPublisher,
+        SubscriptionStore,
+        WebhookPoster,
+    )
     from zapgate.runtime.clock import Clock
 
 _log = structlog.get_logger("zapgate.api")
@@ -95,12 +101,6 @@ def to_event(subject: str, data: bytes) -> OutboundEvent | None:
             payload=received.model_dump(mode="json", exclude={"raw"}),
         )
     return None
-
-
-class JobPublisher(Protocol):
-    async def publish_job(self, job: WebhookJob) -> None:
-        """Store the job in ZG_API_HOOKS (Nats-Msg-Id = subscription id + webhook id)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

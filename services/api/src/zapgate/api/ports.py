@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from zapgate.api.domain import ApiKey, Subscription
 from zapgate.contracts.health import HealthReply
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendOutcomeReply
+
+if TYPE_CHECKING:
+    from zapgate.api.outbound import WebhookJob
 
 
 class BusUnavailableError(RuntimeError):
@@ -128,4 +131,12 @@ class DestinationCheck(Protocol):
     async def check(self, url: str) -> None:
         """Return when every address of `url`'s host is allowed; raise a coded refusal (with
         `code` and a pt-BR `message`) otherwise."""
+        ...
+
+
+class JobPublisher(Protocol):
+    """Where webhook jobs wait for their delivery (adapters/bus.py: the ZG_API_HOOKS stream)."""
+
+    async def publish_job(self, job: WebhookJob) -> None:
+        """Store the job in ZG_API_HOOKS (Nats-Msg-Id = subscription id + webhook id)."""
         ...

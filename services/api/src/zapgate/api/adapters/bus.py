@@ -1,4 +1,5 @@
-"""The sender and health over NATS: JetStream for commands, request-reply for everything else."""
+"""The sender and health over NATS (JetStream for commands, request-reply for everything else),
+and the outbound webhook jobs on ZG_API_HOOKS."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from zapgate.contracts.sending import (
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+
+    from zapgate.api.outbound import WebhookJob
+    from zapgate.runtime.publisher import JetStreamPublisher
 
 _Reply = TypeVar("_Reply", bound=BaseModel)
 
@@ -104,4 +108,19 @@ class NatsHealth:
             GetInstanceHealth(instance_id=instance_id),
             HealthReply,
             self._timeout,
+        )
+
+
+class HookPublisher:
+    """`JobPublisher` over the runtime's JetStream publisher."""
+
+    def __init__(self, publisher: JetStreamPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_job(self, job: WebhookJob) -> None:
+        await self._publisher.publish(
+            subjects.api_hook_subject(job.subscription_id),
+            job.model_dump_json().encode(),
+            stream=subjects.STREAM_API_HOOKS,
+            msg_id=f"{job.subscription_id}:{job.webhook_id}",
         )

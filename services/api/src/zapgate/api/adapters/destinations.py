@@ -23,10 +23,15 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+import structlog
+
+from zapgate.api.service import Refusal, RefusalKind
+from zapgate.contracts.errors import Problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+_log = structlog.get_logger("zapgate.api")
 DESTINATION_FORBIDDEN: Final = "WEBHOOK_DESTINATION_FORBIDDEN"
 DESTINATION_UNRESOLVABLE: Final = "WEBHOOK_DESTINATION_UNRESOLVABLE"
 
@@ -108,6 +113,23 @@ class DestinationGuard:
         if not host:
             raise DestinationRefused(DESTINATION_UNRESOLVABLE, "unresolvable")
         check_addresses(await resolve(host, port), allow_loopback=self.allow_loopback)
+
+
+class CheckedDestinations:
+    """`DestinationCheck` answering a refused URL with a coded 422 (pt-BR message)."""
+
+    def __init__(self, guard: DestinationGuard) -> None:
+        self._guard = guard
+
+    async def check(self, url: str) -> None:
+        try:
+            await self._guard.check(url)
+        except DestinationRefused as exc:
+            _log.info("subscription_refused", code=exc.code, reason=exc.reason)
+            raise Refusal(
+                RefusalKind.UNPROCESSABLE,
+                Problem(code=exc.code, message=exc.message, detail=exc.reason),
+            ) from None
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
