@@ -7,7 +7,7 @@ the event stream (`/eventos`, server-sent events) pushes when health publishes a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -24,9 +24,12 @@ from starlette.templating import Jinja2Templates
 from zapgate.console import domain, security
 from zapgate.console.adapters.live import LiveHub, LiveUpdate
 from zapgate.console.domain import SHOWN_LABELS, InstanceCard, Shown
-from zapgate.console.service import ActionResult, ConsoleService
+from zapgate.console.ports import ApiUnavailableError
+from zapgate.console.service import ActionResult, ConsoleService, unavailable_text
+from zapgate.runtime.db import ping
 
 _log = structlog.get_logger("zapgate.console.http")
+_errors_log = structlog.get_logger("zapgate.console.app")
 _FLASH = "flash"
 _INSTANCE_ID_MAX = 100
 SSE_PING_S = 15
@@ -306,9 +309,29 @@ async def register(request: Request) -> Response:
     return _see_other("/")
 
 
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    nc, engine = getattr(request.app.state, "ready", (None, None))
+    problems = {}
+    if nc is not None and not nc.is_connected:
+        problems["nats"] = "disconnected"
+    if engine is not None:
+        try:
+            await ping(engine)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            problems["database"] = type(exc).__name__
+    status = 503 if problems else 200
+    return JSONResponse({"status": "fail" if problems else "ok", **problems}, status)
+
+
 def routes(static_dir: str) -> list[Route | Mount]:
     """Every route of the console (paths in Portuguese: operators read the address bar)."""
     return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/sair", logout, methods=["POST"]),
@@ -332,3 +355,57 @@ def routes(static_dir: str) -> list[Route | Mount]:
         ),
         Mount("/static", StaticFiles(directory=static_dir), name="static"),
     ]
+
+
+_ERROR_TEXTS = {
+    400: ("Pedido inválido", "O pedido não pôde ser entendido."),
+    401: ("Acesso negado", "Entre com seu usuário e senha."),
+    403: (
+        "Ação recusada",
+        "O formulário expirou ou não veio desta página. Recarregue a página e tente de novo.",
+    ),
+    404: ("Página não encontrada", "Não há nada neste endereço (ou a instância não existe)."),
+    405: ("Método não permitido", "Esta ação não pode ser feita por este caminho."),
+    500: ("Erro interno", "Algo deu errado no console. O erro foi registrado."),
+    503: ("Serviço indisponível", "Um serviço do zapgate não respondeu a tempo."),
+}
+
+
+def _error_page(request: Request, status: int, text: str | None = None) -> Response:
+    title, default_text = _ERROR_TEXTS.get(status, _ERROR_TEXTS[500])
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "title": title, "text": text or default_text, "operator": None},
+        status_code=status,
+    )
+
+
+async def _login_required(_request: Request, _exc: Exception) -> Response:
+    return RedirectResponse("/login", status_code=303)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return _error_page(request, status)
+
+
+async def _api_unavailable(request: Request, exc: Exception) -> Response:
+    service = exc.service if isinstance(exc, ApiUnavailableError) else "?"
+    _errors_log.warning("api unavailable", service=service, path=request.url.path)
+    return _error_page(request, 503, unavailable_text(ApiUnavailableError(service)))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    _errors_log.error("request failed", path=request.url.path, error=type(exc).__name__)
+    return _error_page(request, 500)
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    security.LoginRequiredError: _login_required,
+    ApiUnavailableError: _api_unavailable,
+    HTTPException: _http_error,
+    Exception: _server_error,
+}
+"""The pages' answers to what a route raises: a login redirect or a pt-BR error page."""

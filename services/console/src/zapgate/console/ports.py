@@ -116,3 +116,11 @@ class PasswordVerifier(Protocol):
 
 StateListener = Callable[[str], Awaitable[None]]
 """Called with the instance id of every state change health publishes."""
+
+
+class StateFeed(Protocol):
+    """Tells the console which instance changed state (health's state subjects)."""
+
+    async def start(self, listener: StateListener) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -3,17 +3,24 @@
 Sessions are Starlette's signed cookies (itsdangerous): `HttpOnly`, `SameSite=Strict`, `Secure`
 unless turned off for localhost. Each session carries a random CSRF token, rotated at login;
 every POST must echo it (form field `csrf` or header `X-CSRF-Token`, which htmx sends from the
-page's `hx-headers`), and a cross-origin `Origin` header is refused outright.
+page's `hx-headers`), and a cross-origin `Origin` header is refused outright. Every answer
+carries the headers of `SecurityHeaders`.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -68,3 +75,37 @@ def check_csrf(request: Request, form: FormData) -> None:
         or not secrets.compare_digest(expected.encode(), sent.encode())
     ):
         raise HTTPException(403, "csrf token missing or wrong")
+
+
+class SecurityHeaders:
+    """No framing, no sniffing, only our own scripts and styles (htmx is served by us)."""
+
+    _HEADERS = (
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (
+            b"content-security-policy",
+            (
+                b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                b"script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+            ),
+        ),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(self._HEADERS)
+                message["headers"] = headers
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
