@@ -44,7 +44,7 @@ import contextlib
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from nats.errors import ConnectionClosedError, NoServersError
@@ -590,3 +590,20 @@ def _describe(error: BaseException) -> str:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """One durable consumer a service runs: its declared spec (topology), its handler and the
+    decoder of its payloads (`bytes -> message`; raising makes the message invalid).
+
+    A service lists its consumers (`handlers.consumers(settings)`) and its lifecycle starts one
+    loop per entry: a `PullConsumer`, or a `PinnedPullConsumer` (`zapgate.runtime.pinned`) when
+    `partition` names the send-command partition it pins. `batch` is the messages per fetch.
+    """
+
+    spec: ConsumerSpec
+    handler: Callable[[Any, Delivery], Awaitable[None]]
+    decode: Callable[[bytes], Any]
+    partition: int | None = None
+    batch: int = 64  # PullConsumer's own default

@@ -56,6 +56,7 @@ from zapgate.contracts.webhooks import (
 )
 from zapgate.health import observations
 from zapgate.health.ports import AlreadyRegisteredError, NotRegisteredError
+from zapgate.runtime.consumer import Consumer
 from zapgate.runtime.requests import request_handler
 from zapgate.runtime.topology import (
     HEALTH_DELIVERY_SIGNAL,
@@ -85,16 +86,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("zapgate.health.handlers")
 API_QUEUE = queue_of("health")
 _MIN_TICK_ACK_WAIT = timedelta(minutes=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Consumer:
-    """One consumer the service runs: its spec, handler, decoder and fetch batch."""
-
-    spec: ConsumerSpec
-    handler: Callable[[Any, Delivery], Awaitable[None]]
-    decode: Callable[[bytes], Any]
-    batch: int = 16
+_BATCH = 16  # messages per fetch of an event consumer (the tick takes one, statuses 64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,31 +138,37 @@ class HealthHandlers:
                 spec(HEALTH_PROOF_OF_LIFE),
                 self.on_proof_of_life,
                 SessionProofOfLife.model_validate_json,
+                batch=_BATCH,
             ),
             Consumer(
                 spec(HEALTH_SESSION_OBSERVED),
                 self.on_session_observed,
                 SessionObserved.model_validate_json,
+                batch=_BATCH,
             ),
             Consumer(
                 spec(HEALTH_DELIVERY_SIGNAL),
                 self.on_delivery_signal,
                 DeliverySignalled.model_validate_json,
+                batch=_BATCH,
             ),
             Consumer(
                 spec(HEALTH_RECONNECT),
                 self.on_reconnect_requested,
                 ReconnectRequested.model_validate_json,
+                batch=_BATCH,
             ),
             Consumer(
                 spec(HEALTH_WEBHOOK_CONNECTED),
                 self.on_instance_connected,
                 InstanceConnected.model_validate_json,
+                batch=_BATCH,
             ),
             Consumer(
                 spec(HEALTH_WEBHOOK_DISCONNECTED),
                 self.on_instance_disconnected,
                 InstanceDisconnected.model_validate_json,
+                batch=_BATCH,
             ),
             Consumer(
                 spec(HEALTH_WEBHOOK_STATUS),

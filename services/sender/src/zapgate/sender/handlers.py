@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from pydantic import ValidationError
@@ -24,7 +24,7 @@ from zapgate.contracts.sending import (
     SendOutcomeReply,
 )
 from zapgate.contracts.webhooks import MessageStatusReported
-from zapgate.runtime.consumer import Abandoned, InvalidMessage, Postpone
+from zapgate.runtime.consumer import Abandoned, Consumer, InvalidMessage, Postpone
 from zapgate.runtime.requests import request_handler
 from zapgate.runtime.topology import (
     SENDER_COMMAND_PARTITIONS,
@@ -49,11 +49,8 @@ from zapgate.sender.service import (
 from zapgate.sender.tables import RowStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from zapgate.contracts.sending import SendOutcome
     from zapgate.runtime.consumer import Delivery
-    from zapgate.runtime.streams import ConsumerSpec
     from zapgate.sender.adapters.partitions import PostgresPartitionFence
     from zapgate.sender.service import SenderDeps, SweepReport
     from zapgate.sender.settings import SenderSettings
@@ -66,17 +63,6 @@ _CALL_POLL_S = 0.2
 
 def _raw(data: bytes) -> bytes:
     return data
-
-
-@dataclass(frozen=True, slots=True)
-class Consumer:
-    """One consumer the service runs: its spec, handler and decoder."""
-
-    spec: ConsumerSpec
-    handler: Callable[[Any, Delivery], Awaitable[None]]
-    decode: Callable[[bytes], Any]
-    partition: int | None = None
-    """The send-command partition this (pinned) consumer reads; None for the others."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -88,6 +88,7 @@ async def start(
             "publisher": publisher,
             "clock": clock,
             "concurrency": settings.max_in_flight,
+            "batch": consumer.batch,
         }
         if consumer.partition is None:
             loop: PullConsumer[Any] = PullConsumer(
