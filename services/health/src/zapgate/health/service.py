@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -98,14 +98,14 @@ class HealthService:
 
     # --- rounds of checks --------------------------------------------------------------------
 
-    async def tick(self, heartbeat: Callable[[], Awaitable[None]] | None = None) -> RoundReport:
+    async def tick(self) -> RoundReport:
         """Check every unpaused instance (managed or not) not checked within the minimum gap;
         confirm suspicions; settle episodes that stayed good; flush the outboxes."""
         started = time.perf_counter()
         targets = await self.repository.claim_due(
             now=self._clock.now(), min_gap=self._settings.effective_check_min_gap
         )
-        report = await self._round(targets, EvidenceSource.TICK, heartbeat=heartbeat)
+        report = await self._round(targets, EvidenceSource.TICK)
         await self._settle_episodes(report)
         await self.flush_outbox()
         try:
@@ -144,20 +144,14 @@ class HealthService:
         checked = {target.instance_id for target in targets}
         return [h for h in await self.health(instance_id) if h.instance_id in checked]
 
-    async def _round(
-        self,
-        targets: Sequence[CheckTarget],
-        source: EvidenceSource,
-        *,
-        heartbeat: Callable[[], Awaitable[None]] | None = None,
-    ) -> RoundReport:
+    async def _round(self, targets: Sequence[CheckTarget], source: EvidenceSource) -> RoundReport:
         """Check, decide, restart; then confirm the suspicions once after the confirm delay."""
         report = RoundReport()
-        first = await self._check_all(targets, source, report, heartbeat=heartbeat)
+        first = await self._check_all(targets, source, report)
         await self._follow_up(first, report, confirm_after=self._settings.confirm_delay)
         return report
 
-    async def _check_all(  # noqa: PLR0913 - keyword-only knobs of one batch of checks
+    async def _check_all(
         self,
         targets: Sequence[CheckTarget],
         source: EvidenceSource,
@@ -165,7 +159,6 @@ class HealthService:
         *,
         confirming: bool = False,
         force_phone_lookup: bool = False,
-        heartbeat: Callable[[], Awaitable[None]] | None = None,
     ) -> list[Change]:
         """Bounded concurrent checks (`provider_concurrency` at once); results decided and
         saved in batches: one transaction per batch of instances, never one per instance.
@@ -196,8 +189,6 @@ class HealthService:
                 decided = await self._decide(batch, report)
                 changes.extend(decided)
                 await self._restart_all(decided, report)
-                if heartbeat is not None:
-                    await heartbeat()
 
         workers = min(self._settings.provider_concurrency, max(len(targets), 1))
         async with asyncio.TaskGroup() as group:
