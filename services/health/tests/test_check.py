@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from zapgate.contracts.health import EvidenceSource, InstanceState
-from zapgate.health.check import check_instance
+from zapgate.health.check import check_instance, phone_refresh_age
 from zapgate.health.domain import Seen
 from zapgate.health.ports import CheckTarget
 from zapgate.wapi.failures import (
@@ -166,3 +166,28 @@ async def test_a_forced_check_looks_up_the_phone_even_when_fresh() -> None:
 def test_a_check_target_never_shows_its_token() -> None:
     """repr of the target (logs, tracebacks) leaves the token out."""
     assert "secret-token" not in repr(target())
+
+
+@pytest.mark.parametrize("max_age", [timedelta(hours=1), timedelta(minutes=30), timedelta(days=1)])
+def test_refresh_ages_are_within_max_age_and_spread_over_its_second_half(
+    max_age: timedelta,
+) -> None:
+    """Each instance's phone refresh age is in [max_age / 2, max_age), the same on every call;
+    1,200 ids of one shape fill each sixth of that half nearly evenly (a bulk registration's
+    phones are looked up again over several ticks, not in one)."""
+    ids = [f"H{n:06d}" for n in range(1200)]
+    ages = [phone_refresh_age(i, max_age) for i in ids]
+    assert all(max_age / 2 <= age < max_age for age in ages)
+    assert ages == [phone_refresh_age(i, max_age) for i in ids]
+    sixths = [int((age - max_age / 2) / (max_age / 12)) for age in ages]
+    assert all(150 <= sixths.count(k) <= 250 for k in range(6)), [sixths.count(k) for k in range(6)]
+
+
+async def test_a_phone_younger_than_its_refresh_age_is_not_looked_up() -> None:
+    """Just below the instance's refresh age: status-instance only; at it: a lookup."""
+    refresh = phone_refresh_age("I1", MAX_AGE)
+    provider = FakeProvider()
+    await run(provider, target(InstanceState.CONNECTED, PHONE, refresh - timedelta(seconds=1)))
+    assert provider.operations() == ["status-instance"]
+    await run(provider, target(InstanceState.CONNECTED, PHONE, refresh))
+    assert provider.operations() == ["status-instance", "status-instance", "fetch-instance"]

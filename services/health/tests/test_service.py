@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from zapgate.contracts.health import EvidenceSource, InstanceState
+from zapgate.health.check import phone_refresh_age
 from zapgate.health.domain import Observation, Seen, Status
 from zapgate.health.ports import NoticeDelivery
 from zapgate.health.service import HealthService
@@ -238,14 +239,18 @@ async def test_a_stall_past_the_recheck_window_is_lifted_by_a_tick_with_a_phone_
     assert w.provider.operations()[-2:] == ["status-instance", "fetch-instance"]
 
 
-async def test_a_connected_instance_looks_its_phone_up_again_after_phone_max_age() -> None:
-    """k: status-only ticks do not refresh the phone; after an hour fetch-instance runs, and a
-    session back without its phone is confirmed and degraded."""
+async def test_a_connected_instance_looks_its_phone_up_again_at_its_refresh_age() -> None:
+    """k: status-only ticks do not refresh the phone; once its age reaches the instance's
+    refresh age (within phone_max_age, 1 h) fetch-instance runs, and a session back without its
+    phone is confirmed and degraded."""
     w = world()
     w.repo.add("I1", status=CONNECTED)
-    for _ in range(11):  # 55 minutes of ticks
+    refresh = phone_refresh_age("I1", timedelta(hours=1))
+    assert timedelta(minutes=30) <= refresh < timedelta(hours=1)
+    while w.clock.now() + timedelta(minutes=5) - T0 < refresh:
         w.clock.advance(timedelta(minutes=5))
         await w.service.tick()
+    assert w.clock.now() - T0 >= timedelta(minutes=30)
     assert "fetch-instance" not in w.provider.operations()
     assert w.repo.state("I1").phone_observed_at == T0
     w.provider.details = InstanceDetails(connected=True, connected_phone=None)
@@ -254,6 +259,30 @@ async def test_a_connected_instance_looks_its_phone_up_again_after_phone_max_age
     assert w.provider.operations().count("fetch-instance") == 2  # the look and its confirmation
     state = w.repo.state("I1")
     assert (state.state, state.reason) == (InstanceState.DEGRADED, "SESSION_INCOMPLETE")
+
+
+async def test_phones_shown_in_one_tick_are_looked_up_again_over_several_ticks() -> None:
+    """k, the herd: 600 phones shown at one moment (a bulk registration's first tick). Over the
+    next hour of 5-minute ticks each is looked up exactly once, none later than phone_max_age,
+    and no tick looks up more than a quarter of them (without the spread one tick would look
+    up all 600)."""
+    w = world()
+    ids = [f"B{n:04d}" for n in range(600)]
+    for instance_id in ids:
+        w.repo.add(instance_id, status=CONNECTED)
+    per_tick: list[int] = []
+    for _ in range(12):
+        w.clock.advance(timedelta(minutes=5))
+        before = len(w.provider.calls)
+        await w.service.tick()
+        per_tick.append(sum(op == "fetch-instance" for op, _ in w.provider.calls[before:]))
+    fetched = [i for op, i in w.provider.calls if op == "fetch-instance"]
+    assert sorted(fetched) == ids
+    assert per_tick[:5] == [0] * 5  # half of phone_max_age: every phone still fresh
+    assert max(per_tick) <= len(ids) // 4, per_tick
+    shown = {w.repo.state(i).phone_observed_at for i in ids}
+    assert None not in shown
+    assert min(t for t in shown if t is not None) > T0  # each shown again by its lookup
 
 
 async def test_flapping_gives_one_outage_one_instability_and_one_recovery() -> None:

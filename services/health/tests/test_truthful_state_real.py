@@ -37,6 +37,7 @@ from zapgate.contracts.webhooks import (
     InstanceDisconnected,
     MessageStatusReported,
 )
+from zapgate.health.check import phone_refresh_age
 from zapgate.health.service import HealthService
 from zapgate.runtime import signing
 from zapgate.runtime.db import create_engine
@@ -514,10 +515,13 @@ async def test_a_stall_without_receipts_is_lifted_by_a_live_recheck_after_the_wi
 async def test_a_stale_phone_is_looked_up_again_and_a_session_back_without_it_is_caught(
     harness: Harness,
 ) -> None:
-    """k: status-only ticks keep the phone's age; at phone_max_age fetch-instance runs again,
-    and a session that reconnected without its phone ends degraded/SESSION_INCOMPLETE."""
+    """k: status-only ticks keep the phone's age; at the instance's refresh age (within
+    phone_max_age) fetch-instance runs again, and a session that reconnected without its phone
+    ends degraded/SESSION_INCOMPLETE."""
     service = await connected_instance(harness)
-    for _ in range(11):  # 55 minutes of status-only ticks
+    shown = harness.clock.now()
+    refresh = phone_refresh_age("I1", timedelta(hours=1))
+    while harness.clock.now() + timedelta(minutes=5) - shown < refresh:  # status-only ticks
         harness.clock.advance(timedelta(minutes=5))
         await service.tick()
     fetches = harness.simulator.calls(operation="fetch-instance", instance_id="I1")

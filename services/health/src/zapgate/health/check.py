@@ -6,9 +6,20 @@ stale, so a healthy instance costs one provider call per tick.
 
 The phone is looked up (`phone_is_fresh` is False) when the instance is not `connected` as
 stored, when no phone is stored, when the phone was last *shown* (by fetch-instance, device or a
-webhook's `connectedPhone`, never by a status-only check that repeated it) longer ago than
-`phone_max_age` (`ZAPGATE_HEALTH_PHONE_MAX_AGE`, ISO 8601, default `PT1H`), and on every
-confirming check or stall re-check. So a phone change is noticed:
+webhook's `connectedPhone`, never by a status-only check that repeated it) longer ago than the
+instance's refresh age (`phone_refresh_age`: between half of `phone_max_age` and all of it,
+fixed per instance; `ZAPGATE_HEALTH_PHONE_MAX_AGE`, ISO 8601, default `PT1H`), and on every
+confirming check or stall re-check.
+
+Why a refresh age per instance: phones first looked up in one tick (instances registered in bulk,
+or health back after a pause longer than `phone_max_age`) would otherwise all go stale in one
+later tick, every `phone_max_age`, and that tick would cost a status-instance plus a
+fetch-instance per instance (100,000 instances: twice a steady tick, beyond the tick interval on
+a small machine). Spread over half of `phone_max_age`, their lookups fall into several ticks, and
+since each instance keeps its own period the phases drift further apart with every refresh. No
+phone is ever older than `phone_max_age` without a lookup.
+
+So a phone change is noticed:
 - at once when the session went through any state a check or webhook saw (disconnected,
   degraded, unknown): the first connected check after it looks the phone up;
 - at once when the provider's `webhookConnected` carries the new `connectedPhone`;
@@ -19,6 +30,7 @@ confirming check or stall re-check. So a phone change is noticed:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -53,14 +65,26 @@ def _failed(failure: ProviderFailure, source: EvidenceSource, at: datetime) -> O
     )
 
 
+_HASH_RANGE = 2**32
+
+
+def phone_refresh_age(instance_id: str, max_age: timedelta) -> timedelta:
+    """How old `instance_id`'s phone may get before a check looks it up again: in
+    `[max_age / 2, max_age)`, fixed per instance (CRC-32 of its id: the same in every process
+    and replica), so phones shown in one tick are looked up again over several later ticks."""
+    spread = zlib.crc32(instance_id.encode()) / _HASH_RANGE
+    return max_age - max_age * spread / 2
+
+
 def phone_is_fresh(target: CheckTarget, now: datetime, max_age: timedelta) -> bool:
-    """True when a status-only check is enough: connected, phone known and shown within
-    `max_age` before `now` (see the module's docstring for when a lookup is made)."""
+    """True when a status-only check is enough: connected, phone known and shown within the
+    instance's `phone_refresh_age` (at most `max_age`) before `now` (see the module's docstring
+    for when a lookup is made)."""
     return (
         target.state is InstanceState.CONNECTED
         and target.phone is not None
         and target.phone_observed_at is not None
-        and now - target.phone_observed_at < max_age
+        and now - target.phone_observed_at < phone_refresh_age(target.instance_id, max_age)
     )
 
 

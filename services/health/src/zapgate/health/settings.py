@@ -30,9 +30,11 @@ class HealthSettings(ProviderTokenSettings):
     provider_concurrency: int = Field(default=32, ge=1, le=1024)
     phone_max_age: Duration = Field(
         default=timedelta(hours=1),
-        description="Look the phone up again (fetch-instance) when the provider or a webhook "
-        "last showed it longer ago than this (ISO 8601, e.g. PT1H). Status-only checks never "
-        "refresh the phone's age, so a phone changed without a drop shows within this.",
+        description="Look the phone up again (fetch-instance) at the latest when the provider "
+        "or a webhook last showed it this long ago (ISO 8601, e.g. PT1H); each instance's lookup "
+        "comes at an age fixed per instance between half of this and all of it, so phones seen "
+        "in one tick are not all looked up again in one tick. Status-only checks never refresh "
+        "the phone's age, so a phone changed without a drop shows within this.",
     )
     check_min_gap: Duration | None = Field(
         default=None,
