@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from zapgate.runtime import dead_letters_cli
 from zapgate.runtime.connection import ConnectionOptions, InvalidPublishError, NatsConnection
 from zapgate.runtime.consumer import (
+    BatchPullConsumer,
     Delivery,
     DependencyUnavailable,
     MessageFailure,
@@ -29,7 +30,7 @@ from zapgate.runtime.streams import ConsumerSpec, StreamSpec, ensure_streams
 from zapgate.runtime.topology import DEAD_LETTERS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -243,6 +244,87 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_the_next_ones_fl
             )
             == 1.0
         )
+    finally:
+        await consumer.stop()
+        await connection.close()
+
+
+async def test_a_batch_consumer_settles_each_delivery_of_one_handler_call_by_its_result(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """One fetch, one handler call: good deliveries acked, an undecodable one dead-lettered at
+    once, a failing one retried alone and dead-lettered after max_failures, a dependency
+    failure nak'ed uncounted and handled later; the counters move per outcome."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    store = SqlDeadLetterStore(engine, TABLE)
+    registry = CollectorRegistry()
+    spec = _spec("batch")
+    calls: list[list[str]] = []
+    outages = ["o-3"]
+    done = asyncio.Event()
+
+    async def handle(items: Sequence[tuple[Order, Delivery]]) -> list[Exception | None]:
+        calls.append([order.order_id for order, _ in items])
+        results: list[Exception | None] = []
+        for order, _ in items:
+            if order.poison:
+                results.append(MessageFailure("order_rejected", f"{order.order_id} unpriced"))
+            elif order.order_id in outages:
+                outages.remove(order.order_id)
+                results.append(DependencyUnavailable("database down"))
+            else:
+                results.append(None)
+                if order.order_id == "o-3":
+                    done.set()
+        return results
+
+    consumer = BatchPullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=store,
+        registry=registry,
+        batch=16,
+    )
+    bodies = [
+        b'{"order_id":"o-1"}',
+        b'{"order_id":"o-2","poison":true}',
+        b"not json",
+        b'{"order_id":"o-3"}',
+        b'{"order_id":"o-4"}',
+    ]
+    dead_copies = (
+        await connection.require()
+        .jetstream()
+        .pull_subscribe(spec.dead_letter_subject, stream=DEAD_LETTERS.name)
+    )
+    try:
+        for index, body in enumerate(bodies):
+            await publisher.publish("rt.bus.b", body, stream=STREAM.name, msg_id=f"b-{index}")
+        await consumer.start()
+        await asyncio.wait_for(done.wait(), WAIT)
+        copies: list[Msg] = []
+        while len(copies) < 2:  # each fetch waits for the next copy (up to WAIT)
+            copies += await dead_copies.fetch(2 - len(copies), timeout=WAIT)
+        kept = await store.list_dead(consumer=spec.durable)
+
+        assert calls[0] == ["o-1", "o-2", "o-3", "o-4"]
+        assert sorted(calls[1:]) == [["o-2"], ["o-2"], ["o-3"]]
+        assert {(row.sequence, row.reason_code, row.attempts) for row in kept} == {
+            (2, "order_rejected", spec.max_failures),
+            (3, "invalid_message", 1),
+        }
+
+        def handled(outcome: str) -> float | None:
+            labels = {"consumer": spec.durable, "outcome": outcome}
+            return registry.get_sample_value("zapgate_consumer_messages_total", labels)
+
+        assert handled("acked") == 3.0
+        assert handled("dependency_unavailable") == 1.0
+        assert handled("dead_lettered") == 2.0
+        assert handled("failed") == spec.max_failures - 1
     finally:
         await consumer.stop()
         await connection.close()

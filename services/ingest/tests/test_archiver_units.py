@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from zapgate.ingest.handlers import WebhookArchiver
@@ -46,11 +45,8 @@ def delivery(sequence: int, data: bytes, num_delivered: int = 1) -> Delivery:
 async def handle_all(
     archiver: WebhookArchiver, *deliveries: Delivery
 ) -> list[BaseException | None]:
-    """Hand the deliveries over together, as the pull consumer does with one fetch."""
-    results = await asyncio.gather(
-        *(archiver(item.data, item) for item in deliveries), return_exceptions=True
-    )
-    return [result if isinstance(result, BaseException) else None for result in results]
+    """Hand the deliveries over together, as the batch pull consumer does with one fetch."""
+    return list(await archiver([(item.data, item) for item in deliveries]))
 
 
 async def test_deliveries_that_arrive_together_are_stored_in_one_call() -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -60,8 +61,6 @@ from zapgate.runtime.publisher import JetStreamPublisher, Publisher
 from zapgate.runtime.streams import ensure_consumer
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
-
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
@@ -335,14 +334,18 @@ class PullConsumer(Generic[M]):
                 return
             finally:
                 self._fetching = False
-            for message in messages:
-                if self._concurrency == 1:
-                    await self.handle(message)
-                    continue
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle_in_slot(message))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+            await self._handle_fetched(messages)
+
+    async def _handle_fetched(self, messages: list[Msg]) -> None:
+        """Hand one fetch's messages to the handler: inline, or one task each in a slot."""
+        for message in messages:
+            if self._concurrency == 1:
+                await self.handle(message)
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle_in_slot(message))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
     async def _handle_in_slot(self, message: Msg) -> Outcome:
         try:
@@ -361,14 +364,7 @@ class PullConsumer(Generic[M]):
             self._working.pop(id(message), None)
 
     async def _handle(self, message: Msg, delivery: Delivery, started: float) -> Outcome:
-        with structlog.contextvars.bound_contextvars(
-            consumer=delivery.consumer,
-            stream=delivery.stream,
-            stream_seq=delivery.sequence,
-            subject=delivery.subject[:200],
-            msg_id=(delivery.msg_id or "")[:200],
-            num_delivered=delivery.num_delivered,
-        ):
+        with structlog.contextvars.bound_contextvars(**_delivery_fields(delivery)):
             outcome = await self._outcome(message, delivery)
             self._metrics.handled.labels(delivery.consumer, outcome.status).inc()
             fields = {"outcome": outcome.status, "duration_ms": _ms_since(started)}
@@ -409,35 +405,47 @@ class PullConsumer(Generic[M]):
             await self._uncount(delivery)
         return outcome
 
-    async def _dispatch(  # noqa: PLR0911 - one return per row of the module's outcome table
+    async def _dispatch(
         self, message: Msg, delivery: Delivery, decoded: M, *, counted_ahead: bool
     ) -> Outcome:
         try:
             await self._handler(decoded, delivery)
-        except Postpone as postpone:
-            await _settle(message.nak(delay=postpone.delay.total_seconds()))
-            return Outcome("postponed", str(postpone))
-        except Abandoned as abandoned:
-            return Outcome("abandoned", str(abandoned))
-        except InvalidMessage as failure:
+        except Exception as error:  # noqa: BLE001 - settled by the outcome table below
+            return await self._conclude(message, delivery, error, counted_ahead=counted_ahead)
+        return await self._conclude(message, delivery, None, counted_ahead=counted_ahead)
+
+    async def _conclude(  # noqa: PLR0911 - one return per row of the module's outcome table
+        self, message: Msg, delivery: Delivery, error: Exception | None, *, counted_ahead: bool
+    ) -> Outcome:
+        """Settle one delivery by what its handler did: returned (`error` None) or raised."""
+        if error is None:
+            await _settle(message.ack())
+            if delivery.num_delivered > 1:
+                await self._forget(delivery)
+            return Outcome("acked")
+        if isinstance(error, Postpone):
+            await _settle(message.nak(delay=error.delay.total_seconds()))
+            return Outcome("postponed", str(error))
+        if isinstance(error, Abandoned):
+            return Outcome("abandoned", str(error))
+        if isinstance(error, InvalidMessage):
             return await self._dead_letter(
-                message, delivery, failure.code, failure.detail or failure.code, 1
+                message, delivery, error.code, error.detail or error.code, 1
             )
-        except MessageFailure as failure:
+        if isinstance(error, MessageFailure):
             return await self._failed(
-                message, delivery, failure.code, failure.detail or failure.code, counted_ahead
+                message, delivery, error.code, error.detail or error.code, counted_ahead
             )
-        except self._dependency_errors as error:
+        if isinstance(error, self._dependency_errors):
             return await self._dependency(message, error)
-        except Exception as error:  # noqa: BLE001 - a handler's bug counts against the message
-            _log.exception("handler_failed", consumer=delivery.consumer)
-            return await self._failed(
-                message, delivery, "handler_error", _describe(error), counted_ahead
-            )
-        await _settle(message.ack())
-        if delivery.num_delivered > 1:
-            await self._forget(delivery)
-        return Outcome("acked")
+        _log.error(
+            "handler_failed",
+            consumer=delivery.consumer,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        return await self._failed(
+            message, delivery, "handler_error", _describe(error), counted_ahead
+        )
 
     async def _dependency(self, message: Msg, error: BaseException) -> Outcome:
         delay = self.spec.dependency_delay
@@ -507,6 +515,141 @@ class PullConsumer(Generic[M]):
             await self._dead_letters.forget(delivery.consumer, delivery.stream, delivery.sequence)
         except Exception as error:  # noqa: BLE001 - the message is done; a stale count stays
             _log.warning("failure_count_not_cleared", reason=_describe(error))
+
+
+BatchHandler = Callable[[Sequence[tuple[M, Delivery]]], Awaitable[Sequence[Exception | None]]]
+"""`handler(items) -> results`: one result per item, in order; None when that delivery is done,
+else the exception that stands for its outcome (as a single handler would have raised it)."""
+
+
+class BatchPullConsumer(PullConsumer[M]):
+    """A `PullConsumer` whose handler takes a whole fetch at once (a database writer's shape).
+
+    ```python
+    consumer = BatchPullConsumer(
+        connection, topology.INGEST_ARCHIVER, store_many, decode=bytes,
+        dead_letters=SqlDeadLetterStore(engine, table), batch=256,
+    )
+    ```
+    First deliveries that decode are handed to `handler` together, in one call and one task;
+    each result then settles its delivery by the module's outcome table (ack, nak, dead letter),
+    the counter moves once per outcome, and the batch ends in one canonical `batch_handled` line
+    (size, outcomes, duration); a delivery that is not acked also gets its own `message_handled`
+    line with its ids and reason. Deliveries that do not decode, and redeliveries (which are
+    counted before they run, see the module doc), go through the single-message path with a
+    batch of one. Batches are handled one after another (no `concurrency`).
+    """
+
+    def __init__(  # noqa: PLR0913 - as PullConsumer's, all keyword-only past the essentials
+        self,
+        connection: NatsConnection,
+        spec: ConsumerSpec,
+        handler: BatchHandler[M],
+        *,
+        decode: Callable[[bytes], M],
+        dead_letters: DeadLetterStore,
+        publisher: Publisher | None = None,
+        clock: Clock | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        batch: int = 64,
+        fetch_wait: timedelta = timedelta(seconds=1),
+        dependency_errors: tuple[type[BaseException], ...] = DEPENDENCY_ERRORS,
+        heartbeat: timedelta | None = None,
+    ) -> None:
+        async def one(decoded: M, delivery: Delivery) -> None:
+            (result,) = await handler([(decoded, delivery)])
+            if result is not None:
+                raise result
+
+        super().__init__(
+            connection,
+            spec,
+            one,
+            decode=decode,
+            dead_letters=dead_letters,
+            publisher=publisher,
+            clock=clock,
+            registry=registry,
+            batch=batch,
+            fetch_wait=fetch_wait,
+            dependency_errors=dependency_errors,
+            heartbeat=heartbeat,
+        )
+        self._batch_handler = handler
+
+    async def _handle_fetched(self, messages: list[Msg]) -> None:
+        started = time.perf_counter()
+        items: list[tuple[M, Delivery]] = []
+        first: list[Msg] = []
+        alone: list[Msg] = []
+        for message in messages:
+            delivery = _delivery(message, self.spec.durable)
+            if delivery.num_delivered > 1:
+                alone.append(message)
+                continue
+            try:
+                decoded = self._decode(delivery.data)
+            except Exception:  # noqa: BLE001 - the single path dead-letters it with its reason
+                alone.append(message)
+                continue
+            items.append((decoded, delivery))
+            first.append(message)
+        for message in alone:
+            await self.handle(message)
+        if items:
+            await self._handle_batch(first, items, started)
+
+    async def _handle_batch(
+        self, messages: list[Msg], items: list[tuple[M, Delivery]], started: float
+    ) -> None:
+        for message in messages:
+            self._working[id(message)] = message
+        try:
+            try:
+                results: Sequence[Exception | None] = await self._batch_handler(items)
+            except Exception as error:  # noqa: BLE001 - the whole batch shares this outcome
+                results = [error] * len(items)
+            if len(results) != len(items):
+                mismatch = RuntimeError(f"{len(results)} results for {len(items)} deliveries")
+                results = [mismatch] * len(items)
+            outcomes: dict[str, int] = {}
+            for message, (_, delivery), result in zip(messages, items, results, strict=True):
+                outcome = await self._conclude(message, delivery, result, counted_ahead=False)
+                outcomes[outcome.status] = outcomes.get(outcome.status, 0) + 1
+                if outcome.status != "acked":
+                    _log.warning(
+                        "message_handled",
+                        **_delivery_fields(delivery),
+                        outcome=outcome.status,
+                        reason=outcome.reason,
+                        attempts=outcome.attempts,
+                    )
+        finally:
+            for message in messages:
+                self._working.pop(id(message), None)
+        for status, count in outcomes.items():
+            self._metrics.handled.labels(self.spec.durable, status).inc(count)
+        line = _log.info if set(outcomes) == {"acked"} else _log.warning
+        line(
+            "batch_handled",
+            consumer=self.spec.durable,
+            size=len(items),
+            outcomes=outcomes,
+            first_stream_seq=items[0][1].sequence,
+            last_stream_seq=items[-1][1].sequence,
+            duration_ms=_ms_since(started),
+        )
+
+
+def _delivery_fields(delivery: Delivery) -> dict[str, object]:
+    return {
+        "consumer": delivery.consumer,
+        "stream": delivery.stream,
+        "stream_seq": delivery.sequence,
+        "subject": delivery.subject[:200],
+        "msg_id": (delivery.msg_id or "")[:200],
+        "num_delivered": delivery.num_delivered,
+    }
 
 
 async def _beat(working: Mapping[int, Msg], every: timedelta) -> None:

@@ -10,9 +10,7 @@ and stores them in batches with `service.archive_batch`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hmac
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -181,23 +179,15 @@ def _answer(accepted: Accepted, metrics: IngestMetrics, clock: Clock) -> Respons
 # --- the archiver: ZG_WEBHOOKS -> `service.archive_batch` (off the request path) ------------
 
 
-@dataclass(slots=True)
-class _Waiting:
-    delivery: Delivery
-    done: asyncio.Future[None]
-
-
 class WebhookArchiver:
-    """The handler of the archiver's pull consumer (`topology.INGEST_ARCHIVER`).
+    """The batch handler of the archiver's pull consumer (`topology.INGEST_ARCHIVER` on the
+    runtime's `BatchPullConsumer`).
 
-    Deliveries that arrive together are archived together: each call queues its delivery and
-    waits; one flush task stores everything queued in one `archive` call (one transaction),
-    and what arrives meanwhile goes into the next flush (a group commit, at most `max_batch`
-    per call). So the runtime's loop keeps its per-message outcomes while inserts stay
-    batched. A flush that fails with a dependency error (database or NATS down) fails every
-    delivery in it (nak'ed, never counted); any other failure splits the batch and archives
-    one by one, so only the message that cannot be archived fails, as `archive_failed`
-    (counted; dead-lettered after the spec's `max_failures`).
+    The deliveries of one fetch are archived together: one `archive` call (one transaction) per
+    `max_batch` of them. A call that fails with a dependency error (database or NATS down) fails
+    every delivery in it (nak'ed, never counted); any other failure splits the batch and
+    archives one by one, so only the message that cannot be archived fails, as
+    `archive_failed` (counted; dead-lettered after the spec's `max_failures`).
 
     `archived` counts distinct stream sequences stored (a redelivery of a stored message,
     e.g. after its ack wait ran out, is not counted twice).
@@ -215,88 +205,63 @@ class WebhookArchiver:
         self._archive = archive
         self._max_batch = max_batch
         self._dependency_errors = dependency_errors
-        self._queue: list[_Waiting] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._stored: dict[tuple[str, int], None] = {}
         self._progress = asyncio.Condition()
         self.archived = 0
 
-    async def __call__(self, data: bytes, delivery: Delivery) -> None:
-        """Archive one delivery (with whatever else is queued); raises what archiving it
-        raised: a dependency error, or `MessageFailure("archive_failed")`."""
-        del data  # the same bytes as delivery.data (the consumer's decode is the identity)
-        waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
-        self._queue.append(waiting)
-        if self._flusher is None or self._flusher.done():
-            # Started as a task, it runs after the deliveries fetched with this one queued; in
-            # a context of its own, so its log lines do not carry this delivery's ids.
-            self._flusher = asyncio.create_task(
-                self._flush_queue(), name="archive-flush", context=contextvars.Context()
-            )
-        await asyncio.shield(waiting.done)
-        await self._count(delivery)
+    async def __call__(self, items: Sequence[tuple[bytes, Delivery]]) -> list[Exception | None]:
+        """Archive `items` ((data, delivery), data being the delivery's bytes); one result per
+        item, in order: None when stored, else what stands for its outcome (a dependency error,
+        or `MessageFailure("archive_failed")`)."""
+        deliveries = [delivery for _, delivery in items]
+        results: list[Exception | None] = []
+        for start in range(0, len(deliveries), self._max_batch):
+            results += await self._store(deliveries[start : start + self._max_batch])
+        await self._count([d for d, r in zip(deliveries, results, strict=True) if r is None])
+        return results
 
     async def wait_archived(self, count: int, timeout: float) -> None:
         """Return once `count` distinct messages were stored (tests, the replay CLI)."""
         async with asyncio.timeout(timeout), self._progress:
             await self._progress.wait_for(lambda: self.archived >= count)
 
-    async def _flush_queue(self) -> None:
-        while self._queue:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: self._max_batch]
-            await self._flush(batch)
-
-    async def _flush(self, batch: list[_Waiting]) -> None:
-        started = time.perf_counter()
+    async def _store(self, batch: list[Delivery]) -> list[Exception | None]:
         try:
-            inserted = await self._archive([(w.delivery.subject, w.delivery.data) for w in batch])
+            await self._archive([(delivery.subject, delivery.data) for delivery in batch])
         except self._dependency_errors as error:
             log.warning("archive_batch_failed", size=len(batch), reason=_describe(error))
-            for waiting in batch:
-                _settle(waiting, error)
-            return
+            if not isinstance(error, Exception):
+                raise
+            return [error] * len(batch)
         except Exception as error:  # noqa: BLE001 - one message may be the cause: find it
             if len(batch) == 1:
                 log.warning(
                     "archive_message_failed",
-                    stream_seq=batch[0].delivery.sequence,
+                    stream_seq=batch[0].sequence,
                     reason=_describe(error),
                 )
-                _settle(batch[0], MessageFailure("archive_failed", _describe(error)))
-                return
+                return [MessageFailure("archive_failed", _describe(error))]
             log.warning("archive_batch_split", size=len(batch), reason=_describe(error))
-            for waiting in batch:
-                await self._flush([waiting])
-            return
-        log.info(
-            "archive_batch_stored",
-            size=len(batch),
-            new_rows=inserted,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
-        for waiting in batch:
-            _settle(waiting, None)
+            results: list[Exception | None] = []
+            for delivery in batch:
+                results += await self._store([delivery])
+            return results
+        return [None] * len(batch)
 
-    async def _count(self, delivery: Delivery) -> None:
-        key = (delivery.stream, delivery.sequence)
-        if key in self._stored:
-            return
-        self._stored[key] = None
-        if len(self._stored) > self._REMEMBERED:
-            del self._stored[next(iter(self._stored))]
-        async with self._progress:
-            self.archived += 1
-            self._progress.notify_all()
-
-
-def _settle(waiting: _Waiting, error: BaseException | None) -> None:
-    if waiting.done.done():
-        return
-    if error is None:
-        waiting.done.set_result(None)
-    else:
-        waiting.done.set_exception(error)
+    async def _count(self, deliveries: list[Delivery]) -> None:
+        new = 0
+        for delivery in deliveries:
+            key = (delivery.stream, delivery.sequence)
+            if key in self._stored:
+                continue
+            self._stored[key] = None
+            new += 1
+            if len(self._stored) > self._REMEMBERED:
+                del self._stored[next(iter(self._stored))]
+        if new:
+            async with self._progress:
+                self.archived += new
+                self._progress.notify_all()
 
 
 def _describe(error: BaseException) -> str:

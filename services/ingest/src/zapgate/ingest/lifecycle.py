@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from zapgate.ingest.settings import IngestSettings
     from zapgate.runtime.clock import Clock
     from zapgate.runtime.connection import NatsConnection
-    from zapgate.runtime.consumer import PullConsumer
+    from zapgate.runtime.consumer import BatchPullConsumer
     from zapgate.runtime.requests import RequestServer
 
 log = structlog.get_logger("zapgate.ingest.lifecycle")
@@ -77,7 +77,7 @@ class IngestRuntime:
     bodies: ObjectStoreBodies | None = None
     states: KnownStates = field(default_factory=KnownStates)
     archiver: WebhookArchiver | None = None
-    consumer: PullConsumer[bytes] | None = None
+    consumer: BatchPullConsumer[bytes] | None = None
     probes: ProbeServer | None = None
     engine: AsyncEngine | None = None
     read_api: RequestServer[WebhookCountsReply] | None = None

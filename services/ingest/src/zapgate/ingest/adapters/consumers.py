@@ -1,8 +1,9 @@
 """The two bus loops of ingest: the archiver on the runtime's pull consumer, and the state
 follower (an ordered consumer).
 
-The archiver's deliveries go to `handlers.WebhookArchiver`, which stores them in batches; a
-delivery is acked only after its batch is committed. While the database is down nothing is
+The archiver's fetches go to `handlers.WebhookArchiver` whole (the runtime's
+`BatchPullConsumer`), which stores each in one transaction; a delivery is acked only after its
+batch is committed. While the database is down nothing is
 acked: the webhooks wait in JetStream and are archived when it returns. A message that cannot
 be archived after `max_failures` tries is kept in `ingest_dead_letters` and published to
 `zg.deadletter.ingest.archiver` with its reason, and the messages behind it flow on.
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from zapgate.contracts import subjects
 from zapgate.contracts.health import InstanceStateChanged
-from zapgate.runtime.consumer import PullConsumer
+from zapgate.runtime.consumer import BatchPullConsumer
 from zapgate.runtime.topology import INGEST_ARCHIVER
 
 if TYPE_CHECKING:
@@ -49,11 +50,9 @@ def archiver_consumer(  # noqa: PLR0913 - collaborators, all keyword-only
     publisher: Publisher,
     clock: Clock,
     registry: CollectorRegistry,
-) -> PullConsumer[bytes]:
-    """The runtime's pull consumer over `INGEST_ARCHIVER`, tuned by the `archiver_*` settings.
-
-    Up to `2 x archiver_batch` deliveries are in flight: one batch is being stored while the
-    next one is fetched and queued.
+) -> BatchPullConsumer[bytes]:
+    """The runtime's batch pull consumer over `INGEST_ARCHIVER`, tuned by the `archiver_*`
+    settings: each fetch (up to `archiver_batch`) is archived in one call and logged in one line.
     """
     spec = replace(
         INGEST_ARCHIVER,
@@ -63,7 +62,7 @@ def archiver_consumer(  # noqa: PLR0913 - collaborators, all keyword-only
         max_failures=settings.archiver_max_failures,
         max_ack_pending=max(INGEST_ARCHIVER.max_ack_pending, 4 * settings.archiver_batch),
     )
-    return PullConsumer(
+    return BatchPullConsumer(
         connection,
         spec,
         archiver,
@@ -73,7 +72,6 @@ def archiver_consumer(  # noqa: PLR0913 - collaborators, all keyword-only
         clock=clock,
         registry=registry,
         batch=settings.archiver_batch,
-        concurrency=2 * settings.archiver_batch,
     )
 
 

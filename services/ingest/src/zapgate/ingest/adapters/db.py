@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 _payloads = payloads_table()
 _quarantine = quarantine_table()
 _NUL_ESCAPE = "\\u0000"
+_INSERT_PAYLOADS: Final = (
+    insert(_payloads)
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(_payloads.c.dedupe_key)
+)
+_INSERT_QUARANTINE: Final = insert(_quarantine).on_conflict_do_nothing(
+    index_elements=["dedupe_key"]
+)
 # Quarantine code of a payload PostgreSQL refused to store as JSON (its bytes are kept).
 ARCHIVE_REJECTED: Final = "ARCHIVE_REJECTED"
 log = structlog.get_logger("zapgate.ingest.archive")
@@ -72,19 +80,16 @@ class PostgresArchive:
     ) -> list[str]:
         new: list[str] = []
         async with self._engine.begin() as conn:
+            # One statement compiled once (SQLAlchemy caches it) and the rows as parameters: the
+            # driver sends them as multi-row VALUES pages ("insertmanyvalues"), RETURNING kept.
             if payloads:
-                statement = (
-                    insert(_payloads)
-                    .values([_payload_values(row) for row in payloads])
-                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                    .returning(_payloads.c.dedupe_key)
+                rows = await conn.execute(
+                    _INSERT_PAYLOADS, [_payload_values(row) for row in payloads]
                 )
-                new = [row[0] for row in (await conn.execute(statement)).all()]
+                new = [row[0] for row in rows.all()]
             if quarantined:
                 await conn.execute(
-                    insert(_quarantine)
-                    .values([_quarantine_values(row) for row in quarantined])
-                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                    _INSERT_QUARANTINE, [_quarantine_values(row) for row in quarantined]
                 )
         return new
 
