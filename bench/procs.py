@@ -188,16 +188,6 @@ def start_sender(infra: Infra, log_dir: Path, *, wapi_base_url: str) -> ServiceP
     return process
 
 
-def start_health(infra: Infra, log_dir: Path, *, wapi_base_url: str) -> ServiceProcess:
-    """`zapgate-health run`, ready on /readyz."""
-    prefix = "ZAPGATE_HEALTH_"
-    probe_port = free_port()
-    env = _common_env(prefix, infra, probe_port) | {f"{prefix}WAPI_BASE_URL": wapi_base_url}
-    process = ServiceProcess("health", [str(BIN / "zapgate-health"), "run"], log_dir, env)
-    process.start().wait_ready(f"http://127.0.0.1:{probe_port}/readyz")
-    return process
-
-
 def start_simulator(
     log_dir: Path, instances: Sequence[tuple[str, str, str]]
 ) -> tuple[ServiceProcess, str]:

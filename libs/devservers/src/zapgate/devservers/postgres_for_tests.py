@@ -31,11 +31,6 @@ class TestPostgres:
     source: PostgresSource
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
 
-    @property
-    def restartable(self) -> bool:
-        """Whether tests own the server process (an env URL points at someone else's)."""
-        return self.source != "env"
-
     def url(self, database: str) -> str:
         return _admin.sqlalchemy_url(self.admin_url, database)
 

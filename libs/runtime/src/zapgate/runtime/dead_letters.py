@@ -14,7 +14,7 @@ FROM <svc>_dead_letters WHERE dead_lettered_at IS NOT NULL ORDER BY dead_lettere
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
@@ -229,71 +229,6 @@ class SqlDeadLetterStore:
         return [_dead_letter(row) for row in rows]
 
 
-class MemoryDeadLetterStore:
-    """`DeadLetterStore` in memory, for unit tests of handlers and consumers."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str, int], DeadLetter] = {}
-
-    async def record_failure(self, failed: FailedMessage, at: datetime) -> int:
-        key = (failed.consumer, failed.stream, failed.sequence)
-        current = self.rows.get(key)
-        if current is None:
-            self.rows[key] = _new(failed, at, dead=False)
-            return 1
-        self.rows[key] = replace(
-            current,
-            attempts=current.attempts + 1,
-            reason_code=failed.reason_code,
-            reason=_cut(failed.reason),
-            num_delivered=failed.num_delivered,
-            last_failed_at=at,
-        )
-        return current.attempts + 1
-
-    async def mark_dead(self, failed: FailedMessage, at: datetime) -> DeadLetter:
-        key = (failed.consumer, failed.stream, failed.sequence)
-        current = self.rows.get(key)
-        row = (
-            _new(failed, at, dead=True)
-            if current is None
-            else replace(
-                current,
-                reason_code=failed.reason_code,
-                reason=_cut(failed.reason),
-                num_delivered=failed.num_delivered,
-                dead_lettered_at=current.dead_lettered_at or at,
-            )
-        )
-        self.rows[key] = row
-        return row
-
-    async def forget(self, consumer: str, stream: str, sequence: int) -> None:
-        key = (consumer, stream, sequence)
-        current = self.rows.get(key)
-        if current is not None and current.dead_lettered_at is None:
-            del self.rows[key]
-
-    async def uncount(self, consumer: str, stream: str, sequence: int) -> None:
-        key = (consumer, stream, sequence)
-        current = self.rows.get(key)
-        if current is None or current.dead_lettered_at is not None:
-            return
-        if current.attempts <= 1:
-            del self.rows[key]
-        else:
-            self.rows[key] = replace(current, attempts=current.attempts - 1)
-
-    async def list_dead(self, *, consumer: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        dead = [
-            row
-            for row in self.rows.values()
-            if row.dead_lettered_at is not None and consumer in {None, row.consumer}
-        ]
-        dead.sort(key=lambda row: (row.dead_lettered_at, row.sequence), reverse=True)
-        return dead[:limit]
-
-
 def _text(value: str) -> str:
     # PostgreSQL text refuses NUL and lone surrogates; both occur in hostile payloads.
     return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
@@ -315,24 +250,6 @@ def _row(failed: FailedMessage) -> dict[str, object]:
         "reason_code": failed.reason_code,
         "reason": _cut(failed.reason),
     }
-
-
-def _new(failed: FailedMessage, at: datetime, *, dead: bool) -> DeadLetter:
-    return DeadLetter(
-        consumer=failed.consumer,
-        stream=failed.stream,
-        sequence=failed.sequence,
-        subject=failed.subject,
-        payload=failed.payload,
-        headers=dict(failed.headers),
-        num_delivered=failed.num_delivered,
-        reason_code=failed.reason_code,
-        reason=_cut(failed.reason),
-        attempts=1,
-        first_failed_at=at,
-        last_failed_at=at,
-        dead_lettered_at=at if dead else None,
-    )
 
 
 def _dead_letter(row: sa.Row[object]) -> DeadLetter:

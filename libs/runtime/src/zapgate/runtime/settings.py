@@ -287,7 +287,7 @@ class ServiceSettings(BaseSettings):
             return {}
         return {
             "nkeys_seed_str": self.nats_seed.get_secret_value(),
-            "inbox_prefix": f"_INBOX_{self.nats_user_name}",
+            "inbox_prefix": self.nats_inbox_prefix,
         }
 
     def nats_connection_options(self, name: str, **options: Any) -> ConnectionOptions:  # noqa: ANN401 - ConnectionOptions fields
@@ -296,7 +296,7 @@ class ServiceSettings(BaseSettings):
 
         if self.nats_seed is not None:
             options.setdefault("nkeys_seed", self.nats_seed)
-            options.setdefault("inbox_prefix", f"_INBOX_{self.nats_user_name}")
+            options.setdefault("inbox_prefix", self.nats_inbox_prefix)
         return ConnectionOptions(name=name, **options)
 
     @field_validator("database_password", mode="before")

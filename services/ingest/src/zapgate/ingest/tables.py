@@ -12,10 +12,6 @@ from sqlmodel import Field, SQLModel
 from zapgate.runtime.dead_letters import dead_letter_table
 
 
-def _archived_at() -> sa.Column[datetime]:
-    return sa.Column(sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
-
-
 class WebhookPayload(SQLModel, table=True):
     """One accepted webhook: the body as received, its routing and its dedupe key."""
 

@@ -105,15 +105,6 @@ def edit_content(target_message_id: str, new_text: str, *, chat_id: str) -> Payl
     }
 
 
-def revoke_content(target_message_id: str, *, chat_id: str) -> Payload:
-    return {
-        "protocolMessage": {
-            "key": {"id": target_message_id, "remoteJid": chat_id, "fromMe": False},
-            "type": "REVOKE",
-        }
-    }
-
-
 def content_for_send(operation: str, body: Payload) -> Payload:
     """The `msgContent` the provider echoes in `webhookDelivery` for an API send."""
 

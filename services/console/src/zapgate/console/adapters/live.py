@@ -39,10 +39,6 @@ class LiveHub:
         self._queues: set[asyncio.Queue[LiveUpdate | None]] = set()
         self._queue_size = queue_size
 
-    @property
-    def listeners(self) -> int:
-        return len(self._queues)
-
     def publish(self, update: LiveUpdate) -> None:
         for queue in list(self._queues):
             try:
