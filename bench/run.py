@@ -1,7 +1,8 @@
 """`task bench`: run the ingest, sender and health benchmarks and write docs/benchmarks.md.
 
     python -m bench.run [--rounds 3] [--requests 10000] [--sends 2000] [--instances 10000]
-                        [--sender-instances 500] [--only sender]
+                        [--sender-instances 500] [--health-big 100000] [--health-big-first]
+                        [--only sender]
 
 Each benchmark runs as its own process (`services/<svc>/bench/*.py --json ...`); this script
 collects their figures, puts each next to its same-run baseline and the issue's target, and
@@ -235,8 +236,8 @@ def health_lines(health: dict[str, Any] | None) -> list[str]:
             "(steadier than wall time on a shared machine)."
         ),
         "",
-        "| | seconds | provider calls | calls/s | CPU ms per call | per round (calls/s) |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| | seconds | provider calls | calls/s | CPU ms per call | per round (calls/s) | load average at its end |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
         _health_row("first tick (status + fetch-instance)", first),
         _health_row("steady tick (status only), median", steady),
         _health_row("bare aiohttp status loop (ceiling)", aiohttp),
@@ -250,41 +251,96 @@ def health_lines(health: dict[str, Any] | None) -> list[str]:
         ),
         (
             f"- provider calls of the steady tick: {steady['calls_by_operation']} "
-            "(fetch-instance only where the phone is unknown or older than "
+            "(fetch-instance only where the phone is unknown or older than the instance's "
+            f"refresh age, {health['phone_max_age_s'] / 120:.0f} to "
             f"{health['phone_max_age_s'] / 60:.0f} min)"
         ),
         (
             f"- ticks within the {interval:.0f} s interval: first "
             f"{verdict(first['seconds'] < interval)}, steady {verdict(steady['seconds'] < interval)}"
         ),
-        f"- load average at the end: {', '.join(f'{x:.1f}' for x in health['load_average'])}",
+        f"- load average (1, 5, 15 min) at the end: {_loads(health['load_average'])}",
+        *(
+            [f"- the health benchmark took {health['wall_s'] / 60:.1f} min of wall time"]
+            if "wall_s" in health
+            else []
+        ),
     ]
-    big = health.get("big")
-    if big:
-        lines += [
-            "",
-            f"### {big['instances']} instances (`--big {big['instances']}`)",
-            "",
-            "| | seconds | provider calls | calls/s | within the interval |",
-            "| --- | ---: | ---: | ---: | --- |",
-            *(
-                f"| {t['label']} | {t['seconds']:.1f} | {t['calls']} | {t['calls_per_s']:.0f} | "
-                f"{verdict(t['seconds'] < interval)} ({interval:.0f} s) |"
-                for t in (big["first"], big["steady"])
-            ),
-            (
-                f"| bare aiohttp status loop | {big['bare_aiohttp']['seconds']:.1f} | "
-                f"{big['bare_aiohttp']['calls']:.0f} | {big['bare_aiohttp']['calls_per_s']:.0f} | |"
-            ),
-        ]
-    return lines
+    return lines + _health_big_lines(health.get("big"), interval)
+
+
+def _loads(values: list[float]) -> str:
+    return ", ".join(f"{x:.1f}" for x in values)
+
+
+def _health_big_lines(big: dict[str, Any] | None, interval: float) -> list[str]:
+    """The `--big` part: one tick over N instances beside both bare loops, same run."""
+    if not big:
+        return []
+    if "tick" not in big:  # a report from before the seeded big tick (no baselines beside it)
+        return []
+    tick, aiohttp, httpx = big["tick"], big["bare_aiohttp"], big["bare_httpx"]
+    if big.get("seeded") == "new":
+        seeded = (
+            "registered as new (state unknown, no phone): their first tick looks every phone up "
+            "(status-instance + fetch-instance each), then the tick below is the next one"
+        )
+    else:
+        seeded = (
+            "seeded **as a running system has them** (not ticked for the first time here): the "
+            "status the first tick gave the first instances (connected), each with its phone, "
+            "shown at an age drawn evenly from [0, the instance's phone refresh age), so the "
+            "tick looks up the share of phones a running system refreshes per tick "
+            "(fetch-instance). A first tick over all of them (every phone unknown: two calls "
+            "per instance) is `--health-big-first`"
+        )
+    rows = [("first tick (every phone unknown)", big["first"])] if "first" in big else []
+    rows.append(("tick (the interval's work)", tick))
+
+    def row(label: str, t: dict[str, Any], within: str) -> str:
+        return (
+            f"| {label} | {t['seconds']:.1f} | {t['calls']:.0f} | {t['calls_per_s']:.0f} | "
+            f"{t['cpu_ms_per_call']:.2f} | {_loads(t['load_average'])} | {within} |"
+        )
+
+    return [
+        "",
+        f"### One tick over {big['instances']} instances (`--health-big {big['instances']}`)",
+        "",
+        (
+            f"The instances beyond the rounds' ones are {seeded}. Then, in the same run, a bare "
+            f"aiohttp status loop over all {big['instances']} and a bare httpx status loop of "
+            f"{httpx['calls']:.0f} calls (its calls/s is the figure), same concurrency."
+        ),
+        "",
+        "| | seconds | provider calls | calls/s | CPU ms per call | load average at its end | within the interval |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        *(
+            row(label, t, f"{verdict(t['seconds'] < interval)} ({interval:.0f} s)")
+            for label, t in rows
+        ),
+        row("bare aiohttp status loop (ceiling)", aiohttp, ""),
+        row(f"bare httpx status loop ({httpx['calls']:.0f} calls)", httpx, ""),
+        "",
+        (
+            f"- the tick's calls: {tick['calls_by_operation']}; {tick['checked']} instances checked, "
+            f"{tick['transitions']} state changes"
+        ),
+        (
+            f"- tick at {big['ratio_aiohttp']:.2f} of the bare aiohttp loop's calls/s, "
+            f"{big['ratio_httpx']:.1f}x the bare httpx loop's; the bare httpx loop would need "
+            f"{big['instances'] / httpx['calls_per_s']:.0f} s for {big['instances']} status calls"
+        ),
+        f"- this part took {big['wall_s'] / 60:.1f} min (seeding {big['seed_s']:.0f} s)",
+    ]
 
 
 def _health_row(label: str, figures: dict[str, Any]) -> str:
     rounds = ", ".join(f"{x:.0f}" for x in figures.get("per_round", []))
+    load = _loads(figures["load_average"]) if "load_average" in figures else ""
     return (
         f"| {label} | {figures['seconds']:.1f} | {figures['calls']:.0f} | "
-        f"{figures['calls_per_s']:.0f} | {figures['cpu_ms_per_call']:.2f} | {rounds} |"
+        f"{figures['calls_per_s']:.0f} | {figures['cpu_ms_per_call']:.2f} | {rounds} | {load} |"
     )
 
 
@@ -381,8 +437,14 @@ def main() -> None:
     parser.add_argument(
         "--health-big",
         type=int,
-        default=0,
-        help="also tick this many instances (e.g. 100000: does a tick fit the 5-minute interval?)",
+        default=100_000,
+        help="then one tick over this many instances, the added ones seeded as running "
+        "(does a tick fit the 5-minute interval?); 0 skips it",
+    )
+    parser.add_argument(
+        "--health-big-first",
+        action="store_true",
+        help="the --health-big instances as new: their first tick (two calls each) first",
     )
     parser.add_argument(
         "--sender-instances", type=int, default=500, help="instances the sender sends across"
@@ -420,7 +482,14 @@ def main() -> None:
         if "health" in only:
             figures["health"] = run_script(
                 "services/health/bench/tick_bench.py",
-                [*rounds, "--instances", str(args.instances), "--big", str(args.health_big)],
+                [
+                    *rounds,
+                    "--instances",
+                    str(args.instances),
+                    "--big",
+                    str(args.health_big),
+                    *(["--big-first"] if args.health_big_first else []),
+                ],
                 work / "health.json",
             )
     command = "./taskw bench -- " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "./taskw bench"

@@ -18,8 +18,15 @@ Each round runs the steady tick and the two bare loops in a rotating order; the 
 medians of the rounds (calls/s). The httpx loop is ten times slower than aiohttp here, so it
 makes `--httpx-calls` calls per round (its calls/s is the figure).
 
-`--big N` (e.g. 100000) then registers instances up to N and runs a first and a steady tick over
-all of them plus one bare aiohttp loop: does a tick fit inside the 5-minute tick interval?
+`--big N` (e.g. 100000) then adds instances up to N **as a running system has them**: connected,
+with the status the first tick gave the first instances, each phone known and shown at an age
+spread evenly over that instance's phone refresh age (so the tick looks up the share of phones a
+running system refreshes per tick, about one in nine at PT1H). It runs one tick over all N
+(provider calls by operation reported), then a bare aiohttp status loop over all N and a bare
+httpx loop of `--httpx-calls` calls: does a tick fit inside the 5-minute tick interval?
+`--big-first` adds them as new instead (state unknown, no phone) and runs their first tick
+(status-instance + fetch-instance each, as after a bulk registration) before the steady one:
+about twice the calls, so minutes longer.
 `--profile PATH` profiles one more steady tick with cProfile in CPU time of the benchmark's own
 thread (the simulator and PostgreSQL are other processes) and prints where the time goes.
 `--json PATH` writes the figures for `bench/run.py`. Nothing here asserts: the figures are the
@@ -36,6 +43,7 @@ import io
 import json
 import os
 import pstats
+import random
 import statistics
 import sys
 import tempfile
@@ -59,6 +67,7 @@ from zapgate.devservers.postgres import free_port
 from zapgate.devservers.postgres_for_tests import postgres_for_tests
 from zapgate.health.adapters.db import PostgresHealthRepository, instances
 from zapgate.health.adapters.timer import AsyncioTimer
+from zapgate.health.check import phone_refresh_age
 from zapgate.health.migrations import SPEC
 from zapgate.health.ports import HealthEvent
 from zapgate.health.service import HealthService, RoundReport
@@ -138,14 +147,16 @@ def start_simulator(log_dir: Path, count: int) -> tuple[ServiceProcess, str]:
 # --- bare loops -----------------------------------------------------------------------------------
 
 
-def _figures(calls: int, seconds: float, cpu_s: float) -> dict[str, float]:
+def _figures(calls: int, seconds: float, cpu_s: float) -> dict[str, Any]:
     """Wall seconds and calls/s, plus this thread's CPU per call (`cpu_ms_per_call`): what the
-    loop costs the machine, steadier than wall time when other work shares the cores."""
+    loop costs the machine, steadier than wall time when other work shares the cores; and the
+    machine's load average (1, 5, 15 min) when it ended."""
     return {
         "seconds": seconds,
         "calls": calls,
         "calls_per_s": calls / seconds,
         "cpu_ms_per_call": cpu_s * 1000 / calls,
+        "load_average": os.getloadavg(),
     }
 
 
@@ -281,15 +292,81 @@ class Bench:
             "cpu_ms_per_call": cpu * 1000 / max(total, 1),
             "cpu_ms_per_check": cpu * 1000 / max(report.checked, 1),
             "transitions": report.transitions,
+            "load_average": os.getloadavg(),
         }
         print(
             f"{label}: {report.checked} instances in {elapsed:.2f} s "
             f"({figures['checks_per_s']:.0f} checks/s, "
             f"{figures['cpu_ms_per_check']:.2f} ms CPU each), calls {calls}, "
-            f"{report.transitions} transitions",
+            f"{report.transitions} transitions, load {_load(figures)}",
             flush=True,
         )
         return figures
+
+
+def _load(figures: dict[str, Any]) -> str:
+    return ", ".join(f"{x:.1f}" for x in figures["load_average"])
+
+
+_SEEDED_STATUS = (
+    "state",
+    "reason",
+    "since",
+    "state_observed_at",
+    "outage_started_at",
+    "outage_notified",
+    "good_since",
+    "episode_flaps",
+    "instability_notified",
+    "blip_count",
+    "last_check_at",
+)
+
+
+async def register_running(  # noqa: PLR0913 - the knobs of the seeding
+    engine: AsyncEngine,
+    start: int,
+    stop: int,
+    clock: ManualClock,
+    *,
+    phone_max_age: timedelta,
+    template: str,
+) -> None:
+    """Rows as a running system has them: `template`'s status (an instance the first tick
+    found connected with its phone), each with its own phone (the simulator's), shown at an age
+    drawn evenly from [0, its refresh age) (a fixed seed: the same rows every run)."""
+    cipher = TokenCipher([DEV_TOKEN_KEY])
+    token = cipher.encrypt(TOKEN)  # one ciphertext: the rows differ in nothing a tick reads
+    async with engine.connect() as conn:
+        found = (
+            await conn.execute(
+                sa.select(*(instances.c[name] for name in _SEEDED_STATUS)).where(
+                    instances.c.instance_id == template
+                )
+            )
+        ).one()
+    status = dict(zip(_SEEDED_STATUS, found, strict=True))
+    draw = random.Random(17)  # noqa: S311 - spread of ages, not a secret
+    now = clock.now()
+    for first in range(start, stop, 5000):
+        rows = []
+        for n in range(first, min(first + 5000, stop)):
+            iid = instance_id(n)
+            age = phone_refresh_age(iid, phone_max_age) * draw.random()
+            rows.append(
+                {
+                    **status,
+                    "instance_id": iid,
+                    "display_name": f"Loja {n}",
+                    "token": token,
+                    "phone": f"5511{n:09d}",
+                    "phone_observed_at": now - age,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(instances), rows)
 
 
 def _median_side(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -321,7 +398,7 @@ async def rounds(  # noqa: PLR0913, PLR0917 - the knobs of the run
             if name != "steady":
                 print(
                     f"round {index + 1} {name}: {figures['calls_per_s']:.0f} calls/s, "
-                    f"{figures['cpu_ms_per_call']:.2f} ms CPU each",
+                    f"{figures['cpu_ms_per_call']:.2f} ms CPU each, load {_load(figures)}",
                     flush=True,
                 )
     return {name: _median_side(values) for name, values in runs.items()}
@@ -401,20 +478,61 @@ async def run(args: argparse.Namespace, url: str, base_url: str) -> dict[str, An
             await bench.tick("profiled steady tick", profile)
             figures["profile"] = print_profile(profile, args.profile)
         if args.big > args.instances:
-            await register(engine, args.instances, args.big, clock)
-            big_ids = [instance_id(n) for n in range(args.big)]
-            big: dict[str, Any] = {"instances": args.big}
-            big["first"] = await bench.tick(f"first tick over {args.big}")
-            big["steady"] = await bench.tick(f"steady tick over {args.big}")
-            big["bare_aiohttp"] = await bare_aiohttp_loop(base_url, big_ids, args.concurrency)
-            print(
-                f"bare aiohttp over {args.big}: {big['bare_aiohttp']['calls_per_s']:.0f} calls/s",
-                flush=True,
-            )
-            figures["big"] = big
+            figures["big"] = await big_ticks(args, engine, bench, base_url, settings)
     figures["load_average"] = os.getloadavg()
     await engine.dispose()
     return figures
+
+
+async def big_ticks(
+    args: argparse.Namespace,
+    engine: AsyncEngine,
+    bench: Bench,
+    base_url: str,
+    settings: HealthSettings,
+) -> dict[str, Any]:
+    """`--big`: instances up to `args.big` (as running, or new with `--big-first`), one tick
+    over all of them, then a bare aiohttp loop over all and a bare httpx loop of a sample."""
+    started = time.perf_counter()
+    if args.big_first:
+        await register(engine, args.instances, args.big, bench.clock)
+    else:
+        await register_running(
+            engine,
+            args.instances,
+            args.big,
+            bench.clock,
+            phone_max_age=settings.phone_max_age,
+            template=instance_id(0),
+        )
+    big: dict[str, Any] = {
+        "instances": args.big,
+        "seeded": "new" if args.big_first else "running",
+        "seed_s": time.perf_counter() - started,
+    }
+    print(f"{args.big - args.instances} more instances in {big['seed_s']:.1f} s", flush=True)
+    if args.big_first:
+        big["first"] = await bench.tick(f"first tick over {args.big}")
+    big["tick"] = await bench.tick(f"tick over {args.big}")
+    big_ids = [instance_id(n) for n in range(args.big)]
+    loops: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+        "bare_aiohttp": lambda: bare_aiohttp_loop(base_url, big_ids, args.concurrency),
+        "bare_httpx": lambda: bare_httpx_loop(
+            base_url, big_ids[: args.httpx_calls], args.concurrency
+        ),
+    }
+    for name, loop in loops.items():
+        big[name] = await loop()
+        print(
+            f"{name} over {big[name]['calls']}: {big[name]['calls_per_s']:.0f} calls/s, "
+            f"{big[name]['seconds']:.1f} s, load {_load(big[name])}",
+            flush=True,
+        )
+    tick_rate = big["tick"]["calls_per_s"]
+    big["ratio_aiohttp"] = tick_rate / big["bare_aiohttp"]["calls_per_s"]
+    big["ratio_httpx"] = tick_rate / big["bare_httpx"]["calls_per_s"]
+    big["wall_s"] = time.perf_counter() - started
+    return big
 
 
 def main() -> None:
@@ -424,6 +542,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--httpx-calls", type=int, default=3000)
     parser.add_argument("--big", type=int, default=0, help="also tick this many (e.g. 100000)")
+    parser.add_argument(
+        "--big-first",
+        action="store_true",
+        help="the --big instances as new (their first tick, then a steady one), not as running",
+    )
     parser.add_argument("--profile", type=Path, help="cProfile one steady tick into this file")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--serve-simulator", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -432,6 +555,7 @@ def main() -> None:
         serve_simulator(args.serve_simulator, args.instances)
         return
     configure_logging(json=True, level="WARNING")  # per-call lines are DEBUG, as in production
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="zg-tick-bench-") as tmp:
         work = Path(tmp)
         simulator, root = start_simulator(work, max(args.instances, args.big))
@@ -442,6 +566,7 @@ def main() -> None:
             url = postgres.url(name)
             migrate(url, SPEC)
             figures = asyncio.run(run(args, url, root + "/v1"))
+            figures["wall_s"] = time.perf_counter() - started
             if args.json:
                 args.json.write_text(json.dumps(figures, indent=2))
         finally:
