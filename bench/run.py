@@ -180,7 +180,29 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                     strict=True,
                 )
             ),
-            *[f"- profile: {line}" for line in sender.get("profile", [])],
+            *(
+                [
+                    (
+                        f"- sender CPU per send (its process's user + system time over its "
+                        f"rounds): {s['cpu_ms_per_send']:.2f} ms (per round: "
+                        + ", ".join(f"{x['cpu_ms_per_send']:.2f}" for x in s["rounds"])
+                        + ")"
+                    )
+                ]
+                if "cpu_ms_per_send" in s
+                else []
+            ),
+            *(
+                [
+                    (
+                        "- where the sender's CPU goes (py-spy samples over its rounds, "
+                        "`bench/profile.py`):"
+                    ),
+                    *[f"  - {line}" for line in sender["profile"]],
+                ]
+                if sender.get("profile")
+                else []
+            ),
         ]
     lines += health_lines(figures.get("health"))
     lines += provider_lines(figures.get("provider"))

@@ -22,11 +22,12 @@ from zapgate.runtime.consumer import (
     DependencyUnavailable,
     MessageFailure,
     PullConsumer,
+    annotate,
 )
 from zapgate.runtime.db import MigrationSpec, create_engine, migrate
 from zapgate.runtime.dead_letters import FailedMessage, SqlDeadLetterStore, dead_letter_table
 from zapgate.runtime.publisher import JetStreamPublisher
-from zapgate.runtime.streams import ConsumerSpec, StreamSpec, ensure_streams
+from zapgate.runtime.streams import ConsumerSpec, StreamSpec, ensure_consumer, ensure_streams
 from zapgate.runtime.topology import DEAD_LETTERS
 
 if TYPE_CHECKING:
@@ -629,3 +630,53 @@ def test_the_dead_letters_command_lists_what_consumers_gave_up_on(
     assert newest["stream_seq"] == 8
     assert newest["payload"] == {"base64": "/wA="}
     assert newest["dead_lettered_at"] == "2026-01-01T12:08:00+00:00"
+
+
+async def test_a_handler_adds_its_result_to_the_canonical_line_of_its_own_delivery_only(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """`annotate` inside a handler puts its fields on that delivery's `message_handled` line
+    (the outcome carries them); nothing carries over to the next delivery handled in the same
+    task, and a task the handler starts (which copies its context) cannot annotate it."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    spec = _spec("annotated")
+    from_spawned: list[bool] = []
+
+    async def spawned() -> bool:
+        return annotate(late=True)
+
+    async def handle(order: Order, _delivery: Delivery) -> None:
+        if order.order_id == "a-1":
+            annotate(order_id=order.order_id, priced=False)
+            annotate(priced=True, outcome="overridden by the loop", event="not this either")
+            from_spawned.append(await asyncio.create_task(spawned()))
+
+    consumer = PullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=SqlDeadLetterStore(engine, TABLE),
+        registry=CollectorRegistry(),
+    )
+    try:
+        await ensure_consumer(connection.require(), spec)
+        for order_id in ("a-1", "a-2"):
+            body = Order(order_id=order_id).model_dump_json().encode()
+            await publisher.publish("rt.bus.a", body, stream=STREAM.name, msg_id=order_id)
+        pulled = (
+            await connection.require()
+            .jetstream()
+            .pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        )
+        messages = await pulled.fetch(2, timeout=WAIT)
+        outcomes = [await consumer.handle(message) for message in messages]
+
+        assert [outcome.status for outcome in outcomes] == ["acked", "acked"]
+        assert outcomes[0].fields == {"order_id": "a-1", "priced": True}
+        assert outcomes[1].fields == {}
+        assert from_spawned == [False]
+        assert not annotate(outside=True)
+    finally:
+        await connection.close()

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ import aiohttp
 import httpx
 
 from bench.procs import infra, start_sender, start_simulator
+from bench.profile import SampledProfile, cpu_seconds, profile_lines
+from bench.profile import summarise as summarise_profile
 from bench.sends import (
     DESTINATION,
     BenchInstance,
@@ -155,24 +158,34 @@ async def measure(  # noqa: PLR0913 - the knobs of one benchmark run, read from 
     sends: int,
     rounds: int,
     in_flight: int,
+    sender_pid: int,
+    profile: Path | None,
 ) -> dict[str, list[dict[str, Any]]]:
     nc = await connect(nats_url)
     driver = SendDriver(nc, items)
     await driver.start()
     sides = ["sender", "bare", "bare_aiohttp"]
     results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    sampler = None
     try:
         await driver.closed_loop(WARMUP, in_flight)
         await bare_loop(base_url, items, WARMUP)
         await bare_aiohttp_loop(base_url, items, WARMUP)
+        if profile is not None:
+            # Idle samples are left out: what it records is the sender's CPU, nearly all of it
+            # in its own rounds (it waits for work during the bare loops).
+            sampler = SampledProfile(sender_pid, profile)
         for index in range(rounds):
             order = sides[index % len(sides) :] + sides[: index % len(sides)]
             for name in order:
                 if name == "sender":
                     driver.tag, driver.published = f"bench r{index}", []
+                    cpu_before = cpu_seconds(sender_pid)
                     run = await driver.closed_loop(sends, in_flight)
+                    cpu = cpu_seconds(sender_pid) - cpu_before
                     ok = run.statuses.get("sent", 0)
                     figures = _figures(sends, ok, run.elapsed, run.latencies_ms, dict(run.statuses))
+                    figures["cpu_ms_per_send"] = cpu * 1000 / sends
                     figures["order_violations"] = order_violations(
                         driver.published, await provider_calls(base_url)
                     )
@@ -181,27 +194,44 @@ async def measure(  # noqa: PLR0913 - the knobs of one benchmark run, read from 
                 else:
                     figures = await bare_aiohttp_loop(base_url, items, sends)
                 results[name].append(figures)
+                cpu_note = (
+                    f", sender CPU {figures['cpu_ms_per_send']:.2f} ms/send"
+                    if "cpu_ms_per_send" in figures
+                    else ""
+                )
                 sys.stdout.write(
                     f"round {index + 1} {name}: {figures['rps']:.0f} sends/s, "
                     f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
-                    f"{figures['statuses']}\n"
+                    f"{figures['statuses']}{cpu_note}\n"
                 )
     finally:
+        if sampler is not None:
+            sampler.stop()
         await nc.close()
+    if sampler is not None and sampler.error is not None:
+        results["profile_error"] = [{"error": sampler.error}]
     return results
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    cpu = [r["cpu_ms_per_send"] for r in rounds if "cpu_ms_per_send" in r]
     return {
         "rounds": rounds,
         "rps": median([r["rps"] for r in rounds]),
+        **({"cpu_ms_per_send": median(cpu)} if cpu else {}),
         "p50_ms": median([r["p50_ms"] for r in rounds]),
         "p99_ms": median([r["p99_ms"] for r in rounds]),
     }
 
 
-def bench(
-    sends: int, rounds: int, instance_count: int, in_flight: int, workdir: Path
+def bench(  # noqa: PLR0913 - the knobs of one benchmark run, read from the CLI
+    sends: int,
+    rounds: int,
+    instance_count: int,
+    in_flight: int,
+    workdir: Path,
+    *,
+    profile: bool,
 ) -> dict[str, Any]:
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +253,12 @@ def bench(
                         sends=sends,
                         rounds=rounds,
                         in_flight=in_flight,
+                        sender_pid=sender.pid,
+                        profile=workdir / "sender-profile.txt" if profile else None,
                     )
                 )
+                if profile:
+                    profile_report = _profile_report(workdir / "sender-profile.txt", results)
             finally:
                 sender.stop()
         finally:
@@ -244,11 +278,19 @@ def bench(
         "bare_aiohttp": aiohttp_summary,
         "ratio_aiohttp": ratio(sender_summary["rps"], aiohttp_summary["rps"]),
         "order_violations": sum(r.get("order_violations", 0) for r in results["sender"]),
+        **({"profile": profile_report} if profile else {}),
         "load_average": {
             "before": [round(value, 2) for value in load_before],
             "after": [round(value, 2) for value in load_after],
         },
     }
+
+
+def _profile_report(path: Path, results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    if "profile_error" in results:
+        return [f"not taken: {results['profile_error'][0]['error']}"]
+    lines = profile_lines(summarise_profile(path))
+    return lines or ["not taken: no samples"]
 
 
 def main() -> None:
@@ -260,13 +302,28 @@ def main() -> None:
         "--in-flight", type=int, help="commands awaiting outcome (default: one per instance)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="do not sample the sender with py-spy"
+    )
+    parser.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="zg-sender-bench-") as tmp:
         in_flight = args.in_flight or args.instances
-        figures = bench(args.sends, args.rounds, args.instances, in_flight, Path(tmp))
+        figures = bench(
+            args.sends,
+            args.rounds,
+            args.instances,
+            in_flight,
+            Path(tmp),
+            profile=not args.no_profile,
+        )
+        raw = Path(tmp) / "sender-profile.txt"
+        if args.keep_profile and raw.exists():
+            shutil.copyfile(raw, args.keep_profile)
     sys.stdout.write(
         f"median sender {figures['sender']['rps']:.0f}/s p99 {figures['sender']['p99_ms']:.1f} ms;"
         f" bare httpx {figures['bare']['rps']:.0f}/s p99 {figures['bare']['p99_ms']:.1f} ms;"
+        f" sender CPU {figures['sender'].get('cpu_ms_per_send', 0):.2f} ms/send;"
         f" bare aiohttp {figures['bare_aiohttp']['rps']:.0f}/s;"
         f" ratio {figures['ratio']:.2f} of httpx, {figures['ratio_aiohttp']:.2f} of aiohttp;"
         f" order violations {figures['order_violations']};"

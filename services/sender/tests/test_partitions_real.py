@@ -96,3 +96,36 @@ async def test_a_call_is_recorded_only_under_the_current_epoch_and_once(
     assert row is not None
     assert row.status == RowStatus.CLAIMED.value
     assert await fence.prune(later) == 1
+
+
+async def test_calls_recorded_together_each_keep_their_own_epoch_check(
+    engine: AsyncEngine,
+) -> None:
+    """Records of many lanes run as one statement, and each row is still judged alone: a stale
+    epoch fails its own record only, a command twice is recorded once (the first copy), and a
+    value the database refuses fails that record only, not its batch-mates."""
+    fence = PostgresPartitionFence(engine)
+    current = await fence.take_over(5, "pin-5", "a:1", NOW, still_pinned=_yes)
+    stale = await fence.take_over(6, "pin-6a", "a:1", NOW, still_pinned=_yes)
+    fresh = await fence.take_over(6, "pin-6b", "b:2", NOW, still_pinned=_yes)
+    assert current is not None
+    assert stale is not None
+    assert fresh is not None
+
+    async def record(partition: int, epoch: int, command_id: str) -> bool:
+        return await fence.record_call(
+            partition=partition, epoch=epoch, command_id=command_id, instance_id="i5", now=NOW
+        )
+
+    results = await asyncio.gather(
+        record(5, current, "k1"),
+        record(6, stale, "k2"),
+        record(6, fresh, "k3"),
+        record(5, current, "k1"),
+        record(5, current, "k" * 200),  # longer than the column: refused by the database
+        return_exceptions=True,
+    )
+    assert list(results[:4]) == [True, False, True, False]
+    assert isinstance(results[4], Exception)
+    assert fence.records.largest == 5
+    assert not await record(5, current, "k3")  # recorded once, whichever batch asks again

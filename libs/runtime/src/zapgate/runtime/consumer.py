@@ -30,6 +30,8 @@ message is nak'ed as a dependency failure: nothing is dropped.
 
 Each message is handled with its ids bound in structlog's contextvars, and ends in one
 canonical `message_handled` line (outcome, duration, reason, plus whatever the handler bound).
+A handler adds its own result to that line with `annotate(**fields)` instead of logging a line
+of its own (the fields are the delivery's only: nothing carries over to the next one).
 
 With a `heartbeat` (the constructor's, else the spec's), one periodic task tells JetStream every
 `heartbeat` that each delivery in flight is still being worked on (`+WPI`, which restarts its
@@ -41,9 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -77,6 +80,30 @@ _UNFINISHED_REASON = (
     "a delivery ended without an outcome: the process stopped while handling it, or the "
     "handler outlived ack_wait"
 )
+
+
+# The fields of the delivery handled in a task, with that task: a task created meanwhile copies
+# the context, but its lines are not the delivery's (it may outlive it).
+_CANONICAL: contextvars.ContextVar[tuple[asyncio.Task[Any] | None, dict[str, object]] | None] = (
+    contextvars.ContextVar("zapgate_canonical_fields", default=None)
+)
+
+
+def annotate(**fields: object) -> bool:
+    """Add `fields` to the canonical `message_handled` line of the delivery being handled in
+    this task; a later call overrides a field of an earlier one (the handler's result, e.g.
+    the send's status, attempt and latency). False when no delivery is being handled here (an
+    API request, a background task): the caller then logs its own line. `event`, `outcome`
+    and `duration_ms` are the loop's own fields and cannot be set.
+    """
+    current = _CANONICAL.get()
+    if current is None or current[0] is not asyncio.current_task():
+        return False
+    current[1].update(fields)
+    return True
+
+
+_LOOP_FIELDS = ("event", "outcome", "duration_ms")
 
 
 class MessageFailure(Exception):  # noqa: N818 - a failure of the message, named as such
@@ -161,6 +188,8 @@ class Outcome:
     status: str
     reason: str = ""
     attempts: int = 0
+    fields: Mapping[str, object] = field(default_factory=dict)
+    """What the handler added to the canonical line (`annotate`)."""
 
 
 class _Metrics:
@@ -364,10 +393,24 @@ class PullConsumer(Generic[M]):
             self._working.pop(id(message), None)
 
     async def _handle(self, message: Msg, delivery: Delivery, started: float) -> Outcome:
+        extra: dict[str, object] = {}
+        token = _CANONICAL.set((asyncio.current_task(), extra))
+        try:
+            return await self._handle_logged(message, delivery, started, extra)
+        finally:
+            _CANONICAL.reset(token)
+
+    async def _handle_logged(
+        self, message: Msg, delivery: Delivery, started: float, extra: dict[str, object]
+    ) -> Outcome:
         with structlog.contextvars.bound_contextvars(**_delivery_fields(delivery)):
             outcome = await self._outcome(message, delivery)
+            for own in _LOOP_FIELDS:
+                extra.pop(own, None)
+            if extra:
+                outcome = replace(outcome, fields=dict(extra))
             self._metrics.handled.labels(delivery.consumer, outcome.status).inc()
-            fields = {"outcome": outcome.status, "duration_ms": _ms_since(started)}
+            fields = {**extra, "outcome": outcome.status, "duration_ms": _ms_since(started)}
             if outcome.reason:
                 fields["reason"] = outcome.reason
             if outcome.attempts:

@@ -44,6 +44,7 @@ from zapgate.contracts.sending import (
     StatusTime,
 )
 from zapgate.contracts.webhooks import DeliveryStatus
+from zapgate.runtime.consumer import annotate
 from zapgate.runtime.requests import invalid_request
 from zapgate.sender.adapters.metrics import SenderMetrics
 from zapgate.sender.domain import (
@@ -349,7 +350,9 @@ async def _refuse_phone(
     )
     if failed is None:
         return None
-    _log_attempt(failed, attempt=0, blocked_reason=refused.code.value, latency_ms=None)
+    _log_attempt(
+        failed, attempt=0, blocked_reason=refused.code.value, latency_ms=None, canonical=True
+    )
     return await _publish_outcome(failed, deps, replayed=False)
 
 
@@ -377,7 +380,13 @@ async def _on_repeat(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | Non
         )
         if abandoned is None:
             return None
-        _log_attempt(abandoned, attempt=abandoned.attempts, blocked_reason=None, latency_ms=None)
+        _log_attempt(
+            abandoned,
+            attempt=abandoned.attempts,
+            blocked_reason=None,
+            latency_ms=None,
+            canonical=True,
+        )
         return await _publish_outcome(abandoned, deps, replayed=False)
     _log.info(
         "send_replayed",
@@ -470,7 +479,13 @@ async def _decide(
         if held is None:
             return None
         if announce_hold:
-            _log_attempt(held, attempt=held.attempts, blocked_reason=problem.code, latency_ms=None)
+            _log_attempt(
+                held,
+                attempt=held.attempts,
+                blocked_reason=problem.code,
+                latency_ms=None,
+                canonical=True,
+            )
             return await _publish_outcome(held, deps, replayed=False)
         return None
     if row.held_at is not None:
@@ -486,7 +501,13 @@ async def _decide(
     )
     if failed is None:
         return None
-    _log_attempt(failed, attempt=failed.attempts, blocked_reason=problem.code, latency_ms=None)
+    _log_attempt(
+        failed,
+        attempt=failed.attempts,
+        blocked_reason=problem.code,
+        latency_ms=None,
+        canonical=True,
+    )
     return await _publish_outcome(failed, deps, replayed=False)
 
 
@@ -572,14 +593,19 @@ async def _call_and_record(
             delay_message=sending.delay_message,
         )
         latency_ms = round((deps.clock.monotonic() - started) * 1000, 1)
+        last = not _worth_retrying(result) or attempt == deps.policy.provider_attempts
         _log_attempt(
             sending,
             attempt=attempts,
             blocked_reason=None if isinstance(result, SendAccepted) else result.code,
             latency_ms=latency_ms,
             provider_message_id=result.message_id if isinstance(result, SendAccepted) else None,
+            # The last attempt's line is the delivery's canonical line (its decided status);
+            # an attempt tried again logs its own.
+            status=_result_values(result)[0].value if last else None,
+            canonical=last,
         )
-        if not _worth_retrying(result) or attempt == deps.policy.provider_attempts:
+        if last:
             break
         delay = backoff_delay(attempt, deps.policy.backoff, deps.policy.backoff_cap)
         await deps.sleep(delay.total_seconds())
@@ -686,25 +712,32 @@ def _result_values(result: SendAccepted | ProviderFailure) -> tuple[RowStatus, d
     return RowStatus.FAILED, _error_values(problem)
 
 
-def _log_attempt(
+def _log_attempt(  # noqa: PLR0913 - the fields of one decision
     row: SendCommandRow,
     *,
     attempt: int,
     blocked_reason: str | None,
     latency_ms: float | None,
     provider_message_id: str | None = None,
+    status: str | None = None,
+    canonical: bool = False,
 ) -> None:
-    _log.info(
-        "send_attempt",
-        instance_id=row.instance_id,
-        command_id=row.command_id,
-        attempt=attempt,
-        status=row.status,
-        provider_message_id=provider_message_id or row.provider_message_id,
-        session_health=row.session_health,
-        blocked_reason=blocked_reason,
-        latency_ms=latency_ms,
-    )
+    """One decision about a command. `canonical`: this is the decision of the send command
+    whose delivery is being handled, so its fields go on that delivery's canonical
+    `message_handled` line (`annotate`) instead of a line of their own (one line per send)."""
+    fields = {
+        "instance_id": row.instance_id,
+        "command_id": row.command_id,
+        "attempt": attempt,
+        "status": status or row.status,
+        "provider_message_id": provider_message_id or row.provider_message_id,
+        "session_health": row.session_health,
+        "blocked_reason": blocked_reason,
+        "latency_ms": latency_ms,
+    }
+    if canonical and annotate(**fields):
+        return
+    _log.info("send_attempt", **fields)
 
 
 # --- receipts -----------------------------------------------------------------------------------
