@@ -440,9 +440,9 @@ async def test_a_read_whose_connection_drops_once_is_retried_on_a_fresh_connecti
         registry.get_sample_value("zapgate_wapi_read_retries_total", {"operation": operation})
         == 1.0
     )
-    retried = [entry for entry in logs if entry["event"] == "wapi.call.retried"]
+    retried = [entry for entry in logs if entry["event"] == "wapi_call_retried"]
     assert [entry["reason"].split(":")[0] for entry in retried] == ["ServerDisconnectedError"]
-    (line,) = [entry for entry in logs if entry["event"] == "wapi.call"]
+    (line,) = [entry for entry in logs if entry["event"] == "wapi_call"]
     assert line["retried"] is True
 
 

@@ -74,7 +74,7 @@ class ConsoleStack:
     def server_errors(self) -> list[str]:
         """Lines of the console's log that report a failed request (500s)."""
         text = (self.logs / "console.log").read_text(errors="replace")
-        return [line for line in text.splitlines() if '"request failed"' in line]
+        return [line for line in text.splitlines() if '"request_failed"' in line]
 
 
 @pytest.fixture(scope="module")

@@ -83,8 +83,8 @@ def log_counts(log: Path) -> dict[str, int]:
         except (json.JSONDecodeError, AttributeError):
             found["non_json_lines"] += 1
             continue
-        found["ticks"] += event == "health tick"
-        found["blip_lines"] += event == "check blip"
+        found["ticks"] += event == "health_tick"
+        found["blip_lines"] += event == "check_blip"
     return found
 
 

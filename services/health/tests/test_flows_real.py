@@ -273,7 +273,7 @@ async def test_late_events_are_ignored(harness: Harness) -> None:
     [health] = await service.repository.health("I1")
     assert health.state is InstanceState.CONNECTED
     assert harness.simulator.calls(operation="restart") == []
-    assert any(log["event"] == "observation ignored" and log["why"] == "late" for log in logs)
+    assert any(log["event"] == "observation_ignored" and log["why"] == "late" for log in logs)
 
 
 async def test_a_delivery_stall_degrades_until_the_sender_signals_resumed(

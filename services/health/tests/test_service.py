@@ -82,7 +82,7 @@ async def test_one_failed_check_is_a_blip_confirmed_good_three_seconds_later() -
     assert w.repo.state("I1").state is InstanceState.CONNECTED
     assert w.repo.state("I1").blips == 1
     assert w.repo.notice_kinds() == []
-    assert any(log["event"] == "check blip" for log in logs)
+    assert any(log["event"] == "check_blip" for log in logs)
 
 
 async def test_two_failed_checks_make_an_outage_with_one_notice() -> None:

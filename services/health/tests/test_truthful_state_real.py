@@ -212,7 +212,7 @@ async def test_one_failed_status_call_is_a_blip_not_an_outage(
     assert await harness.stored_count(subjects.notification_subject("I1")) == 0
     assert await harness.stored_count(subjects.state_changed_subject("I1")) == 1
     assert harness.simulator.calls(operation="restart") == []
-    [blip] = [log for log in logs if log["event"] == "check blip"]
+    [blip] = [log for log in logs if log["event"] == "check_blip"]
     assert blip["blips"] == health.blips == 1
 
 

@@ -99,12 +99,12 @@ def _log_change(failing: dict[str, str], name: str, result: tuple[str, str] | No
     # Probes are polled every few seconds: log the transitions, not every poll.
     if result is None:
         if failing.pop(name, None) is not None:
-            _log.info("readiness check passes again", check=name)
+            _log.info("readiness_check_passes_again", check=name)
         return
     code, error = result
     if failing.get(name) != code:
         failing[name] = code
-        _log.warning("readiness check failed", check=name, code=code, error=error)
+        _log.warning("readiness_check_failed", check=name, code=code, error=error)
 
 
 def nats_check(nc: Client) -> Callable[[], Awaitable[None]]:

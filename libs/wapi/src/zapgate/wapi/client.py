@@ -439,7 +439,7 @@ class WapiClient:
                     retried = True
                     self._metrics.read_retries.labels(operation).inc()
                     _log.info(
-                        "wapi.call.retried",
+                        "wapi_call_retried",
                         instance_id=credentials.instance_id,
                         operation=operation,
                         reason=f"{type(exc).__name__}: {exc}",
@@ -569,11 +569,11 @@ def _log_call(  # noqa: PLR0913 - the fields of the canonical line
     }
     if is_failure(result):
         _log.warning(
-            "wapi.call.failed",
+            "wapi_call_failed",
             code=result.code,
             detail=result.detail,
             uncertain=result.uncertain,
             **fields,
         )
     else:
-        _log.debug("wapi.call", **fields)
+        _log.debug("wapi_call", **fields)

@@ -393,12 +393,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _api_unavailable(request: Request, exc: Exception) -> Response:
     service = exc.service if isinstance(exc, ApiUnavailableError) else "?"
-    _errors_log.warning("api unavailable", service=service, path=request.url.path)
+    _errors_log.warning("api_unavailable", service=service, path=request.url.path)
     return _error_page(request, 503, unavailable_text(ApiUnavailableError(service)))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    _errors_log.error("request failed", path=request.url.path, error=type(exc).__name__)
+    _errors_log.error("request_failed", path=request.url.path, error=type(exc).__name__)
     return _error_page(request, 500)
 
 

@@ -99,7 +99,7 @@ async def start(  # noqa: PLR0913 - what the lifespan holds, each named
     await feed.start(on_state_changed)
     stack.push_async_callback(feed.stop)
     stack.callback(hub.close)
-    _log.info("console started", nats_url=settings.nats_url)
+    _log.info("console_started", nats_url=settings.nats_url)
 
 
 def _need(value: _T | None) -> _T:

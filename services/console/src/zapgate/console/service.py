@@ -171,7 +171,7 @@ class ConsoleService:
         try:
             return await self.sender.stuck_counts()
         except (ApiRefusedError, ApiUnavailableError) as error:
-            _log.info("stuck counts unavailable", error=str(error))
+            _log.info("stuck_counts_unavailable", error=str(error))
             return None
 
     async def sends(self, instance_id: str, *, limit: int = 20) -> SendsView:
@@ -248,7 +248,7 @@ class ConsoleService:
         # An unknown login is verified against nothing all the same: same time either way.
         ok = await self._passwords.verify(password, stored) and stored is not None
         await self._record(login or "?", "login", None, ok=ok, detail=None)
-        _log.info("operator login", operator=login, outcome="ok" if ok else "refused")
+        _log.info("operator_login", operator=login, outcome="ok" if ok else "refused")
         return ok
 
     async def logout(self, operator: str) -> None:
@@ -391,7 +391,7 @@ class ConsoleService:
         try:
             await self.health.check_now(instance_id)
         except (ApiRefusedError, ApiUnavailableError) as error:
-            _log.info("check during reconnection failed", instance_id=instance_id, error=str(error))
+            _log.info("check_during_reconnection_failed", instance_id=instance_id, error=str(error))
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -414,7 +414,7 @@ class ConsoleService:
             detail = " ".join(filter(None, [detail, "UNAVAILABLE"]))
         await self._record(operator, action, instance_id, ok=result.ok, detail=detail)
         _log.info(
-            "operator action",
+            "operator_action",
             operator=operator,
             action=action,
             instance_id=instance_id,

@@ -196,7 +196,7 @@ class HealthHandlers:
         with _bound(event.instance_id, str(event.event_id)):
             observation = observations.from_session_observed(event, now=self._clock.now())
             if observation is None:
-                _log.info("session observation says nothing", why="connected is unknown")
+                _log.info("session_observation_says_nothing", why="connected is unknown")
                 return
             await self.service.observe(event.instance_id, observation)
 
@@ -225,7 +225,7 @@ class HealthHandlers:
 
     async def _connection_webhook(self, event: InstanceConnected | InstanceDisconnected) -> None:
         if event.instance_id is None:
-            _log.info("connection webhook ignored", kind=event.kind.value, why="no instance id")
+            _log.info("connection_webhook_ignored", kind=event.kind.value, why="no instance id")
             return
         with _bound(event.instance_id, str(event.event_id)):
             observation = observations.from_connection_webhook(event, now=self._clock.now())

@@ -116,7 +116,7 @@ class OperatorApi:
             last = found[0].last_restart_attempt_at
             until = last + self._cooldown if last is not None else None
             _log.info(
-                "operator restart refused",
+                "operator_restart_refused",
                 instance_id=command.instance_id,
                 requested_by=command.requested_by,
                 why="cooldown" if until is not None else "not managed",
@@ -125,7 +125,7 @@ class OperatorApi:
         result = await self._provider.restart(target.credentials())
         failure = None if isinstance(result, Acknowledged) else result
         _log.info(
-            "operator restart",
+            "operator_restart",
             instance_id=command.instance_id,
             requested_by=command.requested_by,
             outcome="accepted" if failure is None else "failed",
@@ -145,9 +145,9 @@ class OperatorApi:
             return QrCodeReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
         result = await self._provider.qr_code(target.credentials())
         if not isinstance(result, QrCode):
-            _log.warning("qr code failed", instance_id=query.instance_id, code=result.code)
+            _log.warning("qr_code_failed", instance_id=query.instance_id, code=result.code)
             return QrCodeReply(ok=False, error=problem_of(result))
-        _log.info("qr code", instance_id=query.instance_id, connected=result.connected)
+        _log.info("qr_code", instance_id=query.instance_id, connected=result.connected)
         return QrCodeReply(ok=True, connected=result.connected, image=result.qrcode)
 
     async def pairing_code(self, command: RequestPairingCode) -> PairingCodeReply:
@@ -156,9 +156,9 @@ class OperatorApi:
             return PairingCodeReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
         result = await self._provider.pairing_code(target.credentials(), command.phone)
         if not isinstance(result, PairingCode):
-            _log.warning("pairing code failed", instance_id=command.instance_id, code=result.code)
+            _log.warning("pairing_code_failed", instance_id=command.instance_id, code=result.code)
             return PairingCodeReply(ok=False, error=problem_of(result))
-        _log.info("pairing code", instance_id=command.instance_id)
+        _log.info("pairing_code", instance_id=command.instance_id)
         return PairingCodeReply(ok=True, code=result.code)
 
     async def history(self, query: GetInstanceHistory) -> InstanceHistoryReply:

@@ -111,12 +111,11 @@ class HealthService:
         try:
             self._metrics.census(await self.repository.census())
         except Exception as exc:  # noqa: BLE001 - a gauge must never fail the tick
-            _log.warning(
-                "instance census failed; the gauges keep their last values", reason=repr(exc)
-            )
+            # The gauges keep their last values.
+            _log.warning("instance_census_failed", reason=repr(exc))
         self._metrics.tick_duration.observe(time.perf_counter() - started)
         _log.info(
-            "health tick",
+            "health_tick",
             checked=report.checked,
             transitions=report.transitions,
             restarts=report.restarts,
@@ -135,7 +134,7 @@ class HealthService:
         report = await self._round(targets, EvidenceSource.CHECK_NOW)
         await self.flush_outbox()
         _log.info(
-            "check now",
+            "check_now",
             instance_id=instance_id,
             checked=report.checked,
             transitions=report.transitions,
@@ -219,7 +218,7 @@ class HealthService:
                 confirming=confirming,
             )
         except Exception as exc:  # noqa: BLE001 - one broken check must not stop the round
-            _log.exception("check failed", instance_id=target.instance_id)
+            _log.exception("check_failed", instance_id=target.instance_id)
             return Observation(
                 seen=Seen.UNREACHABLE,
                 source=source,
@@ -303,7 +302,8 @@ class HealthService:
                 await self._check_all(targets, source, report, confirming=True)
         for change in verify:
             _log.info(
-                "verifying a connected claim with fetch-instance",
+                "connected_claim_verifying",
+                check="fetch-instance",
                 instance_id=change.record.instance_id,
                 source=change.observation.source.value if change.observation else None,
             )
@@ -324,7 +324,7 @@ class HealthService:
         changes = await self._decide([(instance_id, observation)], report)
         if not changes:
             _log.info(
-                "observation for unknown instance ignored",
+                "observation_for_unknown_instance_ignored",
                 instance_id=instance_id,
                 seen=observation.seen.value,
                 source=observation.source.value,
@@ -351,9 +351,9 @@ class HealthService:
         """Someone saw the session down: check it now (a drop is confirmed, then restarted)."""
         target = await self.repository.target(instance_id)
         if target is None:
-            _log.info("reconnect request for unknown instance", instance_id=instance_id)
+            _log.info("reconnect_request_for_unknown_instance", instance_id=instance_id)
             return
-        _log.info("reconnect requested", instance_id=instance_id, requested_by=requested_by)
+        _log.info("reconnect_requested", instance_id=instance_id, requested_by=requested_by)
         await self._round([target], EvidenceSource.CHECK_NOW)
         await self.flush_outbox()
 
@@ -386,7 +386,7 @@ class HealthService:
     async def _restart(self, record: InstanceRecord) -> bool:
         if not record.managed or record.paused:
             _log.info(
-                "restart skipped",
+                "restart_skipped",
                 instance_id=record.instance_id,
                 why="paused" if record.paused else "not managed",
             )
@@ -401,7 +401,7 @@ class HealthService:
             )
             if target is None:
                 _log.info(
-                    "restart skipped",
+                    "restart_skipped",
                     instance_id=record.instance_id,
                     why="cooldown",
                     cooldown_s=self._settings.restart_cooldown.total_seconds(),
@@ -413,14 +413,14 @@ class HealthService:
         ).inc()
         if isinstance(result, Acknowledged):
             _log.info(
-                "restart requested",
+                "restart_requested",
                 instance_id=record.instance_id,
                 why="confirmed disconnected",
                 outcome="accepted",
             )
         else:
             _log.warning(
-                "restart requested",
+                "restart_requested",
                 instance_id=record.instance_id,
                 why="confirmed disconnected",
                 outcome="failed",
@@ -440,7 +440,7 @@ class HealthService:
             while any(await self.repository.publish_pending(publish, now=self._clock.now())):
                 pass
         except Exception:  # noqa: BLE001 - the rows stay unpublished; the next flush retries
-            _log.exception("publishing health events failed; will retry on the next flush")
+            _log.exception("health_events_publish_failed", then="retried on the next flush")
         if self._operator is not None:
             await self._deliver_notices(self._operator)
 
@@ -459,7 +459,7 @@ class HealthService:
             if not result.delivered:
                 gave_up = attempts >= self._settings.operator_webhook_max_attempts
                 _log.warning(
-                    "operator notice delivery failed",
+                    "operator_notice_delivery_failed",
                     instance_id=notice.notification.instance_id,
                     notification_id=str(notice.notification.event_id),
                     attempts=attempts,
@@ -493,19 +493,19 @@ class HealthService:
             replace_existing=replace,
             now=self._clock.now(),
         )
-        _log.info("instance registered", instance_id=instance_id, managed=managed, replace=replace)
+        _log.info("instance_registered", instance_id=instance_id, managed=managed, replace=replace)
         return summary
 
     async def set_paused(self, instance_id: str, *, paused: bool) -> InstanceSummary:
         summary = await self.repository.set_paused(
             instance_id, paused=paused, now=self._clock.now()
         )
-        _log.info("instance paused" if paused else "instance resumed", instance_id=instance_id)
+        _log.info("instance_paused" if paused else "instance_resumed", instance_id=instance_id)
         return summary
 
     async def remove(self, instance_id: str) -> InstanceSummary:
         summary = await self.repository.remove(instance_id)
-        _log.info("instance removed", instance_id=instance_id, why="operator")
+        _log.info("instance_removed", instance_id=instance_id, why="operator")
         return summary
 
     async def list_instances(self) -> list[InstanceSummary]:
@@ -585,7 +585,7 @@ def _count_and_log(change: Change, report: RoundReport) -> None:
         report.transitions += 1
         transition = decision.transition
         _log.info(
-            "instance state changed",
+            "instance_state_changed",
             instance_id=instance_id,
             from_state=transition.from_state.value,
             from_reason=transition.from_reason,
@@ -604,16 +604,17 @@ def _count_and_log(change: Change, report: RoundReport) -> None:
         )
     elif decision.confirm_wanted:
         _log.info(
-            "outage suspected; confirming with a live check",
+            "outage_suspected",
             instance_id=instance_id,
             seen=seen,
             source=source,
             why="a connected instance looked bad once",
+            then="confirming with a live check",
             detail=observation.detail if observation else None,
         )
     elif decision.ignored is not None:
         _log.info(
-            "observation ignored",
+            "observation_ignored",
             instance_id=instance_id,
             seen=seen,
             source=source,
@@ -623,7 +624,7 @@ def _count_and_log(change: Change, report: RoundReport) -> None:
     if decision.blip:
         report.blips += 1
         _log.info(
-            "check blip",
+            "check_blip",
             instance_id=instance_id,
             why="the confirming check found the session good",
             blips=decision.status.blips,
@@ -631,7 +632,7 @@ def _count_and_log(change: Change, report: RoundReport) -> None:
     if decision.notification is not None:
         report.notices += 1
         _log.info(
-            "notice queued",
+            "notice_queued",
             instance_id=instance_id,
             kind=decision.notification.kind.value,
             why=_notice_reason(change),

@@ -130,7 +130,7 @@ def subscribe(
         try:
             return await list_sends(current, request, now=clock.now(), stuck_window=stuck_window)
         except Exception as exc:  # noqa: BLE001 - the caller gets a coded answer, not a timeout
-            _log.exception("list sends failed")
+            _log.exception("list_sends_failed")
             return SendListReply(
                 ok=False, error=Problem.of(ErrorCode.INTERNAL, detail=type(exc).__name__)
             )
@@ -150,7 +150,7 @@ def subscribe(
         try:
             return await stuck_counts(current, now=clock.now(), stuck_window=stuck_window)
         except Exception as exc:  # noqa: BLE001 - the caller gets a coded answer, not a timeout
-            _log.exception("count stuck failed")
+            _log.exception("count_stuck_failed")
             return StuckCountsReply(
                 ok=False, error=Problem.of(ErrorCode.INTERNAL, detail=type(exc).__name__)
             )

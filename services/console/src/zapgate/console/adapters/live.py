@@ -83,12 +83,12 @@ class NatsStateFeed:
             try:
                 event = InstanceStateChanged.model_validate_json(msg.data)
             except ValidationError:
-                _log.warning("state change not understood", subject=msg.subject)
+                _log.warning("state_change_not_understood", subject=msg.subject)
                 return
             try:
                 await listener(event.instance_id)
             except Exception:  # noqa: BLE001 - one failed render must not end the feed
-                _log.exception("live update failed", instance_id=event.instance_id)
+                _log.exception("live_update_failed", instance_id=event.instance_id)
 
         self._subscription = await self._nc.subscribe(subjects.STATE_CHANGED_ALL, cb=on_message)
         await self._nc.flush()

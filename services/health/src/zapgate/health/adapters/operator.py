@@ -88,7 +88,7 @@ class SignedOperatorWebhook:
         except RetryError as exc:
             error = _describe(exc.last_attempt.exception())
             _log.warning(
-                "operator notice not delivered",
+                "operator_notice_not_delivered",
                 instance_id=notification.instance_id,
                 notification_id=msg_id,
                 attempts=made,
@@ -97,7 +97,7 @@ class SignedOperatorWebhook:
             return NoticeDelivery(delivered=False, attempts=made, error=error)
         if 200 <= status < 300:  # noqa: PLR2004 - HTTP success range
             _log.info(
-                "operator notice delivered",
+                "operator_notice_delivered",
                 instance_id=notification.instance_id,
                 notification_id=msg_id,
                 kind=notification.kind.value,
@@ -105,7 +105,7 @@ class SignedOperatorWebhook:
             )
             return NoticeDelivery(delivered=True, attempts=made)
         _log.warning(
-            "operator notice refused",
+            "operator_notice_refused",
             instance_id=notification.instance_id,
             notification_id=msg_id,
             why=f"HTTP {status}",

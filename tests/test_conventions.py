@@ -1,0 +1,80 @@
+"""The conventions of docs/design.md that code review would otherwise have to catch by eye."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "libs").glob("*/src")) + sorted((ROOT / "services").glob("*/src"))
+SERVICES = sorted(path.name for path in (ROOT / "services").iterdir() if (path / "src").is_dir())
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def _log_events(path: Path) -> list[tuple[int, str]]:
+    """(line, event) of every log call whose event is a string literal (both arms of an `if`)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LOG_METHODS
+            and "log" in ast.unparse(node.func.value).lower()
+            and node.args
+        ):
+            continue
+        event = node.args[0]
+        arms = [event.body, event.orelse] if isinstance(event, ast.IfExp) else [event]
+        found += [
+            (node.lineno, arm.value)
+            for arm in arms
+            if isinstance(arm, ast.Constant) and isinstance(arm.value, str)
+        ]
+    return found
+
+
+def test_log_event_names_are_snake_case() -> None:
+    """Every event a package logs is a snake_case fact (`restart_skipped`), never a sentence."""
+    offending = [
+        f"{path.relative_to(ROOT)}:{line}: {event!r}"
+        for source in SOURCES
+        for path in sorted(source.rglob("*.py"))
+        for line, event in _log_events(path)
+        if not _SNAKE.fullmatch(event)
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def test_the_event_scan_sees_log_calls() -> None:
+    """The scan above finds events in a file known to log some (it is not vacuous)."""
+    probes = ROOT / "libs/runtime/src/zapgate/runtime/probes.py"
+    assert {event for _, event in _log_events(probes)} >= {"readiness_check_failed"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_has_the_same_module_set(service: str) -> None:
+    """The same file names mean the same layer in every service (docs/design.md, "Shape")."""
+    package = ROOT / "services" / service / "src" / "zapgate" / service
+    expected = [
+        "app.py",
+        "lifecycle.py",
+        "handlers.py",
+        "service.py",
+        "ports.py",
+        "settings.py",
+        "tables.py",
+        "adapters/__init__.py",
+        "migrations/__init__.py",
+    ]
+    missing = [name for name in expected if not (package / name).is_file()]
+    if not ((package / "domain.py").is_file() or (package / "domain" / "__init__.py").is_file()):
+        missing.append("domain.py")
+    if not (ROOT / "services" / service / "tests" / "fakes.py").is_file():
+        missing.append("tests/fakes.py")
+    assert not missing, f"{service} lacks {missing}"
