@@ -78,3 +78,29 @@ def test_every_service_has_the_same_module_set(service: str) -> None:
     if not (ROOT / "services" / service / "tests" / "fakes.py").is_file():
         missing.append("tests/fakes.py")
     assert not missing, f"{service} lacks {missing}"
+
+
+def _protocols(path: Path) -> list[str]:
+    return [
+        node.name
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and any(
+            ast.unparse(base).split("[")[0] in {"Protocol", "typing.Protocol"}
+            for base in node.bases
+        )
+    ]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_protocol_of_a_service_is_in_its_ports(service: str) -> None:
+    """A service's use cases depend on Protocols declared in one place, `ports.py`."""
+    package = ROOT / "services" / service / "src" / "zapgate" / service
+    elsewhere = [
+        f"{path.relative_to(package)}: {name}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "ports.py"
+        for name in _protocols(path)
+    ]
+    assert not elsewhere
+    assert _protocols(package / "ports.py")

@@ -344,6 +344,12 @@ class FakeRepository:
         self.restart_claims.append(instance_id)
         return self._target(instance_id)
 
+    async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]:
+        mine = [event for event, _ in self.transitions if event.instance_id == instance_id]
+        # Newest observation first; among equal times the later recorded first (id desc).
+        order = sorted(enumerate(mine), key=lambda n: (n[1].observed_at, n[0]), reverse=True)
+        return [event for _, event in order[:limit]]
+
     # --- outboxes ---
 
     async def publish_pending(

@@ -77,9 +77,7 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
         on_tick=on_tick,
     )
     cooldown = settings.restart_cooldown
-    api = OperatorApi(
-        store=repository, provider=provider, engine=engine, clock=clock, cooldown=cooldown
-    )
+    api = OperatorApi(store=repository, provider=provider, clock=clock, cooldown=cooldown)
     return lifecycle.wire(
         HealthHandlers(service, api, clock),
         settings,

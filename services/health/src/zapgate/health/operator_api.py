@@ -1,81 +1,38 @@
 """Health's use cases for operators (the console): restart now, QR code, pairing code,
 history of state changes.
 
-Kept in one module with narrow Protocols so the rest of health does not change; `handlers.py`
-answers them as request-reply verbs (same queue group as the other API verbs). The token never
-leaves health: the console asks, health calls the provider with the credentials.
+Over narrow ports (`OperatorStore`, `ReconnectProvider` in ports.py); `handlers.py` answers them
+as request-reply verbs (same queue group as the other API verbs). The token never leaves health:
+the console asks, health calls the provider with the credentials.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import (
-    EvidenceSource,
     GetInstanceHistory,
     GetQrCode,
-    InstanceHealth,
     InstanceHistoryReply,
-    InstanceState,
-    InstanceStateChanged,
     PairingCodeReply,
     QrCodeReply,
     RequestPairingCode,
     RestartInstance,
     RestartReply,
 )
-from zapgate.health.ports import CheckTarget
-from zapgate.runtime.clock import Clock
-from zapgate.wapi.credentials import InstanceCredentials
-from zapgate.wapi.failures import ProviderFailure
 from zapgate.wapi.results import Acknowledged, PairingCode, QrCode
 
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from zapgate.health.ports import OperatorStore, ReconnectProvider
+    from zapgate.runtime.clock import Clock
+    from zapgate.wapi.failures import ProviderFailure
+
 _log = structlog.get_logger("zapgate.health.operator_api")
-
-_transitions = sa.table(
-    "instance_transitions",
-    sa.column("event_id"),
-    sa.column("instance_id"),
-    sa.column("from_state"),
-    sa.column("from_reason"),
-    sa.column("to_state"),
-    sa.column("reason"),
-    sa.column("source"),
-    sa.column("phone"),
-    sa.column("observed_at"),
-    sa.column("recorded_at"),
-    sa.column("id"),
-)
-
-
-class OperatorStore(Protocol):
-    """The slice of health's repository these verbs use."""
-
-    async def target(self, instance_id: str) -> CheckTarget | None: ...
-
-    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]: ...
-
-    async def try_claim_restart(
-        self, instance_id: str, *, now: datetime, cooldown: timedelta
-    ) -> CheckTarget | None: ...
-
-
-class ReconnectProvider(Protocol):
-    """The W-API calls that bring a session back (a subset of `WapiPort`)."""
-
-    async def restart(self, credentials: InstanceCredentials) -> Acknowledged | ProviderFailure: ...
-
-    async def qr_code(self, credentials: InstanceCredentials) -> QrCode | ProviderFailure: ...
-
-    async def pairing_code(
-        self, credentials: InstanceCredentials, phone_number: str
-    ) -> PairingCode | ProviderFailure: ...
 
 
 def problem_of(failure: ProviderFailure) -> Problem:
@@ -91,13 +48,11 @@ class OperatorApi:
         *,
         store: OperatorStore,
         provider: ReconnectProvider,
-        engine: AsyncEngine,
         clock: Clock,
         cooldown: timedelta,
     ) -> None:
         self._store = store
         self._provider = provider
-        self._engine = engine
         self._clock = clock
         self._cooldown = cooldown
 
@@ -164,28 +119,5 @@ class OperatorApi:
     async def history(self, query: GetInstanceHistory) -> InstanceHistoryReply:
         if not await self._store.health(query.instance_id):
             return InstanceHistoryReply(ok=False, error=Problem.of(ErrorCode.INSTANCE_UNKNOWN))
-        t = _transitions.c
-        statement = (
-            sa.select(_transitions)
-            .where(t.instance_id == query.instance_id)
-            .order_by(t.observed_at.desc(), t.id.desc())
-            .limit(query.limit)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        return InstanceHistoryReply(ok=True, transitions=[_changed(row) for row in rows])
-
-
-def _changed(row: sa.Row[Any]) -> InstanceStateChanged:
-    return InstanceStateChanged(
-        event_id=row.event_id,
-        occurred_at=row.recorded_at,
-        instance_id=row.instance_id,
-        from_state=InstanceState(row.from_state),
-        from_reason=row.from_reason,
-        to_state=InstanceState(row.to_state),
-        reason=row.reason,
-        source=EvidenceSource(row.source),
-        phone=row.phone,
-        observed_at=row.observed_at,
-    )
+        transitions = await self._store.history(query.instance_id, limit=query.limit)
+        return InstanceHistoryReply(ok=True, transitions=transitions)

@@ -265,3 +265,31 @@ class Timer(Protocol):
     """Waiting for time to pass (the confirmation delay, backoff). Tests move a clock."""
 
     async def sleep(self, delay: timedelta) -> None: ...
+
+
+class OperatorStore(Protocol):
+    """The slice of health's repository these verbs use."""
+
+    async def target(self, instance_id: str) -> CheckTarget | None: ...
+
+    async def health(self, instance_id: str | None = None) -> list[InstanceHealth]: ...
+
+    async def try_claim_restart(
+        self, instance_id: str, *, now: datetime, cooldown: timedelta
+    ) -> CheckTarget | None: ...
+
+    async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]:
+        """The instance's last `limit` state changes, newest first (observed time, then id)."""
+        ...
+
+
+class ReconnectProvider(Protocol):
+    """The W-API calls that bring a session back (a subset of `WapiPort`)."""
+
+    async def restart(self, credentials: InstanceCredentials) -> Acknowledged | ProviderFailure: ...
+
+    async def qr_code(self, credentials: InstanceCredentials) -> QrCode | ProviderFailure: ...
+
+    async def pairing_code(
+        self, credentials: InstanceCredentials, phone_number: str
+    ) -> PairingCode | ProviderFailure: ...

@@ -512,6 +512,19 @@ class PostgresHealthRepository:
 
     # --- outboxes ----------------------------------------------------------------------------
 
+    async def history(self, instance_id: str, *, limit: int) -> list[InstanceStateChanged]:
+        """The instance's last `limit` state changes, newest first (observed time, then id)."""
+        t = transitions.c
+        statement = (
+            transitions.select()
+            .where(t.instance_id == instance_id)
+            .order_by(t.observed_at.desc(), t.id.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_state_changed(row) for row in rows]
+
     async def publish_pending(
         self,
         publish: Callable[[HealthEvent], Awaitable[None]],
