@@ -517,27 +517,40 @@ async def test_calls_of_one_instance_are_bounded_and_others_pass(
     assert client.instances_in_flight == 0
 
 
-async def test_the_connection_limit_queues_calls_and_a_pool_timeout_is_certainly_unsent(
+async def test_the_total_limit_queues_calls_past_the_pool_timeout_and_each_is_sent_once(
     sim: Simulator, wapi_simulator_server: SimulatorServer
 ) -> None:
-    """With one connection in total, a call waiting for it past the pool timeout was never sent."""
+    """With one call in flight in total, a call of another instance waits its turn without a
+    deadline (nothing is sent meanwhile, and it does not fail at the pool timeout), then goes
+    through once the call ahead ends; it reached the provider once."""
     other = InstanceCredentials(instance_id="SIM009-OTHER", token=SecretStr("tok-other"))
     sim.add_instance(other.instance_id, "tok-other", phone="5511900000009")
-    sim.fail(INSTANCE, FaultKind.HANG, operations={"send-text"})
+    sim.set_send_timing(INSTANCE, hold=True)  # its answer waits for release_answers
     async with WapiClient(
         base_url=wapi_simulator_server.base_url,
-        timeout=WapiTimeouts(connect=1.0, pool=0.3, read=30.0, total=30.0),
+        timeout=WapiTimeouts(connect=1.0, pool=0.05, read=30.0, total=30.0),
         limits=WapiLimits(total=1),
     ) as client:
-        hung = asyncio.create_task(client.send_text(CREDS, TO, "oi"))
+        held = asyncio.create_task(client.send_text(CREDS, TO, "oi"))
         await sim.wait_for_calls(operation="send-text", instance_id=INSTANCE)
-        waited = await client.send_text(other, TO, "oi")
-        assert sim.calls(instance_id=other.instance_id) == []
-        sim.reset()
-        await hung
-    assert isinstance(waited, ProviderUnavailable)
-    assert (waited.uncertain, waited.retryable) == (False, True)
-    assert "ConnectionTimeoutError" in waited.detail
+        waiting = asyncio.create_task(client.send_text(other, TO, "na fila"))
+        # Ten times the pool timeout: a call that waited in aiohttp's pool had failed by now
+        # (the pool timeout's timer is due first on this loop).
+        done, _ = await asyncio.wait({waiting}, timeout=0.5)
+        queued = client.calls_queued
+        unsent = sim.calls(instance_id=other.instance_id)
+        sim.release_answers(INSTANCE)  # the call ahead ends, and with it the one slot
+        ahead = await held
+        waited = await waiting
+    assert done == set()
+    assert queued == 1
+    assert unsent == []
+    assert isinstance(ahead, SendAccepted)
+    assert isinstance(waited, SendAccepted)
+    [call] = sim.calls(instance_id=other.instance_id)
+    assert call.body == {"phone": TO, "message": "na fila"}
+    assert client.calls_queued == 0
+    assert client.instances_in_flight == 0
 
 
 async def test_provider_metrics_count_latency_and_failures_by_call_without_ids(

@@ -12,8 +12,9 @@ which would make an uncertain send look certainly unsent. Here aiohttp's own exc
 classified (`transport_errors`).
 
 Connection policy:
-- one pool of at most `WapiLimits.total` connections, and at most `WapiLimits.per_instance`
-  calls of one instance in flight (a slow instance cannot take the whole pool);
+- at most `WapiLimits.total` calls in flight over one pool of as many connections (more calls
+  queue, with no deadline), and at most `WapiLimits.per_instance` calls of one instance in
+  flight (a slow instance cannot take the whole pool);
 - idle connections are closed after `WapiLimits.keepalive_s` (4 s by default), below the
   common server idle timeouts (uvicorn and Node 5 s, nginx 75 s, AWS ALB 60 s), so the client,
   not the server, ends an idle connection;
@@ -28,7 +29,6 @@ Connection policy:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -46,7 +46,7 @@ from zapgate.wapi.transport_errors import failure_from_exception, is_broken_exch
 from zapgate.wapi.webhook_slots import ALL_WEBHOOK_SLOTS, WebhookSlot
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable
+    from collections.abc import Callable, Iterable
     from types import TracebackType
 
     from zapgate.wapi.credentials import InstanceCredentials
@@ -79,8 +79,9 @@ class WapiTimeouts:
 
     - `connect`: opening a TCP (and TLS) connection. Fails fast: a refused connect is a certain
       "not sent" (`ProviderUnavailable`), cheap to retry later.
-    - `pool`: waiting for a free slot of the instance and then for a connection (including
-      opening it). Beyond it the call is `ProviderUnavailable`: nothing was sent.
+    - `pool`: waiting for a free slot of the instance, and for a connection once the call has
+      one of the `WapiLimits.total` slots (opening it, then). Beyond it the call is
+      `ProviderUnavailable`: nothing was sent. The queue for a `total` slot has no deadline.
     - `read`: the longest silence while waiting for or reading the answer. Longer, because a
       send answered late is far better than an unknown outcome (`ProviderTimeout`).
     - `total`: the whole exchange after the slot is taken, including writing a large media
@@ -97,7 +98,11 @@ class WapiTimeouts:
 class WapiLimits:
     """How much of the provider one client may use at once.
 
-    - `total`: connections open to the provider (every instance together); more calls queue.
+    - `total`: calls in flight to the provider, every instance together, and the size of the
+      connection pool; more calls queue, first come first served, without a deadline (nothing
+      is sent while queued; callers bound their own concurrency: the sender's lanes, health's
+      tick). A call never times out waiting for our own pool, so a busy moment cannot turn
+      into a failed (or retried) send.
     - `per_instance`: calls of one instance in flight; more queue (within `WapiTimeouts.pool`).
     - `keepalive_s`: an idle pooled connection is closed after this many seconds. Keep it
       below the server's idle timeout: a connection the server closes while idle fails the next
@@ -119,20 +124,39 @@ class _SlotWaitTimeoutError(Exception):
     """No slot of the instance came free within the pool timeout."""
 
 
-class _InstanceSlots:
-    """At most `size` calls per instance in flight; entries live only while in use."""
+class _InstanceSlot:
+    __slots__ = ("semaphore", "users")
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._held: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self.semaphore = asyncio.Semaphore(size)
+        self.users = 0
 
-    @contextlib.asynccontextmanager
-    async def hold(self, instance_id: str, timeout: float) -> AsyncIterator[None]:
+
+class _Slots:
+    """At most `per_instance` calls of one instance and `total` calls in all in flight.
+
+    A call first waits for its instance's slot (within the pool timeout: a slow instance
+    cannot hold its callers forever), then queues for one of the `total` slots, first come
+    first served, with no deadline: that queue is ours, nothing has been sent yet, and the
+    calls ahead each end within the call's own timeouts. With `total` no larger than the
+    connection pool, no call ever waits inside aiohttp's pool, where the connect timeout would
+    turn a busy moment into a failed call. Per-instance entries live only while in use.
+    """
+
+    def __init__(self, per_instance: int, total: int) -> None:
+        self._size = per_instance
+        self._total = asyncio.Semaphore(total)
+        self._held: dict[str, _InstanceSlot] = {}
+        self.queued = 0
+
+    async def acquire(self, instance_id: str, timeout: float) -> None:
+        """Take a slot of the instance, then one of the total; `_SlotWaitTimeoutError` when
+        the instance's did not come free within `timeout` seconds."""
         entry = self._held.get(instance_id)
         if entry is None:
-            entry = self._held[instance_id] = (asyncio.Semaphore(self._size), [0])
-        semaphore, users = entry
-        users[0] += 1
+            entry = self._held[instance_id] = _InstanceSlot(self._size)
+        entry.users += 1
+        semaphore = entry.semaphore
         try:
             if semaphore.locked():
                 try:
@@ -141,15 +165,34 @@ class _InstanceSlots:
                 except TimeoutError:
                     raise _SlotWaitTimeoutError(timeout) from None
             else:
-                await semaphore.acquire()
+                await semaphore.acquire()  # free: returns at once
             try:
-                yield
-            finally:
+                if self._total.locked():
+                    self.queued += 1
+                    try:
+                        await self._total.acquire()
+                    finally:
+                        self.queued -= 1
+                else:
+                    await self._total.acquire()
+            except BaseException:
                 semaphore.release()
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._held[instance_id]
+                raise
+        except BaseException:
+            self._leave(instance_id, entry)
+            raise
+
+    def release(self, instance_id: str) -> None:
+        """Give back the slots `acquire` took."""
+        entry = self._held[instance_id]
+        self._total.release()
+        entry.semaphore.release()
+        self._leave(instance_id, entry)
+
+    def _leave(self, instance_id: str, entry: _InstanceSlot) -> None:
+        entry.users -= 1
+        if entry.users == 0:
+            del self._held[instance_id]
 
     def __len__(self) -> int:
         return len(self._held)
@@ -189,7 +232,7 @@ class WapiClient:
         self._session = session
         self._owns_session = session is None
         self._fresh: aiohttp.ClientSession | None = None
-        self._slots = _InstanceSlots(limits.per_instance)
+        self._slots = _Slots(limits.per_instance, limits.total)
         self._metrics = metrics or WapiMetrics.for_registry()
         self._urls: dict[str, URL] = {}
 
@@ -204,6 +247,11 @@ class WapiClient:
     def instances_in_flight(self) -> int:
         """How many instances have a call in flight or queued (bounded per instance)."""
         return len(self._slots)
+
+    @property
+    def calls_queued(self) -> int:
+        """Calls waiting for one of the `WapiLimits.total` slots (nothing sent yet)."""
+        return self._slots.queued
 
     async def __aenter__(self) -> Self:
         return self
@@ -428,7 +476,8 @@ class WapiClient:
         result: T | ProviderFailure
         self._metrics.in_flight.inc()
         try:
-            async with self._slots.hold(credentials.instance_id, self._timeouts.pool):
+            await self._slots.acquire(credentials.instance_id, self._timeouts.pool)
+            try:
                 try:
                     status_code, content = await self._exchange(
                         self._pooled(), method, url, query=query, headers=headers, data=data
@@ -452,6 +501,8 @@ class WapiClient:
                         headers=headers,
                         data=data,
                     )
+            finally:
+                self._slots.release(credentials.instance_id)
         except _SlotWaitTimeoutError:
             result = ProviderUnavailable(
                 operation=operation,
