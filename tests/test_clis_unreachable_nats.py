@@ -51,3 +51,17 @@ def test_the_installed_cli_prints_one_line_and_no_traceback(script: str, argv: l
     assert done.returncode == 3
     assert len(output) == 1, output
     assert output[0].startswith("erro NATS_UNREACHABLE: ")
+
+
+@pytest.mark.real
+def test_health_cli_says_the_service_did_not_answer_when_nats_has_no_health(
+    nats_url: str,
+) -> None:
+    """A reachable NATS where no health service answers: exit 2 and the pt-BR line at once
+    (no responders), not a traceback."""
+    out = io.StringIO()
+
+    status = health_cli.main(["--nats-url", nats_url, "status"], out=out)
+
+    assert status == 2
+    assert out.getvalue() == "erro: o serviço de saúde não respondeu (está em execução?)\n"

@@ -18,7 +18,13 @@ from starlette.routing import Route
 from zapgate.contracts.errors import MESSAGES_PT_BR, ErrorCode, Problem
 from zapgate.runtime.connection import ConnectionOptions, NatsConnection
 from zapgate.runtime.http import HttpServerError, serve_http
-from zapgate.runtime.requests import RequestRefused, RequestServer, request_handler
+from zapgate.runtime.requests import (
+    NoAnswer,
+    RequestRefused,
+    RequestServer,
+    ask,
+    request_handler,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -127,6 +133,25 @@ async def test_the_request_server_answers_again_after_its_client_is_replaced(nat
         after = await _ask(caller, b'{"name": "b"}')
 
     assert (before.text, after.text) == ("olá a", "olá b")
+
+
+async def test_ask_decodes_the_typed_reply_and_says_when_nobody_answers(nats_url: str) -> None:
+    """`ask` returns the verb's answer as its reply model; a subject nobody serves raises
+    `NoAnswer` (no responders), one whose subscriber stays silent raises it after the timeout."""
+    async with _served(nats_url) as (_connection, caller):
+        good = await ask(caller, SUBJECT, Greet(name="ana"), GreetReply, timeout=WAIT)
+        with pytest.raises(NoAnswer) as nobody:
+            await ask(caller, "rt.api.nobody", Greet(name="ana"), GreetReply, timeout=WAIT)
+        silent = await caller.subscribe("rt.api.silent")  # subscribed, never answers
+        await caller.flush()
+        with pytest.raises(NoAnswer) as late:
+            await ask(caller, "rt.api.silent", Greet(name="ana"), GreetReply, timeout=0.2)
+        await silent.unsubscribe()
+
+    assert good == GreetReply(ok=True, text="olá ana")
+    assert (nobody.value.no_responders, late.value.no_responders) == (True, False)
+    assert str(nobody.value) == "no service answers rt.api.nobody"
+    assert str(late.value) == "rt.api.silent did not answer in 0.2s"
 
 
 def _app(*, failing_lifespan: bool = False) -> Starlette:

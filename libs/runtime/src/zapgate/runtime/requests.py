@@ -4,7 +4,8 @@ Every request gets an answer (a timeout tells the caller nothing): a request tha
 gets `ok=False` with `INVALID_COMMAND`, its pt-BR `message` and a pt-BR explanation per field; a
 use case may raise `RequestRefused(problem)` (or an exception mapped in `refusals`) for a coded
 refusal; anything else becomes `INTERNAL` with the exception's type name (never its text, which
-may hold input). Each request ends in one canonical `api_request` log line.
+may hold input). Each request ends in one canonical `api_request` log line. The caller's side
+is `ask`: encode, request, decode the typed reply, `NoAnswer` when nobody answers in time.
 
 Reply models follow the contracts' shape: `ok: bool`, `error: Problem | None`, plus the payload.
 
@@ -24,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
+from nats.errors import NoRespondersError
 from pydantic import BaseModel, ValidationError
 
 from zapgate.contracts.errors import ErrorCode, Problem
@@ -226,3 +228,35 @@ class RequestServer(Generic[Rep]):
         answer = await self._handler(message.data)
         if message.reply:
             await message.respond(answer.model_dump_json().encode())
+
+
+class NoAnswer(Exception):  # noqa: N818 - a fact about the request, as in the field's terms
+    """Nobody answered a request: no service subscribes to `subject`, or none answered within
+    `timeout` seconds (`no_responders` tells which)."""
+
+    def __init__(self, subject: str, timeout: float, *, no_responders: bool) -> None:
+        self.subject = subject
+        self.timeout = timeout
+        self.no_responders = no_responders
+        super().__init__(
+            f"no service answers {subject}"
+            if no_responders
+            else f"{subject} did not answer in {timeout}s"
+        )
+
+
+async def ask(
+    nc: Client, subject: str, request: BaseModel, reply: type[Rep], *, timeout: float
+) -> Rep:
+    """Send `request` (JSON) to the request-reply verb `subject` and decode the answer as `reply`.
+
+    `timeout` is in seconds. Raises `NoAnswer` when nobody answers in time, and pydantic's
+    `ValidationError` when the answer is not a `reply`.
+    """
+    try:
+        message = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
+    except NoRespondersError as error:
+        raise NoAnswer(subject, timeout, no_responders=True) from error
+    except TimeoutError as error:  # nats-py's own TimeoutError is one too
+        raise NoAnswer(subject, timeout, no_responders=False) from error
+    return reply.model_validate_json(message.data)

@@ -19,7 +19,6 @@ import os
 import sys
 from typing import IO, TypeVar
 
-from nats.errors import NoRespondersError
 from pydantic import BaseModel, SecretStr
 
 from zapgate.contracts import subjects
@@ -38,6 +37,7 @@ from zapgate.contracts.health import (
     RegistryReply,
     RemoveInstance,
 )
+from zapgate.runtime.requests import NoAnswer, ask
 
 R = TypeVar("R", bound=BaseModel)
 TOKEN_ENV = "ZAPGATE_INSTANCE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -72,10 +72,9 @@ async def _request(url: str, subject: str, command: Contract, reply: type[R], ti
     # One bounded try: `max_reconnect_attempts=0` made nats-py retry for ever.
     nc = await connect_once(url, timeout=CONNECT_TIMEOUT_S)
     try:
-        message = await nc.request(subject, command.model_dump_json().encode(), timeout=timeout)
+        return await ask(nc, subject, command, reply, timeout=timeout)
     finally:
         await nc.close()
-    return reply.model_validate_json(message.data)
 
 
 def _health_line(health: InstanceHealth) -> str:
@@ -188,7 +187,7 @@ def main(
             f"{error.timeout:g} s ({error.reason}).\n"
         )
         return 3
-    except (NoRespondersError, TimeoutError):
+    except NoAnswer:
         out.write("erro: o serviço de saúde não respondeu (está em execução?)\n")
         return 2
 

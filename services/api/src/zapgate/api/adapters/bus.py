@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel
 
 from zapgate.api.ports import BusUnavailableError
@@ -21,6 +19,7 @@ from zapgate.contracts.sending import (
     SendOutcome,
     SendOutcomeReply,
 )
+from zapgate.runtime.requests import NoAnswer, ask
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -35,12 +34,9 @@ async def _request(
     nc: Client, subject: str, request: BaseModel, reply: type[_Reply], timeout: float
 ) -> _Reply:
     try:
-        answer = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
-    except NoRespondersError as error:
-        raise BusUnavailableError(f"no service answers {subject}") from error
-    except NatsTimeoutError as error:
-        raise BusUnavailableError(f"{subject} did not answer in {timeout}s") from error
-    return reply.model_validate_json(answer.data)
+        return await ask(nc, subject, request, reply, timeout=timeout)
+    except NoAnswer as error:
+        raise BusUnavailableError(str(error)) from error
 
 
 class NatsSender:

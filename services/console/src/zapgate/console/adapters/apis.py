@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import TypeVar
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, SecretStr
 
 from zapgate.console.ports import ApiRefusedError, ApiUnavailableError
@@ -50,6 +48,7 @@ from zapgate.contracts.sending import (
     StuckCountsReply,
 )
 from zapgate.contracts.webhooks import CountWebhooks, WebhookCountsReply
+from zapgate.runtime.requests import NoAnswer, ask
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -59,10 +58,9 @@ async def request(  # noqa: PLR0913 - keyword-only, one per part of a request
 ) -> R:
     """One request-reply; raises ApiUnavailableError when nobody answers in `timeout` s."""
     try:
-        message = await nc.request(subject, command.model_dump_json().encode(), timeout=timeout)
-    except (NoRespondersError, NatsTimeoutError, TimeoutError) as error:
+        return await ask(nc, subject, command, reply, timeout=timeout)
+    except NoAnswer as error:
         raise ApiUnavailableError(service) from error
-    return reply.model_validate_json(message.data)
 
 
 def _refused(error: Problem | None) -> ApiRefusedError:
