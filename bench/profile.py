@@ -3,8 +3,8 @@
 `SampledProfile(pid, path)` runs `py-spy record` on a running process (raw collapsed stacks,
 idle threads left out, so a sample is CPU the process used) until `stop()`; `summarise(path)`
 turns the stacks into a few lines for docs/benchmarks.md: the share of samples by the library
-of the innermost frame (where the CPU burns), and the zapgate functions with the largest
-inclusive share (which of our steps causes it). `cpu_seconds(pid)` reads the process's user +
+of the innermost frame (where the CPU burns), and by the innermost zapgate function on the
+stack (which of our steps causes it). `cpu_seconds(pid)` reads the process's user +
 system CPU time from `/proc`, for a cost per unit of work next to the throughput.
 
 py-spy is a dev dependency; without it (or without the right to trace) the profile is skipped
@@ -115,10 +115,11 @@ def _library(module: str) -> str:
 
 def summarise(path: Path, *, top: int = 8) -> dict[str, object]:
     """Shares of samples (0..1) from a raw py-spy file: `libraries` by the innermost frame's
-    library, `functions` the zapgate functions by inclusive share (a function counted once per
-    stack), and `samples`."""
+    library, `steps` by the innermost zapgate function on the stack (the step of ours that
+    caused the sample; the shares add up to at most 1, the rest ran outside any zapgate
+    function: the event loop's I/O, libraries' own tasks), and `samples`."""
     by_library: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
+    by_step: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -130,22 +131,18 @@ def summarise(path: Path, *, top: int = 8) -> dict[str, object]:
             continue
         total += count
         by_library[_library(_module(frames[-1][1]))] += count
-        seen = set()
-        for function, file in frames:
+        for function, file in reversed(frames):
             module = _module(file)
             # The entrypoint encloses everything: it says nothing about where the time goes.
-            if not module.startswith("zapgate.") or module.endswith(".cli"):
-                continue
-            name = f"{module}.{function}"
-            if name not in seen:
-                seen.add(name)
-                inclusive[name] += count
+            if module.startswith("zapgate.") and not module.endswith(".cli"):
+                by_step[f"{module.removeprefix('zapgate.')}.{function}"] += count
+                break
     if not total:
-        return {"samples": 0, "libraries": [], "functions": []}
+        return {"samples": 0, "libraries": [], "steps": []}
     return {
         "samples": total,
         "libraries": [(name, count / total) for name, count in by_library.most_common(top)],
-        "functions": [(name, count / total) for name, count in inclusive.most_common(top + 4)],
+        "steps": [(name, count / total) for name, count in by_step.most_common(top + 4)],
     }
 
 
@@ -154,12 +151,15 @@ def profile_lines(summary: dict[str, object], *, top: int = 8) -> list[str]:
     if not summary.get("samples"):
         return []
     libraries = summary["libraries"]
-    functions = summary["functions"]
+    steps = summary["steps"]
     assert isinstance(libraries, list)  # noqa: S101 - shapes of `summarise`
-    assert isinstance(functions, list)  # noqa: S101
+    assert isinstance(steps, list)  # noqa: S101
+    inside = sum(share for _, share in steps)
     return [
-        f"{summary['samples']} samples of the sender's CPU; by library of the innermost frame: "
+        f"{summary['samples']} samples; by library of the innermost frame: "
         + ", ".join(f"{name} {share:.0%}" for name, share in libraries[:top]),
-        "zapgate functions by inclusive share: "
-        + ", ".join(f"`{name.removeprefix('zapgate.')}` {share:.0%}" for name, share in functions),
+        "by the innermost zapgate function (our step that caused it, with the library calls "
+        "under it): "
+        + ", ".join(f"`{name}` {share:.0%}" for name, share in steps)
+        + f" (the {len(steps)} shown: {inside:.0%})",
     ]

@@ -306,6 +306,7 @@ def main() -> None:
         "--no-profile", action="store_true", help="do not sample the sender with py-spy"
     )
     parser.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
+    parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="zg-sender-bench-") as tmp:
         in_flight = args.in_flight or args.instances
@@ -317,6 +318,8 @@ def main() -> None:
             Path(tmp),
             profile=not args.no_profile,
         )
+        if args.keep_logs:
+            shutil.copytree(Path(tmp) / "logs", args.keep_logs, dirs_exist_ok=True)
         raw = Path(tmp) / "sender-profile.txt"
         if args.keep_profile and raw.exists():
             shutil.copyfile(raw, args.keep_profile)

@@ -23,6 +23,7 @@ from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
 from zapgate.runtime.topology import all_streams
 from zapgate.sender import tables
+from zapgate.sender.adapters.batching import GroupCommit
 from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
 from zapgate.sender.adapters.partitions import PostgresPartitionFence
@@ -67,8 +68,10 @@ async def start(
     publisher = JetStreamPublisher(connection)
     fence = PostgresPartitionFence(engine)
     partitions = Partitions(fence, clock, owner=f"{socket.gethostname()}:{os.getpid()}")
+    store = PostgresCommandStore(engine)
+    resources.push_async_callback(_log_batches, store, fence)
     deps = SenderDeps(
-        store=PostgresCommandStore(engine),
+        store=store,
         directory=InstanceProjection(PostgresInstanceDirectory(engine, settings.token_cipher())),
         provider=WapiProvider(provider, live_check_timeout=settings.live_check_timeout),
         publisher=RuntimeEventPublisher(publisher),
@@ -109,6 +112,22 @@ async def start(
     resources.push_async_callback(probes.stop)
     _log.info("sender_started")
     return handlers
+
+
+async def _log_batches(store: PostgresCommandStore, fence: PostgresPartitionFence) -> None:
+    """At stop: how the group commits batched (statements and items), for profiles."""
+    groups: dict[str, GroupCommit[Any, Any]] = {
+        "claims": store.claims,
+        "moves": store.moves,
+        "calls": fence.records,
+    }
+    _log.info(
+        "sender_batches",
+        **{
+            name: {"batches": group.batches, "items": group.items, "largest": group.largest}
+            for name, group in groups.items()
+        },
+    )
 
 
 async def _provision(nc: Client, settings: SenderSettings) -> None:
