@@ -13,13 +13,16 @@ import structlog
 import uvicorn
 from faststream import FastStream
 from faststream.nats import NatsBroker, TestNatsBroker
+from pydantic import SecretStr
 
 from zapgate.runtime.logging import (
     REDACTED,
     SecretMasker,
     configure_logging,
+    configure_service_logging,
     faststream_logger,
 )
+from zapgate.runtime.settings import ServiceSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -139,6 +142,20 @@ def test_configured_secret_values_are_masked_anywhere_in_a_line(
         "provider_failed",
         f"GET https://x/{REDACTED} 401",
     ]
+
+
+def test_a_service_logs_with_the_secrets_of_its_settings_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`configure_service_logging` masks what the settings list: the database URL among them."""
+    url = "postgresql://zapgate_sender:Xq8jT2v9LmP4wRz7KcN1bYh6@db:5432/zapgate"
+    settings = ServiceSettings(environment="dev", database_url=SecretStr(url), log_json=True)
+    configure_service_logging(settings)
+    structlog.get_logger("zapgate.test").error("database_unreachable", error=f"no route to {url}")
+
+    out = capsys.readouterr().out
+    assert url not in out
+    assert [record["error"] for record in _lines(out)] == [f"no route to {REDACTED}"]
 
 
 def test_an_uncaught_exception_is_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,8 +1,9 @@
 """The one logging setup: structlog, JSON lines when stdout is not a terminal, every library routed
 through it.
 
-Call `configure_logging(...)` once, first thing in a process entrypoint (a service's `run`
-command). It makes every line the process writes one JSON object:
+Call `configure_service_logging(settings)` (or `configure_logging(...)` outside a service) once,
+first thing in a process entrypoint (a service's `run` command, or its `create_app` when a
+framework runs the factory). It makes every line the process writes one JSON object:
 - structlog's own loggers, and the stdlib loggers of libraries (nats, httpx, alembic, ...) through
   `ProcessorFormatter`;
 - uvicorn's (`log_config=None` leaves them to us; the access log included);
@@ -32,6 +33,8 @@ import structlog
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from zapgate.runtime.settings import ServiceSettings
 
 REDACTED = "***"
 _SENSITIVE_PARTS = ("token", "secret", "password", "passwd", "authorization", "api_key", "apikey")
@@ -141,6 +144,14 @@ def faststream_logger() -> logging.Logger:
     """The stdlib logger to pass as `logger=` to `NatsBroker(...)` and `FastStream(...)`: it
     propagates to the root handler `configure_logging` installs, so FastStream's lines are JSON."""
     return logging.getLogger(FASTSTREAM_LOGGER)
+
+
+def configure_service_logging(settings: ServiceSettings) -> None:
+    """`configure_logging` as every service does it: the settings' `log_json` and `log_level`,
+    and every value of `settings.log_secrets()` masked."""
+    configure_logging(
+        json=settings.log_json, level=settings.log_level, secrets=settings.log_secrets()
+    )
 
 
 def configure_logging(

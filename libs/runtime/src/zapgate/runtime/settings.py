@@ -290,6 +290,12 @@ class ServiceSettings(BaseSettings):
             "inbox_prefix": self.nats_inbox_prefix,
         }
 
+    def log_secrets(self) -> list[str]:
+        """Values no log line may show, masked wherever they appear (`configure_service_logging`):
+        the database URL and the NATS seed. A service with more secrets extends the list."""
+        values = [self.database_url, self.nats_seed]
+        return [value.get_secret_value() for value in values if value is not None]
+
     def nats_connection_options(self, name: str, **options: Any) -> ConnectionOptions:  # noqa: ANN401 - ConnectionOptions fields
         """`ConnectionOptions` for `NatsConnection` with this service's credentials."""
         from zapgate.runtime.connection import ConnectionOptions  # noqa: PLC0415 - no cycle

@@ -41,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(settings: ApiSettings) -> None:
     from zapgate.api.app import running_api  # noqa: PLC0415 - only `run` needs the server
-    from zapgate.runtime.logging import configure_logging  # noqa: PLC0415
+    from zapgate.runtime.logging import configure_service_logging  # noqa: PLC0415
 
-    configure_logging(json=settings.log_json, level=settings.log_level)
+    configure_service_logging(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

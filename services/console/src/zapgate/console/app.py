@@ -23,7 +23,7 @@ from zapgate.console.lifecycle import Ports
 from zapgate.console.security import SecurityHeaders
 from zapgate.console.settings import ConsoleSettings
 from zapgate.runtime.clock import Clock, SystemClock
-from zapgate.runtime.logging import configure_logging
+from zapgate.runtime.logging import configure_service_logging
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -44,7 +44,7 @@ def create_app(
     # Env-provided settings: pydantic-settings fills the required fields from the environment.
     settings = settings or ConsoleSettings()
     if configure_logs:
-        configure_logging(json=settings.log_json, level=settings.log_level)
+        configure_service_logging(settings)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals["static_version"] = "1"
     hub = LiveHub()

@@ -21,6 +21,7 @@ from zapgate.health.settings import HealthSettings
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.connection import NatsConnection
 from zapgate.runtime.db import create_engine
+from zapgate.runtime.logging import configure_service_logging
 from zapgate.wapi.client import WapiClient
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def create_app(  # noqa: PLR0913 - tests hand in their clock, timer and provider
     settings = settings or HealthSettings()  # pydantic-settings fills it from the environment
     clock, timer = clock or SystemClock(), timer or AsyncioTimer()
     if configure_logs:
-        lifecycle.configure_logs(settings)
+        configure_service_logging(settings)
     engine = create_engine(settings.database_url.get_secret_value())
     closing: list[WapiClient | httpx.AsyncClient] = []
     if provider is None:

@@ -22,7 +22,7 @@ from zapgate.health.adapters.db import PostgresHealthRepository
 from zapgate.health.handlers import subscribe_verbs
 from zapgate.runtime.consumer import PullConsumer
 from zapgate.runtime.dead_letters import SqlDeadLetterStore
-from zapgate.runtime.logging import configure_logging, faststream_logger
+from zapgate.runtime.logging import faststream_logger
 from zapgate.runtime.probes import create_probe_app, database_check, serve_probes
 from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
@@ -44,16 +44,6 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("zapgate.health.app")
 HANDLERS = "health_handlers"
 """The key of the app's `HealthHandlers` in its FastStream context."""
-
-
-def configure_logs(settings: HealthSettings) -> None:
-    """JSON logs (when configured) with the operator URL (it may carry a token) and the secret
-    that signs notices masked in every line."""
-    secret = settings.operator_webhook_secret
-    secrets = [settings.operator_webhook_url, secret.get_secret_value() if secret else None]
-    configure_logging(
-        json=settings.log_json, level=settings.log_level, secrets=[s for s in secrets if s]
-    )
 
 
 def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only

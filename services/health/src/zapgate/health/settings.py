@@ -119,6 +119,13 @@ class HealthSettings(ProviderTokenSettings):
         signing.check_secret(self.operator_webhook_secret.get_secret_value())
         return self
 
+    def log_secrets(self) -> list[str]:
+        """The common ones, the operator URL (it may carry a token) and the secret that signs
+        notices."""
+        secret = self.operator_webhook_secret
+        own = [self.operator_webhook_url, secret.get_secret_value() if secret else None]
+        return super().log_secrets() + [value for value in own if value]
+
     @property
     def effective_check_min_gap(self) -> timedelta:
         return self.check_min_gap if self.check_min_gap is not None else self.tick_interval / 2

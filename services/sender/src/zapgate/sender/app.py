@@ -17,7 +17,7 @@ from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.sending import SendOutcomeReply
 from zapgate.runtime.clock import Clock, SystemClock
-from zapgate.runtime.logging import configure_logging, faststream_logger
+from zapgate.runtime.logging import configure_service_logging, faststream_logger
 from zapgate.runtime.topology import queue_of
 from zapgate.sender import listing
 from zapgate.sender.lifecycle import start
@@ -46,11 +46,7 @@ def create_app(
     settings = settings or SenderSettings()
     if configure_logs:
         # Before FastStream logs its first line ("FastStream app starting..."), so that is JSON.
-        configure_logging(
-            json=settings.log_json,
-            level=settings.log_level,
-            secrets=[settings.database_url.get_secret_value()],
-        )
+        configure_service_logging(settings)
     broker = NatsBroker(
         settings.nats_url,
         max_reconnect_attempts=-1,

@@ -167,16 +167,12 @@ async def _client_verb(args: argparse.Namespace) -> SendOutcome | None:
 
 async def _run_service() -> None:
     # Only the `run` verb needs the service: the client verbs stay light.
-    from zapgate.runtime.logging import configure_logging  # noqa: PLC0415
+    from zapgate.runtime.logging import configure_service_logging  # noqa: PLC0415
     from zapgate.sender.app import create_app  # noqa: PLC0415
     from zapgate.sender.settings import SenderSettings  # noqa: PLC0415
 
     settings = SenderSettings()
-    configure_logging(
-        json=settings.log_json,
-        level=settings.log_level,
-        secrets=[settings.database_url.get_secret_value()],
-    )
+    configure_service_logging(settings)
     await create_app(settings, configure_logs=False).run()
 
 
