@@ -179,3 +179,39 @@ def test_probes_bind_loopback_unless_configured() -> None:
 
 async def ping_ok() -> None:
     return None
+
+
+async def test_a_connection_idle_past_ping_idle_after_is_pinged_and_replaced_when_dead(
+    database_url: str,
+) -> None:
+    """With `ping_idle_after`, a connection that sat in the pool that long is pinged when handed
+    out: one the server ended meanwhile is replaced and the statement runs on a new one. A
+    connection back a moment ago is handed out unpinged (no round trip per statement): an end
+    the server made meanwhile shows at its first statement, as an outage."""
+    select_pid = sa.text("SELECT pg_backend_pid()")
+    pinged = create_engine(database_url, pool_size=1, max_overflow=0, ping_idle_after=timedelta(0))
+    trusted = create_engine(
+        database_url, pool_size=1, max_overflow=0, ping_idle_after=timedelta(hours=1)
+    )
+    killer = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        pids = []
+        for engine in (pinged, trusted):
+            async with engine.connect() as conn:
+                pids.append((await conn.execute(select_pid)).scalar_one())
+        async with killer.connect() as conn:
+            for pid in pids:
+                # The timeout form returns once the backend is gone (PostgreSQL 14+).
+                ended = sa.text("SELECT pg_terminate_backend(:pid, 10000)")
+                assert (await conn.execute(ended, {"pid": pid})).scalar_one() is True
+
+        async with pinged.connect() as conn:
+            replaced = (await conn.execute(select_pid)).scalar_one()
+        with pytest.raises(sa.exc.DBAPIError):
+            async with trusted.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+
+        assert replaced != pids[0]
+    finally:
+        for engine in (pinged, trusted, killer):
+            await engine.dispose()
