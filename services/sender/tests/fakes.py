@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
 
     from zapgate.contracts.envelope import Envelope
-    from zapgate.contracts.sending import MessageBody, SendMessage
+    from zapgate.contracts.sending import ListSends, MessageBody, SendMessage, SendSummary
     from zapgate.sender.domain import EarlyReceipt
     from zapgate.wapi.failures import ProviderFailure
 
@@ -339,6 +339,25 @@ class FakeProvider:
     async def observe(self, instance: InstanceView) -> LiveSession:
         self.observed.append(instance.instance_id)
         return self.session
+
+
+@dataclass
+class FakeListing:
+    """`SendListing` answering what a test put in `sends` and `counts`; records each query."""
+
+    sends_by_instance: dict[str, list[SendSummary]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    queries: list[tuple[str, datetime, timedelta]] = field(default_factory=list)
+
+    async def sends(
+        self, request: ListSends, *, now: datetime, stuck_window: timedelta
+    ) -> list[SendSummary]:
+        self.queries.append((request.instance_id, now, stuck_window))
+        return self.sends_by_instance.get(request.instance_id, [])[: request.limit]
+
+    async def stuck_counts(self, *, now: datetime, stuck_window: timedelta) -> dict[str, int]:
+        self.queries.append(("*", now, stuck_window))
+        return dict(self.counts)
 
 
 @dataclass

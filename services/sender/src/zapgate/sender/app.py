@@ -15,11 +15,10 @@ from faststream.nats import NatsBroker, NatsMessage
 
 from zapgate.contracts import subjects
 from zapgate.contracts.errors import ErrorCode, Problem
-from zapgate.contracts.sending import SendOutcomeReply
+from zapgate.contracts.sending import SendListReply, SendOutcomeReply, StuckCountsReply
 from zapgate.runtime.clock import Clock, SystemClock
 from zapgate.runtime.logging import configure_service_logging, faststream_logger
 from zapgate.runtime.topology import queue_of
-from zapgate.sender import listing
 from zapgate.sender.lifecycle import start
 from zapgate.sender.settings import SenderSettings
 
@@ -28,7 +27,10 @@ if TYPE_CHECKING:
     from zapgate.wapi.port import WapiPort
 
 _log = structlog.get_logger("zapgate.sender")
-_NOT_READY = SendOutcomeReply(ok=False, error=Problem.of(ErrorCode.INTERNAL, "sender is starting"))
+_STARTING = Problem.of(ErrorCode.INTERNAL, "sender is starting")
+_NOT_READY = SendOutcomeReply(ok=False, error=_STARTING)
+_NOT_READY_LIST = SendListReply(ok=False, error=_STARTING)
+_NOT_READY_COUNTS = StuckCountsReply(ok=False, error=_STARTING)
 API_QUEUE = queue_of("sender")
 
 
@@ -68,16 +70,15 @@ def create_app(
     async def on_cancel_send(msg: NatsMessage) -> SendOutcomeReply:
         return await running[0].on_cancel_send(msg.body) if running else _NOT_READY
 
+    @broker.subscriber(subjects.API_SENDER_LIST, queue=API_QUEUE)
+    async def on_list_sends(msg: NatsMessage) -> SendListReply:
+        return await running[0].on_list_sends(msg.body) if running else _NOT_READY_LIST
+
+    @broker.subscriber(subjects.API_SENDER_STUCK_COUNTS, queue=API_QUEUE)
+    async def on_count_stuck(msg: NatsMessage) -> StuckCountsReply:
+        return await running[0].on_count_stuck(msg.body) if running else _NOT_READY_COUNTS
+
     app = FastStream(broker, logger=faststream_logger())
-    # One instance's sends and stuck counts for the console (listing.py, read-only queries).
-    listing.attach(
-        app,
-        broker,
-        queue=API_QUEUE,
-        database_url=settings.database_url.get_secret_value(),
-        clock=clock or SystemClock(),
-        stuck_window=settings.stuck_window,
-    )
 
     @app.after_startup
     async def start_service() -> None:

@@ -14,18 +14,22 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import ValidationError
 
-from zapgate.contracts.errors import ErrorCode
+from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import InstanceStateChanged
 from zapgate.contracts.sending import (
     CancelSend,
+    CountStuck,
     GetSendOutcome,
+    ListSends,
     RetrySend,
+    SendListReply,
     SendMessage,
     SendOutcomeReply,
+    StuckCountsReply,
 )
 from zapgate.contracts.webhooks import MessageStatusReported
 from zapgate.runtime.consumer import Abandoned, Consumer, InvalidMessage, Postpone
-from zapgate.runtime.requests import request_handler
+from zapgate.runtime.requests import RequestRefused, request_handler
 from zapgate.runtime.topology import (
     SENDER_COMMAND_PARTITIONS,
     SENDER_RECEIPTS,
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from zapgate.contracts.sending import SendOutcome
     from zapgate.runtime.consumer import Delivery
     from zapgate.sender.adapters.partitions import PostgresPartitionFence
+    from zapgate.sender.ports import SendListing
     from zapgate.sender.service import SenderDeps, SweepReport
     from zapgate.sender.settings import SenderSettings
 
@@ -87,11 +92,17 @@ class SenderHandlers:
     """Handlers over the use cases' dependencies and the per-instance lanes."""
 
     def __init__(
-        self, deps: SenderDeps, options: HandlerOptions, partitions: Partitions | None = None
+        self,
+        deps: SenderDeps,
+        options: HandlerOptions,
+        partitions: Partitions | None = None,
+        *,
+        listing: SendListing | None = None,
     ) -> None:
         self.deps = deps
         self.options = options
         self.partitions = partitions
+        self.listing = listing
         self.lanes = Lanes()
         self._receipt_lanes = Lanes()
         self._releases: set[asyncio.Task[None]] = set()
@@ -112,6 +123,12 @@ class SenderHandlers:
             SendOutcomeReply,
             lambda request: cancel_held(request, deps),
             name="cancel_send",
+        )
+        self._api_list = request_handler(
+            ListSends, SendListReply, self._list_sends, name="list_sends"
+        )
+        self._api_stuck = request_handler(
+            CountStuck, StuckCountsReply, self._count_stuck, name="count_stuck"
         )
 
     def consumers(self, settings: SenderSettings) -> list[Consumer]:
@@ -309,3 +326,26 @@ class SenderHandlers:
     async def on_cancel_send(self, data: bytes) -> SendOutcomeReply:
         """`zg.api.sender.cancel`: cancel a held command (it fails with CANCELLED)."""
         return await self._api_cancel(data)
+
+    async def on_list_sends(self, data: bytes) -> SendListReply:
+        """`zg.api.sender.list`: one instance's sends for the console (by status, or stuck)."""
+        return await self._api_list(data)
+
+    async def on_count_stuck(self, data: bytes) -> StuckCountsReply:
+        """`zg.api.sender.stuck_counts`: stuck sends per instance for the console."""
+        return await self._api_stuck(data)
+
+    async def _list_sends(self, request: ListSends) -> SendListReply:
+        now, window = self.deps.clock.now(), self.options.stuck.window
+        sends = await self._listing().sends(request, now=now, stuck_window=window)
+        return SendListReply(ok=True, sends=sends)
+
+    async def _count_stuck(self, _request: CountStuck) -> StuckCountsReply:
+        now, window = self.deps.clock.now(), self.options.stuck.window
+        counts = await self._listing().stuck_counts(now=now, stuck_window=window)
+        return StuckCountsReply(ok=True, counts=counts)
+
+    def _listing(self) -> SendListing:
+        if self.listing is None:
+            raise RequestRefused(Problem.of(ErrorCode.INTERNAL, detail="no listing"))
+        return self.listing

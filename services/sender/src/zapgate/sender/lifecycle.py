@@ -27,6 +27,7 @@ from zapgate.sender import tables
 from zapgate.sender.adapters.batching import GroupCommit
 from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
 from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
+from zapgate.sender.adapters.listing import PostgresSendListing
 from zapgate.sender.adapters.partitions import PostgresPartitionFence
 from zapgate.sender.adapters.projection import InstanceProjection
 from zapgate.sender.adapters.provider import WapiProvider
@@ -89,7 +90,13 @@ async def start(
         policy=SendPolicy.from_settings(settings),
     )
     options = HandlerOptions.from_settings(settings)
-    handlers = SenderHandlers(deps, options, partitions)
+    # The console's reads on a small pool of their own, never waiting for the send path's.
+    listing_engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=2, max_overflow=2
+    )
+    resources.push_async_callback(listing_engine.dispose)
+    listing = PostgresSendListing(listing_engine)
+    handlers = SenderHandlers(deps, options, partitions, listing=listing)
     resources.push_async_callback(handlers.stop)
     dead_letters = SqlDeadLetterStore(engine, tables.dead_letters)
     for consumer in handlers.consumers(settings):

@@ -11,10 +11,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Collection
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from zapgate.contracts.envelope import Envelope
-    from zapgate.contracts.sending import MessageBody, SendMessage, SendOutcome
+    from zapgate.contracts.sending import (
+        ListSends,
+        MessageBody,
+        SendMessage,
+        SendOutcome,
+        SendSummary,
+    )
     from zapgate.sender.domain import EarlyReceipt, InstanceView, LiveSession, StuckMessage
     from zapgate.sender.tables import RowStatus, SendCommandRow
     from zapgate.wapi.failures import ProviderFailure
@@ -185,4 +191,19 @@ class Provider(Protocol):
 
     async def observe(self, instance: InstanceView) -> LiveSession:
         """A live look at the session: status-instance, then fetch-instance for the phone."""
+        ...
+
+
+class SendListing(Protocol):
+    """Read-only queries for the operator console, off the send path (adapters/listing.py)."""
+
+    async def sends(
+        self, request: ListSends, *, now: datetime, stuck_window: timedelta
+    ) -> list[SendSummary]:
+        """One instance's sends, newest first, filtered by status or stuck (`sent` longer than
+        `stuck_window` before `now`); at most `request.limit`."""
+        ...
+
+    async def stuck_counts(self, *, now: datetime, stuck_window: timedelta) -> dict[str, int]:
+        """Stuck sends per instance id (instances with none are left out)."""
         ...
