@@ -520,9 +520,9 @@ async def test_calls_of_one_instance_are_bounded_and_others_pass(
 async def test_the_total_limit_queues_calls_past_the_pool_timeout_and_each_is_sent_once(
     sim: Simulator, wapi_simulator_server: SimulatorServer
 ) -> None:
-    """With one call in flight in total, a call of another instance waits its turn without a
-    deadline (nothing is sent meanwhile, and it does not fail at the pool timeout), then goes
-    through once the call ahead ends; it reached the provider once."""
+    """With one call in flight in total, a call of another instance waits its turn in the queue
+    (nothing is sent meanwhile, and it does not fail at the pool timeout: the queue has its own,
+    longer one), then goes through once the call ahead ends; it reached the provider once."""
     other = InstanceCredentials(instance_id="SIM009-OTHER", token=SecretStr("tok-other"))
     sim.add_instance(other.instance_id, "tok-other", phone="5511900000009")
     sim.set_send_timing(INSTANCE, hold=True)  # its answer waits for release_answers
@@ -549,6 +549,33 @@ async def test_the_total_limit_queues_calls_past_the_pool_timeout_and_each_is_se
     assert isinstance(waited, SendAccepted)
     [call] = sim.calls(instance_id=other.instance_id)
     assert call.body == {"phone": TO, "message": "na fila"}
+    assert client.calls_queued == 0
+    assert client.instances_in_flight == 0
+
+
+async def test_a_call_queued_past_the_queue_timeout_is_certainly_unsent(
+    sim: Simulator, wapi_simulator_server: SimulatorServer
+) -> None:
+    """The queue for a slot of the total is bounded: past `WapiTimeouts.queue` the call is
+    `ProviderUnavailable` (not uncertain, retryable) and never reached the provider."""
+    other = InstanceCredentials(instance_id="SIM009-OTHER", token=SecretStr("tok-other"))
+    sim.add_instance(other.instance_id, "tok-other", phone="5511900000009")
+    sim.set_send_timing(INSTANCE, hold=True)
+    async with WapiClient(
+        base_url=wapi_simulator_server.base_url,
+        timeout=WapiTimeouts(connect=1.0, pool=1.0, queue=0.05, read=30.0, total=30.0),
+        limits=WapiLimits(total=1),
+    ) as client:
+        held = asyncio.create_task(client.send_text(CREDS, TO, "oi"))
+        await sim.wait_for_calls(operation="send-text", instance_id=INSTANCE)
+        waited = await client.send_text(other, TO, "na fila")
+        unsent = sim.calls(instance_id=other.instance_id)
+        sim.release_answers(INSTANCE)
+        await held
+    assert isinstance(waited, ProviderUnavailable)
+    assert (waited.uncertain, waited.retryable) == (False, True)
+    assert "queued" in waited.detail
+    assert unsent == []
     assert client.calls_queued == 0
     assert client.instances_in_flight == 0
 

@@ -13,7 +13,7 @@ classified (`transport_errors`).
 
 Connection policy:
 - at most `WapiLimits.total` calls in flight over one pool of as many connections (more calls
-  queue, with no deadline), and at most `WapiLimits.per_instance` calls of one instance in
+  queue, up to `WapiTimeouts.queue`), and at most `WapiLimits.per_instance` calls of one instance in
   flight (a slow instance cannot take the whole pool);
 - idle connections are closed after `WapiLimits.keepalive_s` (4 s by default), below the
   common server idle timeouts (uvicorn and Node 5 s, nginx 75 s, AWS ALB 60 s), so the client,
@@ -81,7 +81,11 @@ class WapiTimeouts:
       "not sent" (`ProviderUnavailable`), cheap to retry later.
     - `pool`: waiting for a free slot of the instance, and for a connection once the call has
       one of the `WapiLimits.total` slots (opening it, then). Beyond it the call is
-      `ProviderUnavailable`: nothing was sent. The queue for a `total` slot has no deadline.
+      `ProviderUnavailable`: nothing was sent.
+    - `queue`: waiting for one of the `WapiLimits.total` slots, behind other instances' calls.
+      Generous (our own queue, every call ahead ends within its own timeouts), but bounded,
+      well below the sender's sending lease: a call recorded as made must not go out minutes
+      later. Beyond it the call is `ProviderUnavailable`: nothing was sent.
     - `read`: the longest silence while waiting for or reading the answer. Longer, because a
       send answered late is far better than an unknown outcome (`ProviderTimeout`).
     - `total`: the whole exchange after the slot is taken, including writing a large media
@@ -90,6 +94,7 @@ class WapiTimeouts:
 
     connect: float = 3.0
     pool: float = 3.0
+    queue: float = 30.0
     read: float = 10.0
     total: float = 60.0
 
@@ -99,10 +104,10 @@ class WapiLimits:
     """How much of the provider one client may use at once.
 
     - `total`: calls in flight to the provider, every instance together, and the size of the
-      connection pool; more calls queue, first come first served, without a deadline (nothing
-      is sent while queued; callers bound their own concurrency: the sender's lanes, health's
-      tick). A call never times out waiting for our own pool, so a busy moment cannot turn
-      into a failed (or retried) send.
+      connection pool; more calls queue, first come first served, up to `WapiTimeouts.queue`
+      (nothing is sent while queued; callers bound their own concurrency: the sender's lanes,
+      health's tick). A call never waits in aiohttp's pool, whose wait counts against the
+      connect timeout, so a busy moment does not turn into a failed (and retried) send.
     - `per_instance`: calls of one instance in flight; more queue (within `WapiTimeouts.pool`).
     - `keepalive_s`: an idle pooled connection is closed after this many seconds. Keep it
       below the server's idle timeout: a connection the server closes while idle fails the next
@@ -124,6 +129,10 @@ class _SlotWaitTimeoutError(Exception):
     """No slot of the instance came free within the pool timeout."""
 
 
+class _QueueWaitTimeoutError(_SlotWaitTimeoutError):
+    """No slot of the total came free within the queue timeout."""
+
+
 class _InstanceSlot:
     __slots__ = ("semaphore", "users")
 
@@ -137,10 +146,11 @@ class _Slots:
 
     A call first waits for its instance's slot (within the pool timeout: a slow instance
     cannot hold its callers forever), then queues for one of the `total` slots, first come
-    first served, with no deadline: that queue is ours, nothing has been sent yet, and the
-    calls ahead each end within the call's own timeouts. With `total` no larger than the
-    connection pool, no call ever waits inside aiohttp's pool, where the connect timeout would
-    turn a busy moment into a failed call. Per-instance entries live only while in use.
+    first served, within the (longer) queue timeout: that queue is ours, nothing has been sent
+    yet, and the calls ahead each end within the call's own timeouts. With `total` no larger
+    than the connection pool, no call ever waits inside aiohttp's pool, where the connect
+    timeout would turn a busy moment into a failed call. Per-instance entries live only while
+    in use.
     """
 
     def __init__(self, per_instance: int, total: int) -> None:
@@ -149,9 +159,10 @@ class _Slots:
         self._held: dict[str, _InstanceSlot] = {}
         self.queued = 0
 
-    async def acquire(self, instance_id: str, timeout: float) -> None:
+    async def acquire(self, instance_id: str, timeout: float, queue_timeout: float) -> None:
         """Take a slot of the instance, then one of the total; `_SlotWaitTimeoutError` when
-        the instance's did not come free within `timeout` seconds."""
+        the instance's did not come free within `timeout` seconds, or the total's within
+        `queue_timeout`."""
         entry = self._held.get(instance_id)
         if entry is None:
             entry = self._held[instance_id] = _InstanceSlot(self._size)
@@ -170,7 +181,10 @@ class _Slots:
                 if self._total.locked():
                     self.queued += 1
                     try:
-                        await self._total.acquire()
+                        async with asyncio.timeout(queue_timeout):
+                            await self._total.acquire()
+                    except TimeoutError:
+                        raise _QueueWaitTimeoutError(queue_timeout) from None
                     finally:
                         self.queued -= 1
                 else:
@@ -476,7 +490,9 @@ class WapiClient:
         result: T | ProviderFailure
         self._metrics.in_flight.inc()
         try:
-            await self._slots.acquire(credentials.instance_id, self._timeouts.pool)
+            await self._slots.acquire(
+                credentials.instance_id, self._timeouts.pool, self._timeouts.queue
+            )
             try:
                 try:
                     status_code, content = await self._exchange(
@@ -503,6 +519,11 @@ class WapiClient:
                     )
             finally:
                 self._slots.release(credentials.instance_id)
+        except _QueueWaitTimeoutError:
+            result = ProviderUnavailable(
+                operation=operation,
+                detail=f"no free connection within {self._timeouts.queue:g}s (queued)",
+            )
         except _SlotWaitTimeoutError:
             result = ProviderUnavailable(
                 operation=operation,
