@@ -104,3 +104,43 @@ def test_every_protocol_of_a_service_is_in_its_ports(service: str) -> None:
     ]
     assert not elsewhere
     assert _protocols(package / "ports.py")
+
+
+# Ports whose real adapter the unit tests use on purpose, each with the reason.
+_NO_FAKE_NEEDED = {
+    ("console", "PasswordVerifier"): "pwdlib's Argon2 is the library itself, fast enough here",
+}
+
+
+def _methods(node: ast.ClassDef) -> set[str]:
+    defined = {
+        item.name for item in node.body if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    fields = {
+        item.target.id
+        for item in node.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+    return defined | fields
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_port_of_a_service_has_an_in_memory_fake(service: str) -> None:
+    """For each Protocol in ports.py, tests/fakes.py has a class with all of its methods, so a
+    use case is unit-tested without servers."""
+    ports = ROOT / "services" / service / "src" / "zapgate" / service / "ports.py"
+    fakes = ROOT / "services" / service / "tests" / "fakes.py"
+    classes = [
+        _methods(node)
+        for node in ast.walk(ast.parse(fakes.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+    ]
+    missing = [
+        node.name
+        for node in ast.parse(ports.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.ClassDef)
+        and node.name in _protocols(ports)
+        and (service, node.name) not in _NO_FAKE_NEEDED
+        and not any(_methods(node) <= methods for methods in classes)
+    ]
+    assert not missing, f"{service}: no fake for {missing}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from zapgate.api.ports import Attempt, BusUnavailableError, StoredRequest
+from zapgate.api.service import Refusal, RefusalKind
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import HealthReply, InstanceHealth
 from zapgate.contracts.sending import (
@@ -191,3 +192,23 @@ class FakeJobs:
 
     async def publish_job(self, job: WebhookJob) -> None:
         self.jobs.append(job)
+
+
+@dataclass
+class FakeDestinations:
+    """`DestinationCheck` refusing the URLs in `refused` (with the guard's code), recording every
+    URL checked."""
+
+    refused: set[str] = field(default_factory=set)
+    checked: list[str] = field(default_factory=list)
+
+    async def check(self, url: str) -> None:
+        self.checked.append(url)
+        if url in self.refused:
+            raise Refusal(
+                RefusalKind.UNPROCESSABLE,
+                Problem(
+                    code="WEBHOOK_DESTINATION_FORBIDDEN",
+                    message="A URL do webhook aponta para um endereço interno.",
+                ),
+            )

@@ -10,8 +10,9 @@ from zapgate.ingest.ports import SpoolError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
 
-    from zapgate.ingest.ports import PayloadRow, QuarantineRow, SpoolRecord
+    from zapgate.ingest.ports import ArchivedCount, PayloadRow, QuarantineRow, SpoolRecord
 
 
 class FakePublisher:
@@ -102,3 +103,17 @@ class FakeBodyStore:
             return self.objects[name]
         except KeyError as error:
             raise LookupError(name) from error
+
+
+class FakeWebhookCounter:
+    """`WebhookCounter` answering `groups` (what the archive would count), recording each window."""
+
+    def __init__(self, groups: Sequence[ArchivedCount] = ()) -> None:
+        self.groups = list(groups)
+        self.windows: list[tuple[str, datetime, datetime]] = []
+
+    async def instance_counts(
+        self, instance_id: str, *, since: datetime, until: datetime
+    ) -> list[ArchivedCount]:
+        self.windows.append((instance_id, since, until))
+        return list(self.groups)
