@@ -144,3 +144,37 @@ def test_every_port_of_a_service_has_an_in_memory_fake(service: str) -> None:
         and not any(_methods(node) <= methods for methods in classes)
     ]
     assert not missing, f"{service}: no fake for {missing}"
+
+
+_METRIC = re.compile(r"^zapgate_[a-z]+_[a-z0-9_]+$")
+_METRIC_TYPES = {"Counter", "Gauge", "Histogram", "Summary"}
+
+
+def _metric_names(path: Path) -> list[tuple[int, str, str]]:
+    return [
+        (node.lineno, ast.unparse(node.func).rsplit(".", 1)[-1], node.args[0].value)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func).rsplit(".", 1)[-1] in _METRIC_TYPES
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ]
+
+
+def test_metric_names_follow_the_convention() -> None:
+    """`zapgate_<area>_<what>[_<unit>]`, snake_case; a counter is declared without `_total`
+    (prometheus_client adds it), so every name reads the same in code and in `/metrics`."""
+    names = [
+        (path, line, kind, name)
+        for source in SOURCES
+        for path in sorted(source.rglob("*.py"))
+        for line, kind, name in _metric_names(path)
+    ]
+    offending = [
+        f"{path.relative_to(ROOT)}:{line}: {kind}({name!r})"
+        for path, line, kind, name in names
+        if not _METRIC.fullmatch(name) or (kind == "Counter" and name.endswith("_total"))
+    ]
+    assert names
+    assert not offending, "\n".join(offending)

@@ -45,13 +45,13 @@ class WapiMetrics:
             registry=registry,
         )
         self.failures = Counter(
-            "zapgate_wapi_call_failures_total",
+            "zapgate_wapi_call_failures",
             "W-API calls that ended in a failure, by call and failure code.",
             ["operation", "code"],
             registry=registry,
         )
         self.read_retries = Counter(
-            "zapgate_wapi_read_retries_total",
+            "zapgate_wapi_read_retries",
             "Idempotent W-API reads retried once on a fresh connection after a broken exchange.",
             ["operation"],
             registry=registry,
