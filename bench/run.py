@@ -316,7 +316,7 @@ def _health_big_lines(big: dict[str, Any] | None, interval: float) -> list[str]:
             "(fetch-instance). A first tick over all of them (every phone unknown: two calls "
             "per instance) is `--health-big-first`"
         )
-    rows = [("first tick (every phone unknown)", big["first"])] if "first" in big else []
+    rows = [("first tick (the added instances new)", big["first"])] if "first" in big else []
     rows.append(("tick (the interval's work)", tick))
 
     def row(label: str, t: dict[str, Any], within: str) -> str:
@@ -330,9 +330,11 @@ def _health_big_lines(big: dict[str, Any] | None, interval: float) -> list[str]:
         f"### One tick over {big['instances']} instances (`--health-big {big['instances']}`)",
         "",
         (
-            f"The instances beyond the rounds' ones are {seeded}. Then, in the same run, a bare "
-            f"aiohttp status loop over all {big['instances']} and a bare httpx status loop of "
-            f"{httpx['calls']:.0f} calls (its calls/s is the figure), same concurrency."
+            f"The instances beyond the rounds' ones are {seeded}. In the same run, same "
+            f"concurrency: a bare aiohttp status loop over all {big['instances']} before and "
+            "after the tick (the tick is compared with their mean: the load of a shared machine "
+            f"moves within minutes) and, before it, a bare httpx status loop of "
+            f"{httpx['calls']:.0f} calls (its calls/s is the figure)."
         ),
         "",
         "| | seconds | provider calls | calls/s | CPU ms per call | load average at its end | within the interval |",
@@ -341,7 +343,12 @@ def _health_big_lines(big: dict[str, Any] | None, interval: float) -> list[str]:
             row(label, t, f"{verdict(t['seconds'] < interval)} ({interval:.0f} s)")
             for label, t in rows
         ),
-        row("bare aiohttp status loop (ceiling)", aiohttp, ""),
+        *(
+            [row("bare aiohttp status loop (ceiling), before", big["bare_aiohttp_before"], "")]
+            if "bare_aiohttp_before" in big
+            else []
+        ),
+        row("bare aiohttp status loop (ceiling), after", aiohttp, ""),
         row(f"bare httpx status loop ({httpx['calls']:.0f} calls)", httpx, ""),
         "",
         (
@@ -349,7 +356,8 @@ def _health_big_lines(big: dict[str, Any] | None, interval: float) -> list[str]:
             f"{tick['transitions']} state changes"
         ),
         (
-            f"- tick at {big['ratio_aiohttp']:.2f} of the bare aiohttp loop's calls/s, "
+            f"- tick at {big['ratio_aiohttp']:.2f} of the bare aiohttp loop's calls/s (mean of "
+            "before and after), "
             f"{big['ratio_httpx']:.1f}x the bare httpx loop's; the bare httpx loop would need "
             f"{big['instances'] / httpx['calls_per_s']:.0f} s for {big['instances']} status calls"
         ),
