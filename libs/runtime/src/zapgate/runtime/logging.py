@@ -109,14 +109,17 @@ class SecretMasker:
     def __init__(self, secrets: Iterable[str] = (), secret_paths: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
-        paths = [re.escape(path) for path in secret_paths if path]
+        self._prefixes = tuple(path for path in secret_paths if path)
+        paths = [re.escape(path) for path in self._prefixes]
         self._path = re.compile(rf"({'|'.join(paths)})[^/?#\s\"']+") if paths else None
 
     def mask(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        if self._path is not None:
+        # The substring test first: the regex ran on every string of every line (1 % of the
+        # sender's CPU), and almost none holds a secret path.
+        if self._path is not None and any(prefix in text for prefix in self._prefixes):
             text = self._path.sub(rf"\g<1>{REDACTED}", text)
         return text
 

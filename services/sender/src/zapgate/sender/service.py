@@ -21,6 +21,7 @@ import structlog
 from pydantic import TypeAdapter, ValidationError
 
 from zapgate.contracts import subjects
+from zapgate.contracts.envelope import utc_now
 from zapgate.contracts.errors import ErrorCode, Problem
 from zapgate.contracts.health import (
     DeliverySignal,
@@ -186,7 +187,7 @@ def to_outcome(
             detail=row.error_detail,
             fields=row.error_fields,
         )
-    outcome = SendOutcome(
+    return SendOutcome(
         command_id=row.command_id,
         instance_id=row.instance_id,
         phone=row.phone,
@@ -199,8 +200,8 @@ def to_outcome(
         retry_of=row.retry_of,
         replayed=replayed,
         correlation_id=row.correlation_id,
+        occurred_at=utc_now() if at is None else at,
     )
-    return outcome if at is None else outcome.model_copy(update={"occurred_at": at})
 
 
 async def _publish_outcome(
