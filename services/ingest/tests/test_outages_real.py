@@ -187,9 +187,21 @@ class IngestProcess:
                     self.lines.append(line)
                     self._changed.notify_all()
 
-    async def wait_line(self, event: str, timeout: float = 30) -> dict[str, Any]:
+    async def wait_line(
+        self, event: str, timeout: float = 30, *, process: str | None = None
+    ) -> dict[str, Any]:
+        """The first line of `event` from the gateway (`process` None) or from its archiver
+        child (`process="archiver"`, the lines it binds `process` in)."""
+
         def found() -> dict[str, Any] | None:
-            return next((line for line in self.lines if line.get("event") == event), None)
+            return next(
+                (
+                    line
+                    for line in self.lines
+                    if line.get("event") == event and line.get("process") == process
+                ),
+                None,
+            )
 
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: found() is not None)
@@ -197,9 +209,23 @@ class IngestProcess:
         assert line is not None
         return line
 
+    async def wait_archived(self, count: int, timeout: float = 60) -> None:
+        """Return once the archiver child's `batch_handled` lines add up to `count` acked."""
+
+        def archived() -> int:
+            return sum(
+                line.get("outcomes", {}).get("acked", 0)
+                for line in self.lines
+                if line.get("event") == "batch_handled" and line.get("process") == "archiver"
+            )
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: archived() >= count)
+
     async def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
+        # The reader ends when every writer of the pipe is gone: the archiver child too.
         await self._reader
 
 
@@ -288,3 +314,45 @@ async def test_process_killed_right_after_answering_loses_nothing(
     finally:
         await nc.close()
     assert_each_once(messages, {body["messageId"] for body in published + spooled})
+
+
+async def test_run_archives_in_a_child_process_that_ends_with_the_gateway(
+    spawn_ingest: Callable[..., Any], nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """`zapgate-ingest run` archives in its own child process (the webhook loop does nothing
+    else); a SIGKILL of the gateway ends the child too (its stdin pipe closes)."""
+    env = process_env(nats_url, database_url, tmp_path / "spool")
+    gateway = await spawn_ingest(env)
+    port = (await gateway.wait_line("ingest_listening"))["port"]
+    started = await gateway.wait_line("archiver_process_started")
+    await gateway.wait_line("archiver_started", process="archiver")
+    await gateway.wait_line("nats_connected")
+    bodies = webhooks(20, "CHILD")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        assert set(await post_all(client, bodies)) == {"published"}
+    await gateway.wait_archived(len(bodies))
+    sql = "SELECT raw->>'messageId' AS id FROM webhook_payloads WHERE raw->>'messageId' LIKE :p"
+    rows = await query(database_url, sql, p="CHILD%")
+
+    await gateway.kill()  # returns once the child closed its end of the output pipe
+
+    assert sorted(row.id for row in rows) == sorted(body["messageId"] for body in bodies)
+    stopped = await gateway.wait_line("archiver_stopped", timeout=0, process="archiver")
+    assert stopped["archived"] == len(bodies)
+    await _exited(started["pid"], timeout=10)
+
+
+async def _exited(pid: int, timeout: float) -> None:
+    """Return once process `pid` (not our child) has exited: its pidfd becomes readable."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pidfd, ended.set)
+    try:
+        await asyncio.wait_for(ended.wait(), timeout)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)

@@ -23,7 +23,7 @@ from zapgate.ingest.adapters.http_server import (
 )
 from zapgate.ingest.adapters.metrics import IngestMetrics
 from zapgate.ingest.adapters.spool import FileSpool
-from zapgate.ingest.handlers import SecretCheck, webhook_routes
+from zapgate.ingest.handlers import IngestApp, SecretCheck, webhook_routes
 from zapgate.ingest.service import Gateway
 from zapgate.ingest.settings import IngestSettings
 from zapgate.runtime.clock import Clock, SystemClock
@@ -71,7 +71,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
         max_body_bytes=settings.max_body_bytes,
         body_read_timeout=settings.body_read_timeout,
     )
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = IngestApp(routes=routes, lifespan=lifespan)
     limits = HttpLimits(settings.header_read_timeout, max_connections=settings.max_connections)
     app.state.http_protocol = hygienic_protocol(
         limits, lambda reason: metrics.connections_refused.labels(reason).inc()

@@ -1,6 +1,7 @@
 """`zapgate-ingest`: run the gateway, replay stored webhooks, list the quarantine, show stats.
 
 zapgate-ingest run                       # settings from ZAPGATE_INGEST_*
+zapgate-ingest archive                   # the archiver alone (`run` starts one as its child)
 zapgate-ingest replay --since 2025-10-01T00:00:00Z [--instance ID] [--kind KIND] [--reroute]
 zapgate-ingest quarantine list [--limit 50] [--body]
 zapgate-ingest stats [--since ...] [--json]
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run()
+    if args.command == "archive":
+        return _archive(with_parent=args.with_parent)
     database_url = args.database_url or os.environ.get(f"{ENV_PREFIX}DATABASE_URL")
     if not database_url:
         parser.error(f"--database-url or ${ENV_PREFIX}DATABASE_URL is required")
@@ -73,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zapgate-ingest", description="zapgate webhook gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="serve POST /webhooks/{secret} (settings from the environment)")
+    archive = commands.add_parser(
+        "archive", help="archive ZG_WEBHOOKS into PostgreSQL (settings from the environment)"
+    )
+    archive.add_argument(
+        "--with-parent", action="store_true", help="stop when stdin ends (run's child)"
+    )
 
     def with_database(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--database-url", help=f"default: ${ENV_PREFIX}DATABASE_URL")
@@ -109,6 +118,7 @@ def _run() -> int:
         uvicorn_config,
     )
     from zapgate.ingest.app import create_app  # noqa: PLC0415 - only `run` needs the app
+    from zapgate.ingest.archiver_process import ArchiverChild, archiver_argv  # noqa: PLC0415
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
 
     settings = IngestSettings()
@@ -119,11 +129,42 @@ def _run() -> int:
     sock.bind((settings.http_host, settings.http_port))
     # Listening before startup: early requests queue in the backlog instead of being refused.
     sock.listen(2048)
+    child: ArchiverChild | None = None
+    if settings.archiver_enabled and settings.archiver_process:
+        # The archiver in its own process: the webhook route's loop does nothing else.
+        child = ArchiverChild(archiver_argv())
+        settings = settings.model_copy(update={"archiver_enabled": False})
     config = uvicorn_config(
         create_app(settings), settings.http_host, settings.http_port, access_log=settings.access_log
     )
     log.info("ingest_listening", host=settings.http_host, port=sock.getsockname()[1])
-    uvicorn.Server(config).run(sockets=[sock])
+    if child is not None:
+        child.start()
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if child is not None:
+            child.stop()
+    return 0
+
+
+def _archive(*, with_parent: bool) -> int:
+    import uvloop  # noqa: PLC0415 - only the archiver process runs its own loop
+
+    from zapgate.ingest.archiver_process import stop_on_signals  # noqa: PLC0415
+    from zapgate.ingest.lifecycle import run_archiver  # noqa: PLC0415
+    from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
+
+    settings = IngestSettings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    structlog.contextvars.bind_contextvars(process="archiver")
+
+    async def archive() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop, with_parent=with_parent)
+        await run_archiver(settings, stop)
+
+    uvloop.run(archive())
     return 0
 
 

@@ -74,6 +74,20 @@ class IngestSettings(ServiceSettings):
         description="How often the spool is retried while NATS is away.",
     )
     archiver_enabled: bool = True
+    archiver_process: bool = Field(
+        default=True,
+        description="`zapgate-ingest run` runs the archiver in a child process of its own "
+        "(`zapgate-ingest archive`: own event loop and core, restarted if it exits, stopped with "
+        "the gateway), so archiving never stalls the webhook route; false: on the gateway's loop.",
+    )
+    archiver_probe_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Probe port (`/healthz`, `/readyz`, `/metrics` with the archiver's consumer "
+        "and dead-letter counters) of the archiver process; 0 picks a free port (logged in "
+        "`archiver_started`).",
+    )
     archiver_batch: int = Field(
         default=256, ge=1, le=10_000, description="Most webhooks stored in one transaction."
     )

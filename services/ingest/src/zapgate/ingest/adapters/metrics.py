@@ -13,7 +13,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from zapgate.contracts.bounds import bounded_id
+from zapgate.contracts.bounds import MAX_TOKEN_CHARS, bounded_id
 from zapgate.contracts.webhooks import QUARANTINE_KIND, WebhookKind
 
 OTHER_INSTANCES: Final = "_other"
@@ -29,6 +29,11 @@ class IngestMetrics:
         self._max_instances = max_instances
         self._labels: set[str] = set()
         self._lock = threading.Lock()
+        # Label children already made, so a webhook costs no label lookup (prometheus_client's
+        # `labels()` takes a lock and builds a tuple key each call).
+        self._dispositions: dict[tuple[str, str], Counter] = {}
+        self._outcomes: dict[str, Counter] = {}
+        self._accepted: dict[tuple[str | None, str], tuple[Counter, Gauge]] = {}
         self.webhooks = Counter(
             "zapgate_ingest_webhooks",
             "Webhooks accepted, by instance and routed kind",
@@ -70,9 +75,33 @@ class IngestMetrics:
             "zapgate_ingest_spool_pending", "Webhooks in the local spool", registry=registry
         )
 
+    def outcome(self, outcome: str) -> None:
+        """Count one request by outcome (a `Disposition` value or a refusal)."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.outcomes.labels(outcome)
+        child.inc()
+
     def disposed(self, kind: str, disposition: str) -> None:
         """Count one body the gateway answered; a kind outside the known set counts as `other`."""
-        self.dispositions.labels(kind if kind in _KINDS else OTHER_KIND, disposition).inc()
+        key = (kind if kind in _KINDS else OTHER_KIND, disposition)
+        child = self._dispositions.get(key)
+        if child is None:  # the label sets are bounded (kinds x dispositions): kept once made
+            child = self._dispositions[key] = self.dispositions.labels(*key)
+        child.inc()
+
+    def accepted(self, instance_id: str | None, kind: str, now: float) -> None:
+        """Count one accepted webhook of `instance_id` and `kind` at `now` (Unix seconds)."""
+        key = (instance_id, kind)
+        children = self._accepted.get(key)
+        if children is None:
+            instance = self.instance_label(instance_id)
+            children = (self.webhooks.labels(instance, kind), self.last_webhook.labels(instance))
+            # Bounded like the labels: only short ids within the budget are kept as keys.
+            if instance != OTHER_INSTANCES and len(instance_id or "") <= MAX_TOKEN_CHARS:
+                self._accepted[key] = children
+        children[0].inc()
+        children[1].set(now)
 
     def instance_label(self, instance_id: str | None) -> str:
         """The label value for `instance_id`: bounded, and `_other` once the budget is spent."""

@@ -34,6 +34,9 @@ from zapgate.contracts.webhooks import WebhookErrorCode
 DEPTH_CUT: Final = "[zapgate: nesting deeper than 64 levels cut; the exact body is kept]"
 _REPLACEMENT: Final = "\ufffd"
 _BAD_CHARACTERS: Final = re.compile(r"[\x00\ud800-\udfff]")
+# A `\u` escape that may spell NUL or a UTF-16 surrogate (an escaped backslash before it only
+# makes the walk run for nothing).
+_RISKY_ESCAPE: Final = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 MAX_PARSE_DEPTH: Final = 4000
 """Deepest body read at all; deeper is quarantined as `WEBHOOK_TOO_DEEP`."""
 _MAX_INT_DIGITS: Final = 19  # int64 has at most 19 digits; more is surely out of range
@@ -103,9 +106,10 @@ def parse_webhook(body: bytes) -> Parsed:
         return Parsed(None, WebhookErrorCode.WEBHOOK_NOT_JSON)
     if not isinstance(value, dict):
         return Parsed(None, WebhookErrorCode.WEBHOOK_NOT_OBJECT)
-    # Escapes are the only way to spell a surrogate or NUL in valid JSON text, and nesting
-    # needs more brackets than the limit: most bodies need no walk at all.
-    if "\\u" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+    # Escapes (`\u0000`, `\ud800`-`\udfff`) are the only way to spell a NUL or a surrogate in
+    # valid JSON text (other escapes, such as `\u00e1`, are harmless), and nesting needs more
+    # brackets than the limit: most bodies need no walk at all.
+    if _RISKY_ESCAPE.search(text) or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
         value = sanitize_value(value, reader.fixes)
     return Parsed(value, None, tuple(sorted(reader.fixes)))
 
