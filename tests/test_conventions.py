@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import ast
 import re
+import typing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic.functional_validators import BeforeValidator
+
+from zapgate.api.settings import ApiSettings
+from zapgate.console.settings import ConsoleSettings
+from zapgate.health.settings import HealthSettings
+from zapgate.ingest.settings import IngestSettings
+from zapgate.runtime.settings import ServiceSettings
+from zapgate.sender.settings import SenderSettings
 
 pytestmark = pytest.mark.unit
 
@@ -178,3 +188,32 @@ def test_metric_names_follow_the_convention() -> None:
     ]
     assert names
     assert not offending, "\n".join(offending)
+
+
+_UNIT_SUFFIXES = ("_s", "_ms", "_seconds", "_secs", "_minutes", "_hours")
+
+
+@pytest.mark.parametrize(
+    "settings", [ApiSettings, ConsoleSettings, HealthSettings, IngestSettings, SenderSettings]
+)
+def test_every_duration_setting_is_a_timedelta_read_as_iso_8601(
+    settings: type[ServiceSettings],
+) -> None:
+    """A duration is a `timedelta` in code and ISO 8601 in the environment (`Duration`), never a
+    number of seconds under a `_s`-style name."""
+    durations = {
+        name: field
+        for name, field in settings.model_fields.items()
+        if field.annotation is timedelta or timedelta in typing.get_args(field.annotation)
+    }
+    not_iso = [
+        name
+        for name, field in durations.items()
+        if not any(
+            isinstance(item, BeforeValidator) and item.func.__name__ == "_iso_8601_only"
+            for item in field.metadata
+        )
+    ]
+    in_numbers = [name for name in settings.model_fields if name.endswith(_UNIT_SUFFIXES)]
+    assert durations
+    assert (not_iso, in_numbers) == ([], [])

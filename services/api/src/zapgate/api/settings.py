@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import SettingsConfigDict
 
 from zapgate.api.domain import RETRY_SCHEDULE
+from zapgate.runtime.settings import Duration
 from zapgate.runtime.token_crypto import ProviderTokenSettings
 
 
@@ -27,18 +28,18 @@ class ApiSettings(ProviderTokenSettings):
     rate_limit_requests: float = Field(
         default=20, gt=0, description="Requests one API key may make per `rate_limit_period`."
     )
-    rate_limit_period: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
-    key_cache_ttl: timedelta = Field(
+    rate_limit_period: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    key_cache_ttl: Duration = Field(
         default=timedelta(seconds=60),
         ge=timedelta(0),
         description="How long a verified key is remembered (a revocation takes this long).",
     )
-    request_timeout: timedelta = Field(
+    request_timeout: Duration = Field(
         default=timedelta(seconds=5),
         gt=timedelta(0),
         description="Wait for the sender's or health's NATS answer (outcome, cancel, health).",
     )
-    webhook_retry_for: timedelta = Field(
+    webhook_retry_for: Duration = Field(
         default=timedelta(hours=26),
         gt=timedelta(0),
         description="How long an outbound event is retried after its first attempt (keep >= 24 h).",
@@ -48,7 +49,7 @@ class ApiSettings(ProviderTokenSettings):
         description="Seconds between attempts (Standard Webhooks: 5 s, 5 min, 30 min, 2 h, 5 h, "
         "10 h, 10 h); the last repeats until `webhook_retry_for`.",
     )
-    webhook_timeout: timedelta = Field(
+    webhook_timeout: Duration = Field(
         default=timedelta(seconds=10), gt=timedelta(0), description="One outbound POST."
     )
     webhook_concurrency: int = Field(default=16, ge=1, description="Outbound POSTs at once.")
@@ -59,7 +60,7 @@ class ApiSettings(ProviderTokenSettings):
         "and metadata addresses are refused always.",
     )
     consumer_prefix: str = Field(default="api", pattern=r"^[A-Za-z0-9_\-]+$")
-    retry_timeout: timedelta = Field(
+    retry_timeout: Duration = Field(
         default=timedelta(seconds=35),
         gt=timedelta(0),
         description="Wait for the sender to decide a retry (it runs the preflight again).",

@@ -67,7 +67,7 @@ def create_app(
         SessionMiddleware,
         secret_key=settings.session_secret.get_secret_value(),
         session_cookie=SESSION_COOKIE,
-        max_age=settings.session_max_age_s,
+        max_age=int(settings.session_max_age.total_seconds()),
         same_site="strict",
         https_only=settings.cookie_secure,
     )

@@ -75,7 +75,7 @@ async def start(  # noqa: PLR0913 - what the lifespan holds, each named
     if ports.audit is None:
         engine = create_engine(settings.database_url.get_secret_value(), pool_size=5)
         stack.push_async_callback(engine.dispose)
-    timeout = settings.request_timeout_s
+    timeout = settings.request_timeout.total_seconds()
     service = ConsoleService(
         health=ports.health or NatsHealthApi(_need(nc), timeout=timeout),
         sender=ports.sender or NatsSenderApi(_need(nc), timeout=timeout),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from zapgate.runtime.settings import ServiceSettings, refuse_weak_secret
+from zapgate.runtime.settings import Duration, ServiceSettings, refuse_weak_secret
 
 _ARGON2_PREFIX = "$argon2"
 
@@ -33,11 +35,16 @@ class ConsoleSettings(ServiceSettings):
     cookie_secure: bool = Field(
         default=True, description="Send the session cookie over HTTPS only (off for localhost)."
     )
-    session_max_age_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
-    request_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=120,
+    session_max_age: Duration = Field(
+        default=timedelta(hours=8),
+        ge=timedelta(minutes=1),
+        le=timedelta(days=7),
+        description="How long a login lasts (ISO 8601, e.g. PT8H).",
+    )
+    request_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        le=timedelta(minutes=2),
         description="How long to wait for health's, the sender's and ingest's APIs.",
     )
     timezone: str = Field(default="America/Sao_Paulo", description="Zone times are shown in.")

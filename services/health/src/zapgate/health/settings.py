@@ -67,7 +67,7 @@ class HealthSettings(ProviderTokenSettings):
         le=5000,
         description="Check results decided and saved in one transaction (rows locked at once).",
     )
-    apply_batch_linger: timedelta = Field(
+    apply_batch_linger: Duration = Field(
         default=timedelta(seconds=1),
         ge=timedelta(0),
         description="A partly filled batch of check results is written once its oldest result "
