@@ -217,3 +217,15 @@ def test_every_duration_setting_is_a_timedelta_read_as_iso_8601(
     in_numbers = [name for name in settings.model_fields if name.endswith(_UNIT_SUFFIXES)]
     assert durations
     assert (not_iso, in_numbers) == ([], [])
+
+
+def test_services_set_up_logging_from_their_settings() -> None:
+    """Every service configures logging through `configure_service_logging(settings)`, so each
+    masks the secrets its settings list; none calls `configure_logging` with its own choice."""
+    calls = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "services").glob("*/src/**/*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("configure_logging")
+    ]
+    assert not calls, "\n".join(calls)

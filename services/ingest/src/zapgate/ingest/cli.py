@@ -29,7 +29,7 @@ from zapgate.contracts.webhooks import AnyWebhookEvent
 from zapgate.ingest.adapters.db import PostgresArchive
 from zapgate.ingest.domain.routing import route
 from zapgate.runtime.db import create_engine
-from zapgate.runtime.logging import configure_logging
+from zapgate.runtime.logging import configure_service_logging
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -122,7 +122,7 @@ def _run() -> int:
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
 
     settings = IngestSettings()
-    configure_logging(json=settings.log_json, level=settings.log_level)
+    configure_service_logging(settings)
     install_secret_masking()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -156,7 +156,7 @@ def _archive(*, with_parent: bool) -> int:
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
 
     settings = IngestSettings()
-    configure_logging(json=settings.log_json, level=settings.log_level)
+    configure_service_logging(settings)
     structlog.contextvars.bind_contextvars(process="archiver")
 
     async def archive() -> None:
