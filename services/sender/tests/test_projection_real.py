@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -24,10 +26,15 @@ from zapgate.contracts.health import (
 )
 from zapgate.contracts.sending import SendMessage, SendStatus, TextContent
 from zapgate.runtime.consumer import Delivery
-from zapgate.sender.adapters.db import PostgresCommandStore, PostgresInstanceDirectory
+from zapgate.runtime.db import create_engine
+from zapgate.sender.adapters.db import (
+    PostgresCommandStore,
+    PostgresInstanceDirectory,
+    driver_cursor,
+)
 from zapgate.sender.adapters.projection import InstanceProjection
 from zapgate.sender.handlers import HandlerOptions, SenderHandlers
-from zapgate.sender.ports import Claim
+from zapgate.sender.ports import Claim, StoreUnavailableError
 from zapgate.sender.service import StuckPolicy, send_message
 from zapgate.sender.tables import RowStatus, SendCommandRow
 
@@ -309,3 +316,39 @@ async def test_rows_the_store_returns_behave_as_constructed_rows(
     assert built.model_fields_set == row.model_fields_set
     assert (copy.status, row.status) == (RowStatus.FAILED.value, RowStatus.CLAIMED.value)
     assert row.attempts == 2
+
+
+async def test_the_driver_cursor_commits_each_statement_and_replaces_a_lost_connection(
+    database_url: str,
+) -> None:
+    """The hot statements run on psycopg's own cursor: each one committed on its own (no
+    transaction left open on a pooled connection), a connection the server ended is a
+    `StoreUnavailableError` and is replaced, not handed out again."""
+    engine = create_engine(
+        database_url, pool_size=1, max_overflow=0, ping_idle_after=timedelta(hours=1)
+    )
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    killer = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with driver_cursor(autocommit) as cursor:
+            await cursor.execute("SELECT pg_backend_pid() AS pid")
+            first = await cursor.fetchone()
+            status = cursor.connection.info.transaction_status
+        assert first is not None
+        async with killer.connect() as conn:
+            ended = sa.text("SELECT pg_terminate_backend(:pid, 10000)")
+            assert (await conn.execute(ended, {"pid": first["pid"]})).scalar_one() is True
+
+        with pytest.raises(StoreUnavailableError):
+            async with driver_cursor(autocommit) as cursor:
+                await cursor.execute("SELECT 1")
+        async with driver_cursor(autocommit) as cursor:
+            await cursor.execute("SELECT pg_backend_pid() AS pid")
+            second = await cursor.fetchone()
+
+        assert status is psycopg.pq.TransactionStatus.IDLE
+        assert second is not None
+        assert second["pid"] != first["pid"]
+    finally:
+        await engine.dispose()
+        await killer.dispose()

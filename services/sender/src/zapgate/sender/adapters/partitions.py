@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from zapgate.sender.adapters.batching import GroupCommit
+from zapgate.sender.adapters.db import driver_cursor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -41,10 +42,10 @@ _NEXT = sa.text(
 )
 # Each row inserts only while its partition's epoch is current; `FOR SHARE` makes a concurrent
 # takeover's UPDATE of that row wait for this statement (or this row re-check the new epoch).
-_RECORD_CALLS = sa.text(
+_RECORD_CALLS = (
     "INSERT INTO send_calls (command_id, instance_id, partition, epoch, called_at)"
     " SELECT r.command_id, r.instance_id, r.partition, r.epoch, r.called_at"
-    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(command_id varchar(128),"
+    " FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(command_id varchar(128),"
     "   instance_id varchar(100), partition integer, epoch bigint, called_at timestamptz)"
     " WHERE EXISTS (SELECT 1 FROM send_partitions AS p"
     "   WHERE p.partition = r.partition AND p.epoch = r.epoch FOR SHARE)"
@@ -144,12 +145,11 @@ class PostgresPartitionFence:
             }
             for call in calls
         ]
-        # One statement, atomic alone: autocommit spares the BEGIN and COMMIT round trips.
-        async with self._autocommit.connect() as connection:
-            recorded = {
-                row.command_id
-                for row in await connection.execute(_RECORD_CALLS, {"rows": json.dumps(rows)})
-            }
+        # One statement, atomic alone: autocommit spares the BEGIN and COMMIT round trips; on
+        # psycopg's own cursor, like the store's other statements of every send.
+        async with driver_cursor(self._autocommit) as cursor:
+            await cursor.execute(_RECORD_CALLS, {"rows": json.dumps(rows)})
+            recorded = {row["command_id"] for row in await cursor.fetchall()}
         results = []
         for call in calls:
             # One command twice in a batch: the first copy made the record, the second did not.
