@@ -128,9 +128,10 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 f"turn, at most {sender['in_flight']} awaiting their outcome; latency = command "
                 "published to `ZG_SEND` until its outcome is seen. What a send costs there: "
                 "pull, decode, the instance's lane, the preflight on health's view (kept in "
-                "memory, re-checked by the claim), the claim into `sending`, one provider call, "
-                "storing the answer, the look for early receipts, the outcome published with its "
-                "ack, the command's ack. Bare: one worker per instance calling the simulator's "
+                "memory, re-checked by the claim), the claim into `sending`, the call recorded "
+                "under its partition's epoch (the fence), one provider call, storing the answer, "
+                "the look for early receipts, the outcome published with its ack, the command's "
+                "ack; the four statements batched across instances. Bare: one worker per instance calling the simulator's "
                 "send-text straight, through one aiohttp session (the ceiling: what the machine "
                 "can do) and through one httpx client (httpx's pool is its own limit). The "
                 "simulator (`zapgate-wapi-sim`) runs in its own process."
@@ -190,6 +191,18 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                     )
                 ]
                 if "cpu_ms_per_send" in s
+                else []
+            ),
+            *(
+                [
+                    "- statements batched across instances (whole run, warm-up included): "
+                    + ", ".join(
+                        f"{name} {value['items']} in {value['batches']} statements "
+                        f"({value['items'] / value['batches']:.1f} per statement)"
+                        for name, value in sender["batches"].items()
+                    )
+                ]
+                if sender.get("batches")
                 else []
             ),
             *(

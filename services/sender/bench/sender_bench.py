@@ -21,6 +21,7 @@ from __future__ import annotations
 # ruff: noqa: INP001 - a script, run by path, not an importable module
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -279,10 +280,26 @@ def bench(  # noqa: PLR0913 - the knobs of one benchmark run, read from the CLI
         "ratio_aiohttp": ratio(sender_summary["rps"], aiohttp_summary["rps"]),
         "order_violations": sum(r.get("order_violations", 0) for r in results["sender"]),
         **({"profile": profile_report} if profile else {}),
+        **({"batches": batches} if (batches := _batches(log_dir / "sender.log")) else {}),
         "load_average": {
             "before": [round(value, 2) for value in load_before],
             "after": [round(value, 2) for value in load_after],
         },
+    }
+
+
+def _batches(log: Path) -> dict[str, Any]:
+    """The sender's `sender_batches` line (written at stop): statements and items per kind."""
+    found: dict[str, Any] = {}
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            if '"sender_batches"' in line:
+                with contextlib.suppress(ValueError):
+                    found = json.loads(line)
+    return {
+        name: value
+        for name, value in found.items()
+        if isinstance(value, dict) and value.get("batches")
     }
 
 
