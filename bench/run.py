@@ -109,6 +109,7 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 f"{x['rps']:.0f} / {y['rps']:.0f}"
                 for x, y in zip(i["rounds"], b["rounds"], strict=True)
             ),
+            *_ingest_profile(ingest),
         ]
     sender = figures.get("sender")
     if sender:
@@ -220,6 +221,34 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
     lines += health_lines(figures.get("health"))
     lines += provider_lines(figures.get("provider"))
     return "\n".join(lines) + "\n"
+
+
+def _ingest_profile(ingest: dict[str, Any]) -> list[str]:
+    """Load averages and where the CPU goes, when the report has them."""
+    lines: list[str] = []
+    load = ingest.get("load_average")
+    if load:
+        lines.append(
+            f"- load average (1, 5, 15 min) before {load['before']}, after {load['after']} "
+            "(2 cores); at the end of each round (ingest / bare): "
+            + ", ".join(
+                f"{x.get('load_average', ['?'])[0]} / {y.get('load_average', ['?'])[0]}"
+                for x, y in zip(ingest["ingest"]["rounds"], ingest["bare"]["rounds"], strict=True)
+            )
+        )
+    cpu_i = ingest["ingest"].get("cpu_ms_per_webhook")
+    cpu_b = ingest["bare"].get("cpu_ms_per_webhook")
+    if cpu_i and cpu_b:
+        lines.append(
+            "- profile, CPU ms per webhook by process (medians over each side's rounds; from "
+            "`/proc/<pid>/stat`): ingest rounds: "
+            + ", ".join(f"{name} {value:.3f}" for name, value in cpu_i.items() if name != "bare")
+            + "; bare rounds: "
+            + ", ".join(f"{name} {value:.3f}" for name, value in cpu_b.items() if name != "gateway")
+            + " (the archiver's share in bare rounds is its catching up with the ingest round "
+            "before)"
+        )
+    return lines
 
 
 def _aiohttp_row(bare: dict[str, Any] | None) -> list[str]:

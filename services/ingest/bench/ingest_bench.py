@@ -7,8 +7,9 @@ own process: uvicorn with uvloop + httptools, archiver on, production defaults i
 access log) and the bare app (`bare_gateway.py`, its own process). Each round sends a fixed
 count of realistic webhook bodies (the simulator's payload builders) to each, interleaved, from a
 load generator in a third process over 64 keep-alive connections. Prints webhooks/s and p50/p99
-per round and the medians, and checks `ZG_WEBHOOKS` holds exactly one event per accepted
-webhook. `--json PATH` writes the figures for `bench/run.py`.
+per round and the medians, the CPU each process spent per webhook in each side's rounds
+(gateway, its archiver child, the bare app, nats-server), and checks `ZG_WEBHOOKS` holds exactly
+one event per accepted webhook. `--json PATH` writes the figures for `bench/run.py`.
 """
 
 from __future__ import annotations
@@ -16,23 +17,65 @@ from __future__ import annotations
 # ruff: noqa: INP001 - a script, run by path, not an importable module
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import nats
 
-from bench.procs import BENCH_SECRET, ROOT, ServiceProcess, infra, start_ingest
+from bench.procs import (
+    BENCH_SECRET,
+    READY_TIMEOUT,
+    ROOT,
+    ServiceProcess,
+    infra,
+    start_ingest,
+)
 from bench.stats import median, percentile, ratio
 from bench.webhooks import webhook_bodies
 from zapgate.contracts import subjects
 from zapgate.devservers.postgres import free_port
 
 WARMUP = 500
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process `pid` so far (Linux `/proc`); 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def archiver_pid(ingest: ServiceProcess) -> int | None:
+    """The pid of ingest's archiver child (its last `archiver_process_started` line)."""
+    pid = None
+    for line in ingest.log_path.read_text(errors="replace").splitlines():
+        if '"archiver_process_started"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                pid = int(json.loads(line)["pid"])
+    return pid
+
+
+def wait_archiver(ingest: ServiceProcess) -> None:
+    """Wait for the archiver child's `archiver_started`: its imports take seconds of CPU on a
+    busy machine, which must not fall into the first round."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if '"archiver_started"' in ingest.log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)  # a separate process: its log is the only sign
+    raise RuntimeError(f"ingest's archiver did not start:\n{ingest.log_tail()}")
 
 
 def run_load(url: str, bodies: list[bytes], workdir: Path, connections: int) -> dict[str, Any]:
@@ -79,7 +122,12 @@ async def stream_messages(nats_url: str, stream: str) -> int:
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    processes = rounds[0].get("cpu_ms_per_webhook", {})
     return {
+        "cpu_ms_per_webhook": {
+            process: median([r["cpu_ms_per_webhook"][process] for r in rounds])
+            for process in processes
+        },
         "rounds": rounds,
         "rps": median([r["rps"] for r in rounds]),
         "p50_ms": median([r["p50_ms"] for r in rounds]),
@@ -91,6 +139,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def bench(requests: int, rounds: int, connections: int, workdir: Path) -> dict[str, Any]:
     rng = random.Random(20251001)  # noqa: S311 - a reproducible mix, not security
+    load_before = [round(x, 2) for x in os.getloadavg()]
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with infra(workdir) as servers:
@@ -110,6 +159,7 @@ def bench(requests: int, rounds: int, connections: int, workdir: Path) -> dict[s
         ).start()
         try:
             bare.wait_ready(f"http://127.0.0.1:{bare_port}/", any_status=True)
+            wait_archiver(ingest)
             targets = {
                 "ingest": f"{_ingest_url(ingest)}/webhooks/{BENCH_SECRET}",
                 "bare": f"http://127.0.0.1:{bare_port}/webhooks/bench",
@@ -124,7 +174,21 @@ def bench(requests: int, rounds: int, connections: int, workdir: Path) -> dict[s
                 order = list(targets) if index % 2 == 0 else list(reversed(targets))
                 for name in order:
                     bodies = webhook_bodies(requests, rng)
+                    pids = {
+                        "gateway": ingest.pid,
+                        "archiver": archiver_pid(ingest),
+                        "bare": bare.pid,
+                        "nats-server": servers.nats.pid,
+                    }
+                    before = {process: cpu_seconds(pid) for process, pid in pids.items()}
                     outcome = run_load(targets[name], bodies, workdir, connections)
+                    # CPU of each process during this side's round, per webhook it answered: the
+                    # archiver also works through the other side's rounds (catching up).
+                    outcome["cpu_ms_per_webhook"] = {
+                        process: round(1000 * (cpu_seconds(pid) - before[process]) / requests, 3)
+                        for process, pid in pids.items()
+                    }
+                    outcome["load_average"] = [round(x, 2) for x in os.getloadavg()]
                     results[name].append(outcome)
                     sys.stdout.write(
                         f"round {index + 1} {name}: {outcome['rps']:.0f} webhooks/s, "
@@ -138,6 +202,7 @@ def bench(requests: int, rounds: int, connections: int, workdir: Path) -> dict[s
             ingest.stop()
     ingest_summary, bare_summary = summarise(results["ingest"]), summarise(results["bare"])
     return {
+        "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
         "requests_per_round": requests,
         "rounds": rounds,
         "connections": connections,

@@ -22,11 +22,20 @@ if TYPE_CHECKING:
 _payloads = payloads_table()
 _quarantine = quarantine_table()
 _NUL_ESCAPE = "\\u0000"
-_INSERT_PAYLOADS: Final = (
-    insert(_payloads)
-    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    .returning(_payloads.c.dedupe_key)
-)
+# One statement text for any batch size: the rows travel as one array per column and the
+# statement (and its parameter parsing by the driver) is the same every time. The JSON columns
+# arrive as JSON text, serialised once here.
+_INSERT_PAYLOADS: Final = f"""
+INSERT INTO {_payloads.name}
+    (received_at, instance_id, kind, dedupe_key, raw, event, body, message_key)
+SELECT r, i, k, d, w::jsonb, e::jsonb, b, m
+FROM unnest(
+    %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::bytea[], %s::text[]
+) AS t(r, i, k, d, w, e, b, m)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key
+"""  # noqa: S608 - the table name is ours; every value is a bound parameter
 _INSERT_QUARANTINE: Final = insert(_quarantine).on_conflict_do_nothing(
     index_elements=["dedupe_key"]
 )
@@ -83,9 +92,7 @@ class PostgresArchive:
             # One statement compiled once (SQLAlchemy caches it) and the rows as parameters: the
             # driver sends them as multi-row VALUES pages ("insertmanyvalues"), RETURNING kept.
             if payloads:
-                rows = await conn.execute(
-                    _INSERT_PAYLOADS, [_payload_values(row) for row in payloads]
-                )
+                rows = await conn.exec_driver_sql(_INSERT_PAYLOADS, _payload_columns(payloads))
                 new = [row[0] for row in rows.all()]
             if quarantined:
                 await conn.execute(
@@ -161,17 +168,18 @@ class PostgresArchive:
             last_id = page[-1]["id"]
 
 
-def _payload_values(row: PayloadRow) -> dict[str, Any]:
-    return {
-        "received_at": row.received_at,
-        "instance_id": _storable_text(row.instance_id),
-        "kind": row.kind,
-        "dedupe_key": _storable_text(row.dedupe_key),
-        "raw": _storable(row.raw),
-        "event": _storable(row.event),
-        "body": row.body,
-        "message_key": row.message_key,
-    }
+def _payload_columns(rows: Sequence[PayloadRow]) -> tuple[list[Any], ...]:
+    """The rows as one list per column of `_INSERT_PAYLOADS`, JSON columns as text."""
+    return (
+        [row.received_at for row in rows],
+        [_storable_text(row.instance_id) for row in rows],
+        [row.kind for row in rows],
+        [_storable_text(row.dedupe_key) for row in rows],
+        [_storable_json(row.raw) for row in rows],
+        [_storable_json(row.event) for row in rows],
+        [row.body for row in rows],
+        [row.message_key for row in rows],
+    )
 
 
 def _rejected(row: PayloadRow) -> QuarantineRow:
@@ -203,11 +211,9 @@ def _storable_text(value: str | None) -> str | None:
     return value.replace("\x00", "\\u0000") if value is not None else None
 
 
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
+def _storable_json(value: dict[str, Any]) -> str:
+    """`value` as JSON text for a `jsonb` column."""
     # JSONB refuses the NUL character; the stream keeps the exact body, the archive a copy with
     # NUL spelled out, so one odd string cannot block every later batch.
     text = json.dumps(value)
-    if _NUL_ESCAPE not in text:
-        return value
-    cleaned: dict[str, Any] = json.loads(text.replace(_NUL_ESCAPE, "\\\\u0000"))
-    return cleaned
+    return text.replace(_NUL_ESCAPE, "\\\\u0000") if _NUL_ESCAPE in text else text
