@@ -8,7 +8,7 @@ import pytest
 
 from zapgate.contracts.webhooks import CountWebhooks, WebhookDisposition
 from zapgate.ingest.ports import ArchivedCount
-from zapgate.ingest.read_api import count_webhooks
+from zapgate.ingest.service import count_webhooks
 from zapgate.runtime.clock import ManualClock
 
 from .fakes import FakeWebhookCounter

@@ -1,5 +1,7 @@
 """Entry points: the webhook endpoint `POST /webhooks/{secret}` on plain Starlette (the hot
-path), and the archiver's consumer handler (off it).
+path), the archiver's consumer handler (off it), and the read API's verb
+`zg.api.ingest.webhooks.counts` (queue group `ingest-api`: the console shows these counts
+without reading ingest's tables).
 
 Per request: a constant-time secret check, a bounded body read, parse, route, one JetStream
 publish awaited for its ack (or the spool). No database, no provider call, no consumer wait.
@@ -21,11 +23,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from zapgate.contracts import subjects
 from zapgate.contracts.errors import Problem
-from zapgate.contracts.webhooks import WEBHOOK_MESSAGES_PT_BR, WebhookErrorCode
+from zapgate.contracts.webhooks import (
+    WEBHOOK_MESSAGES_PT_BR,
+    CountWebhooks,
+    WebhookCountsReply,
+    WebhookErrorCode,
+)
 from zapgate.ingest.domain.size import QUARANTINE_PREFIX_BYTES
-from zapgate.ingest.service import Accepted, Disposition
+from zapgate.ingest.service import Accepted, Disposition, count_webhooks
 from zapgate.runtime.consumer import DEPENDENCY_ERRORS, MessageFailure
+from zapgate.runtime.requests import RequestServer, request_handler
+from zapgate.runtime.topology import queue_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -34,8 +44,10 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from zapgate.ingest.adapters.metrics import IngestMetrics
+    from zapgate.ingest.ports import WebhookCounter
     from zapgate.ingest.service import Gateway
     from zapgate.runtime.clock import Clock
+    from zapgate.runtime.connection import NatsConnection
     from zapgate.runtime.consumer import Delivery
 
 log = structlog.get_logger("zapgate.ingest.http")
@@ -294,3 +306,20 @@ class WebhookArchiver:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:1000]
+
+
+# --- the read API: `zg.api.ingest.webhooks.counts` -> `service.count_webhooks` ---------------
+
+API_QUEUE: Final = queue_of("ingest")
+
+
+def webhook_counts_server(
+    connection: NatsConnection, counter: WebhookCounter, clock: Clock
+) -> RequestServer[WebhookCountsReply]:
+    """The request server of the counts verb (start it once NATS is being supervised)."""
+
+    async def call(query: CountWebhooks) -> WebhookCountsReply:
+        return await count_webhooks(query, counter, clock)
+
+    handler = request_handler(CountWebhooks, WebhookCountsReply, call, name="count_webhooks")
+    return RequestServer(connection, subjects.API_INGEST_WEBHOOK_COUNTS, API_QUEUE, handler)

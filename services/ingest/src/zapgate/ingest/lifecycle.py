@@ -27,8 +27,7 @@ from zapgate.ingest.adapters.consumers import archiver_consumer, follow_instance
 from zapgate.ingest.adapters.counts import PostgresWebhookCounts
 from zapgate.ingest.adapters.db import PostgresArchive
 from zapgate.ingest.domain.states import KnownStates
-from zapgate.ingest.handlers import WebhookArchiver
-from zapgate.ingest.read_api import webhook_counts_server
+from zapgate.ingest.handlers import WebhookArchiver, webhook_counts_server
 from zapgate.ingest.service import archive_batch
 from zapgate.runtime.clock import SystemClock
 from zapgate.runtime.connection import InvalidPublishError, NatsConnection

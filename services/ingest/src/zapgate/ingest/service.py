@@ -1,4 +1,5 @@
-"""The ingest use cases: accept one webhook body (request path) and archive a batch (off it).
+"""The ingest use cases: accept one webhook body (request path), archive a batch (off it), and
+count one instance's archived webhooks (the read API).
 
 Accepting: parse, sanitise, route, make it durable, say what happened. Durable means:
 JetStream acknowledged it, or (NATS down, publish failed or timed out) it is fsynced in the
@@ -12,7 +13,7 @@ import asyncio
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +30,8 @@ from zapgate.contracts.webhooks import (
     MessageChanged,
     MessageChangeKind,
     Sender,
+    WebhookCount,
+    WebhookCountsReply,
     WebhookErrorCode,
     WebhookEvent,
     WebhookKind,
@@ -38,6 +41,7 @@ from zapgate.ingest.domain.routing import (
     EVENT_DELIVERY,
     EVENT_RECEIVED,
     body_dedupe_key,
+    disposition_of,
     message_key,
     route,
 )
@@ -56,8 +60,10 @@ from zapgate.ingest.ports import PayloadRow, QuarantineRow, SpoolError, SpoolRec
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
 
+    from zapgate.contracts.webhooks import CountWebhooks
     from zapgate.ingest.domain.states import KnownStates
-    from zapgate.ingest.ports import Archive, BodyStore, Publisher, Spool
+    from zapgate.ingest.ports import Archive, BodyStore, Publisher, Spool, WebhookCounter
+    from zapgate.runtime.clock import Clock
 
 log = structlog.get_logger("zapgate.ingest.service")
 ARCHIVE_UNREADABLE: Final = "ARCHIVE_UNREADABLE"
@@ -494,4 +500,28 @@ def _unreadable_row(subject: str, data: bytes) -> QuarantineRow:
         body=data,
         content_type=bounded_id(subject, limit=200),
         size=len(data),
+    )
+
+
+async def count_webhooks(
+    query: CountWebhooks, counter: WebhookCounter, clock: Clock
+) -> WebhookCountsReply:
+    """The counts of `query.instance_id` over `[now - window_s, now]` by `clock`, largest first
+    (an instance ingest never saw gets an empty list: it may simply be quiet)."""
+    until = clock.now()
+    since = until - timedelta(seconds=query.window_s)
+    rows = await counter.instance_counts(query.instance_id, since=since, until=until)
+    counts = [
+        WebhookCount(
+            kind=row.kind,
+            disposition=disposition_of(row.kind, row.code),
+            code=row.code,
+            count=row.count,
+            last_received_at=row.last_received_at,
+        )
+        for row in rows
+    ]
+    counts.sort(key=lambda c: (-c.count, c.kind, c.code or ""))
+    return WebhookCountsReply(
+        ok=True, instance_id=query.instance_id, since=since, until=until, counts=counts
     )

@@ -29,6 +29,7 @@ from zapgate.contracts.webhooks import (
     MessageSent,
     MessageStatusReported,
     Sender,
+    WebhookDisposition,
     WebhookEvent,
     WebhookKind,
     WebhookUnrouted,
@@ -369,3 +370,13 @@ def _moment(value: object) -> datetime | None:
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def disposition_of(kind: str, code: str | None) -> WebhookDisposition:
+    """What became of an archived group: quarantine rows carry a code; payloads are routed
+    unless their kind is `unrouted`."""
+    if code is not None:
+        return WebhookDisposition.QUARANTINED
+    if kind == WebhookKind.UNROUTED:
+        return WebhookDisposition.UNROUTED
+    return WebhookDisposition.ROUTED
