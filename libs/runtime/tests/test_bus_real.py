@@ -161,6 +161,37 @@ async def test_publishing_resumes_after_a_server_restart(
         await connection.close()
 
 
+async def test_a_reconnect_whose_provisioning_fails_for_a_while_ends_connected(
+    fault_nats_server: Callable[..., NatsServer],
+) -> None:
+    """After a reconnect the `on_connect` callbacks are tried again until they succeed (a
+    cluster electing leaders times them out for a while): the connection ends up `connected`,
+    with the callbacks run once more per failure."""
+    server = fault_nats_server()
+    connection = NatsConnection(server.url, ConnectionOptions(name="runtime-test"))
+    calls: list[int] = []
+
+    async def provision(nc: Client) -> None:
+        calls.append(connection.generation)
+        if 1 < len(calls) <= 3:  # the second and third runs (after the reconnect) fail
+            raise TimeoutError("stream leader not elected yet")
+        await ensure_streams(nc, [STREAM])
+
+    connection.on_connect(provision)
+    await connection.start()
+    try:
+        await connection.wait_connected(WAIT)
+        await asyncio.to_thread(server.restart, kill=True)
+        client = await connection.wait_for_connects(2, WAIT)
+
+        assert connection.connected.is_set()
+        assert client.is_connected
+        assert len(calls) == 4, calls
+        assert connection.replacements == 0
+    finally:
+        await connection.close()
+
+
 def _spec(name: str, **overrides: object) -> ConsumerSpec:
     options: dict[str, object] = {
         "max_failures": 3,

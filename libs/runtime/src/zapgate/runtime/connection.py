@@ -135,6 +135,7 @@ class NatsConnection:
         self.generation = 0
         self.replacements = 0
         self.connects = 0
+        self._after_connect_runs = 0
 
     def on_connect(self, callback: Callable[[Client], Awaitable[object]]) -> None:
         """Run `callback(client)` after every (re)connect, e.g. to declare streams."""
@@ -251,13 +252,43 @@ class NatsConnection:
         )
 
     async def _after_connect(self, client: Client) -> None:
-        try:
-            for callback in self._on_connect:
-                await callback(client)
-        except Exception as error:  # noqa: BLE001 - a reconnect must not end the supervisor
-            _log.warning("nats_after_connect_failed", reason=repr(error))
-            return
-        if client is self._client and client.is_connected:
+        """Run the `on_connect` callbacks, again and again (backing off) until they all succeed
+        or this client stops being the current, connected one; only then is it `connected`.
+
+        They fail for a while after a reconnect to a cluster that lost a node (stream requests
+        time out until JetStream elected new leaders); giving up there left the process
+        believing it was disconnected for good (`connected` never set again)."""
+        self._after_connect_runs += 1
+        run = self._after_connect_runs
+
+        def superseded() -> bool:
+            return (
+                self._closing
+                or run != self._after_connect_runs
+                or client is not self._client
+                or client.is_closed
+            )
+
+        async for attempt in stamina.retry_context(
+            on=Exception,
+            attempts=None,
+            timeout=None,
+            wait_initial=0.1,
+            wait_max=self.options.retry_wait_max.total_seconds(),
+            wait_jitter=0.1,
+        ):
+            if superseded():
+                return
+            with attempt:
+                try:
+                    for callback in self._on_connect:
+                        await callback(client)
+                except Exception as error:
+                    _log.warning(
+                        "nats_after_connect_failed", reason=repr(error), attempt=attempt.num
+                    )
+                    raise
+        if not superseded() and client.is_connected:
             url = client.connected_url.netloc if client.connected_url else None
             _log.info("nats_connected", url=url, generation=self.generation)
             self.connected.set()
