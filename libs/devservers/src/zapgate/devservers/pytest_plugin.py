@@ -29,7 +29,7 @@ from zapgate.devservers.postgres import EmbeddedPostgres, PostgresServerError
 from zapgate.devservers.postgres_for_tests import TestPostgres, postgres_for_tests
 from zapgate.runtime import db_roles
 from zapgate.runtime.db import migrate_all
-from zapgate.runtime.streams import ensure_streams
+from zapgate.runtime.streams import StreamProvisioningError, ensure_streams
 from zapgate.runtime.topology import all_streams
 
 if TYPE_CHECKING:
@@ -79,6 +79,30 @@ async def reset_streams(url: str | list[str], replicas: int = 1) -> None:
         await ensure_streams(nc, all_streams(replicas))
     finally:
         await nc.close()
+
+
+_NO_PEERS = "no suitable peers"
+"""JetStream's answer to an R3 create while the meta leader has not seen every peer yet."""
+_PLACEMENT_WAIT_S = 30.0
+
+
+async def provision_cluster(urls: list[str], replicas: int) -> None:
+    """`reset_streams` on a cluster that just started: every node knows the meta leader, but
+    the leader may not have every peer yet (`no suitable peers for placement`) or not answer
+    the JetStream API yet (a timeout); tried again until it does, for at most 30 s (a bounded
+    poll: the server announces no such event)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _PLACEMENT_WAIT_S
+    while True:
+        try:
+            await reset_streams(urls, replicas)
+        except (StreamProvisioningError, nats.errors.TimeoutError) as error:
+            not_yet = isinstance(error, nats.errors.TimeoutError) or _NO_PEERS in str(error)
+            if not not_yet or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+        else:
+            return
 
 
 async def delete_all_streams(url: str | list[str]) -> None:
@@ -134,7 +158,7 @@ def nats_cluster(
         clusters.append(cluster)
         cluster.start()
         if replicas is not None:
-            run_in_thread(reset_streams(cluster.urls, replicas))
+            run_in_thread(provision_cluster(cluster.urls, replicas))
         return cluster
 
     yield start
