@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -71,7 +72,9 @@ async def _connection(url: str, name: str) -> NatsConnection:
 class Worker:
     """One client of the group: what it handled (per subject, in order) and its pins."""
 
-    def __init__(self, connection: NatsConnection, engine: AsyncEngine) -> None:
+    def __init__(
+        self, connection: NatsConnection, engine: AsyncEngine, *, concurrency: int = 16
+    ) -> None:
         self.handled: dict[str, list[int]] = defaultdict(list)
         self.pins: list[str] = []
         self.stalled = asyncio.Event()
@@ -84,7 +87,7 @@ class Worker:
             self.on_message,
             decode=bytes,
             dead_letters=SqlDeadLetterStore(engine, TABLE),
-            concurrency=16,
+            concurrency=concurrency,
             fetch_wait=timedelta(seconds=0.5),
             on_pinned=self.on_pinned,
         )
@@ -145,6 +148,56 @@ async def test_one_client_holds_the_group_and_the_next_takes_over_in_stream_orde
         for subject in SUBJECTS:
             expected = [seq for sub, seq in sequences if sub == subject]
             assert handled_by_both[subject] == expected, subject
+    finally:
+        first.stalled.set()
+        second.stalled.set()
+        await second.consumer.stop()
+        await first.consumer.stop()
+        await first_connection.close()
+        await second_connection.close()
+
+
+async def _ack_pending(client: Client) -> int:
+    reply = await client.request(
+        f"$JS.API.CONSUMER.INFO.{STREAM.name}.{SPEC.durable}", b"", timeout=5
+    )
+    return int(json.loads(reply.data).get("num_ack_pending", 0))
+
+
+async def test_the_pinned_client_holds_no_more_than_its_concurrency_and_keeps_the_pin(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """With every handler stuck, the pinned client takes no more than `concurrency` deliveries
+    (the backlog stays on the server, where a lost replica leaves nothing to redeliver), yet
+    goes on pulling one at a time, so the pin does not lapse while a second client waits."""
+    first_connection = await _connection(nats_url, "pin-full")
+    second_connection = await _connection(nats_url, "pin-waiting")
+    first = Worker(first_connection, engine, concurrency=4)
+    second = Worker(second_connection, engine)
+    client = first_connection.require()
+    try:
+        first.stall_after = 0
+        for index in range(30):
+            await client.jetstream().publish(SUBJECTS[index % 3], b"%d" % index, stream=STREAM.name)
+        await first.consumer.start()
+        await asyncio.wait_for(first.consumer.pinned.wait(), WAIT)
+        await second.consumer.start()
+        await asyncio.wait_for(second.consumer.subscribed.wait(), WAIT)
+
+        # Four in hand, then one more per keep-alive pull (a third of the 1.5 s priority
+        # timeout): eight in hand means more than a priority timeout went by while full.
+        async def eight_in_hand() -> bool:
+            return await _ack_pending(client) >= 8
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not await eight_in_hand():
+            assert loop.time() < deadline, await _ack_pending(client)
+            await asyncio.sleep(0.05)  # a bounded poll of the server's count: no event for it
+
+        assert await _ack_pending(client) < 30
+        assert first.consumer.pins == 1
+        assert second.pins == []
     finally:
         first.stalled.set()
         second.stalled.set()

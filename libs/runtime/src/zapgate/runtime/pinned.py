@@ -87,6 +87,7 @@ class PinnedPullConsumer(PullConsumer[M]):
         # third of the ack wait, so waiting never makes the server redeliver them.
         self._waiting: dict[int, Msg] = {}
         self._keeping: asyncio.Task[None] | None = None
+        self._room_freed = asyncio.Event()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop pulling (see `PullConsumer.stop`) and the in-progress beat of waiting ones."""
@@ -144,12 +145,19 @@ class PinnedPullConsumer(PullConsumer[M]):
         self, client: Client, subscription: Subscription, inbox: str, generation: int
     ) -> None:
         pulls = 0
+        loop = asyncio.get_running_loop()
+        # The pin lapses `priority_timeout` after this client's last pull: pull at least three
+        # times as often, even with no room (then for one delivery).
+        keep_alive = self.spec.priority_timeout.total_seconds() / 3
+        last_pull = loop.time()
         while self._connection.generation == generation and not self._stopping:
             pulls += 1
             reply = f"{inbox}.{pulls}"
             try:
-                await self._request(client, reply, self._batch)
-                await self._receive(client, subscription, reply)
+                batch = await self._room(last_pull + keep_alive)
+                await self._request(client, reply, batch)
+                last_pull = loop.time()
+                await self._receive(client, subscription, reply, batch)
             except (ConnectionClosedError, NotConnectedError):
                 return
             except Exception as error:  # noqa: BLE001 - the loop must outlive any pull failure
@@ -170,12 +178,37 @@ class PinnedPullConsumer(PullConsumer[M]):
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.durable}"
         await client.publish(subject, json.dumps(body).encode(), reply=reply)
 
-    async def _receive(self, client: Client, subscription: Subscription, reply: str) -> None:
+    async def _room(self, keep_alive_at: float) -> int:
+        """How many deliveries the next pull asks for: what `concurrency` leaves beside the
+        ones in hand (waiting in their lane or being handled), at most `batch`. With no room,
+        wait for some until `keep_alive_at` (loop time), then ask for one: the pin must not
+        lapse. Deliveries in hand need a `+WPI` every third of the ack wait and all come back
+        when this replica is lost, so holding a partition's whole backlog only costs."""
+        if self.pin_id is None:
+            # Not pinned: one delivery at most, so that when a pin comes with it, everything
+            # else the consumer has unacknowledged is the previous pin's (`_collect_left_over`
+            # counts them exactly; a whole batch would count as left-overs and be waited for).
+            return 1
+        loop = asyncio.get_running_loop()
+        while (room := self._concurrency - len(self._in_flight)) <= 0:
+            remaining = keep_alive_at - loop.time()
+            if remaining <= 0:
+                return 1
+            self._room_freed.clear()
+            try:
+                await asyncio.wait_for(self._room_freed.wait(), remaining)
+            except TimeoutError:
+                return 1
+        return min(self._batch, room)
+
+    async def _receive(
+        self, client: Client, subscription: Subscription, reply: str, batch: int
+    ) -> None:
         """Handle the pull's deliveries as they come, until it ends (status, batch, time)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._fetch_wait + 2
         received = 0
-        while received < self._batch and (remaining := deadline - loop.time()) > 0:
+        while received < batch and (remaining := deadline - loop.time()) > 0:
             self._fetching = True
             try:
                 message = await subscription.next_msg(timeout=remaining)
@@ -277,9 +310,13 @@ class PinnedPullConsumer(PullConsumer[M]):
             loop.time() + (3 * self.spec.ack_wait + self.spec.priority_timeout).total_seconds()
         )
         again = 0
+        expected = pending
         while pending > 0 and loop.time() < deadline and not self._stopping:
             again += 1
-            more, status = await self._pull_once(client, subscription, f"{reply}-{again}")
+            # Only as many as are missing: the rest of the backlog stays on the server.
+            more, status = await self._pull_once(
+                client, subscription, f"{reply}-{again}", min(self._batch, pending)
+            )
             self._keep(more)
             seen += more
             for message in more:
@@ -289,6 +326,21 @@ class PinnedPullConsumer(PullConsumer[M]):
             # Nothing is acknowledged meanwhile: done once all that is pending is in hand.
             info = await self._info(client)
             pending = int(info.get("num_ack_pending", 0)) - len(by_sequence) if info else pending
+            if pending > 0 and not any(m.metadata.num_delivered > 1 for m in more):
+                # No left-over came back, only new ones: theirs are not due yet (a previous
+                # holder kept them in progress until it saw the pin move). The server gives
+                # them again when their ack wait ends; nothing announces it, so look again a
+                # third of the ack wait later rather than pulling the backlog meanwhile.
+                await asyncio.sleep(
+                    min(self.spec.ack_wait.total_seconds() / 3, max(0, deadline - loop.time()))
+                )
+        _log.info(
+            "consumer_left_overs_collected",
+            consumer=self.spec.durable,
+            expected=expected,
+            missing=max(0, pending),
+            in_hand=len(by_sequence),
+        )
         # An older delivery of a message that came again is not handled: stop beating for it.
         self._drop([m for m in seen if by_sequence[m.metadata.sequence.stream] is not m])
         return [by_sequence[sequence] for sequence in sorted(by_sequence)]
@@ -329,7 +381,11 @@ class PinnedPullConsumer(PullConsumer[M]):
     def _start(self, message: Msg) -> None:
         task = asyncio.create_task(self._in_lane(message))
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight.discard(task)
+        self._room_freed.set()
 
     async def _in_lane(self, message: Msg) -> Any:  # noqa: ANN401 - the runtime's Outcome
         """Handle `message` after every earlier delivery of its subject ended (tasks start in
