@@ -360,6 +360,27 @@ class FakeListing:
         return dict(self.counts)
 
 
+class FakeCallLedger:
+    """`CallLedger` over a `FakeCommandStore`: `called` holds the commands whose provider call
+    was recorded (a test records one by adding its id)."""
+
+    def __init__(self, store: FakeCommandStore) -> None:
+        self.store = store
+        self.called: set[str] = set()
+
+    async def was_called(self, command_id: str) -> bool:
+        return command_id in self.called
+
+    async def reclaim_uncalled(self, command_id: str, now: datetime) -> bool:
+        row = self.store.rows.get(command_id)
+        if row is None or row.status != RowStatus.SENDING.value or command_id in self.called:
+            return False
+        self.store.rows[command_id] = row.model_copy(
+            update={"status": RowStatus.CLAIMED.value, "sending_at": None, "updated_at": now}
+        )
+        return True
+
+
 @dataclass
 class Fakes:
     """Every fake, and the use cases' dependencies over them."""
@@ -373,6 +394,8 @@ class Fakes:
     )
     policy: SendPolicy = field(default_factory=SendPolicy)
     slept: list[float] = field(default_factory=list)
+    ledger: FakeCallLedger | None = None
+    """Set it to have provider calls on record (as the partitioned sender has)."""
 
     async def _sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
@@ -390,4 +413,5 @@ class Fakes:
             pacer=Pacer(self.clock, 0.0, self._sleep),
             policy=self.policy,
             sleep=self._sleep,
+            calls=self.ledger,
         )

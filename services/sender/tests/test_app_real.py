@@ -291,6 +291,43 @@ async def test_a_command_a_crashed_delivery_left_sending_is_reconciled_after_the
     assert wapi_simulator.calls(operation="send-text") == []
 
 
+async def test_a_command_left_sending_without_a_recorded_call_is_sent_after_the_lease(  # noqa: PLR0913, PLR0917 - fixtures
+    make_app: Callable[..., FastStream],
+    nc: Client,
+    engine: AsyncEngine,
+    deps: SenderDeps,
+    health: Any,
+    wapi_simulator: Simulator,
+) -> None:
+    """What a replica fenced off before its call leaves (it moved the row to `sending`, its
+    epoch was over when it came to record the call): after the lease the command is taken back
+    and sent, once, not declared `uncertain`, since every call is recorded before it is made."""
+    wapi_simulator.add_instance("inst-1", "tok-sender-test", phone=PHONE)
+    await health.put("inst-1", InstanceState.CONNECTED)
+    fenced = command("cmd-fenced")
+    clock = deps.clock
+    assert isinstance(clock, ManualClock)
+    await deps.store.claim(fenced, clock.now())
+    await deps.store.move(
+        "cmd-fenced", from_statuses={RowStatus.CLAIMED}, to=RowStatus.SENDING, now=clock.now()
+    )
+    clock.advance(timedelta(seconds=2))
+    outcomes = await nc.subscribe(subjects.send_outcome_subject("cmd-fenced"))
+
+    async with started(make_app(sending_lease=timedelta(seconds=1))):
+        await nc.jetstream().publish(
+            subjects.send_command_subject("inst-1"),
+            fenced.model_dump_json().encode(),
+            stream=subjects.STREAM_SEND,
+        )
+        message = await outcomes.next_msg(timeout=10)
+
+    outcome = SendOutcome.model_validate_json(message.data)
+    assert outcome.status is SendStatus.SENT, outcome
+    assert len(wapi_simulator.calls(operation="send-text")) == 1
+    assert await PostgresPartitionFence(engine).was_called("cmd-fenced")
+
+
 async def test_delivery_and_read_queued_together_move_the_message_through_both(
     make_app: Callable[..., FastStream], nc: Client, health: Any, wapi_simulator: Simulator
 ) -> None:

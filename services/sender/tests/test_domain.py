@@ -175,6 +175,28 @@ async def test_pacer_keeps_the_minimum_gap_per_instance_only() -> None:
     assert waits == [1.5]
 
 
+async def test_pacer_counts_the_gap_from_the_previous_calls_answer() -> None:
+    """The gap runs from when the previous call ended, not from when it was about to start: a
+    request that left late (a busy loop) and a next one that leaves at once would otherwise
+    reach the provider closer together than the gap."""
+    clock = ManualClock(NOW)
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.advance(seconds)
+
+    pacer = Pacer(clock, 2.0, fake_sleep)
+    await pacer.wait_turn("a")
+    clock.advance(1.5)  # the call took 1.5 s (it may have reached the provider only now)
+    pacer.answered("a")
+    clock.advance(0.5)
+    await pacer.wait_turn("a")
+
+    assert waits == [1.5]
+    assert pacer.min_gap == 2.0
+
+
 async def test_lanes_run_one_key_in_order_and_keys_in_parallel() -> None:
     """Jobs of one key never overlap and keep order; another key runs meanwhile."""
     order: list[str] = []

@@ -12,7 +12,7 @@ from zapgate.contracts.sending import SendMessage, TextContent
 from zapgate.contracts.subjects import partition_of_subject, send_partition
 from zapgate.runtime.topology import SEND_PARTITIONS, stored_command_subject
 from zapgate.sender.adapters.db import PostgresCommandStore
-from zapgate.sender.adapters.partitions import PostgresPartitionFence
+from zapgate.sender.adapters.partitions import UNFENCED, PostgresPartitionFence
 from zapgate.sender.tables import RowStatus
 
 if TYPE_CHECKING:
@@ -129,3 +129,20 @@ async def test_calls_recorded_together_each_keep_their_own_epoch_check(
     assert isinstance(results[4], Exception)
     assert fence.records.largest == 5
     assert not await record(5, current, "k3")  # recorded once, whichever batch asks again
+
+
+async def test_a_call_outside_any_lease_is_recorded_unfenced_and_once(engine: AsyncEngine) -> None:
+    """Held commands released by a sweep and API retries have no partition lease: their call is
+    recorded all the same (no epoch checked), once, so a `sending` row without a record was
+    never called."""
+    fence = PostgresPartitionFence(engine)
+
+    async def record(command_id: str) -> bool:
+        return await fence.record_call(
+            partition=UNFENCED, epoch=0, command_id=command_id, instance_id="i9", now=NOW
+        )
+
+    assert await record("u1")
+    assert not await record("u1")
+    assert await fence.was_called("u1")
+    assert await fence.last_call_at("i9") == NOW

@@ -35,7 +35,7 @@ from zapgate.sender.service import (
 from zapgate.sender.tables import RowStatus
 from zapgate.wapi.failures import ProviderTimeout
 
-from .fakes import Fakes
+from .fakes import FakeCallLedger, Fakes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -445,6 +445,28 @@ async def test_a_sender_that_died_inside_the_call_with_nothing_parked_is_uncerta
     assert outcome is not None
     assert outcome.status is SendStatus.UNCERTAIN
     assert fakes.provider.calls == []
+
+
+async def test_a_command_left_sending_with_no_call_on_record_is_sent_after_the_lease(
+    fakes: Fakes,
+) -> None:
+    """With calls on record (each recorded before it is made), a `sending` row without one was
+    never called (a replica fenced off, or dead, before its call): after the lease it is taken
+    back and sent once; with a call on record it stays `uncertain`, never resent."""
+    fakes.ledger = FakeCallLedger(fakes.store)
+    await fakes.store.claim(command("c-1"), fakes.clock.now(), sending=True)
+    await fakes.store.claim(command("c-2"), fakes.clock.now(), sending=True)
+    fakes.ledger.called.add("c-2")
+    fakes.clock.advance(timedelta(minutes=3))
+
+    never_called = await send_message(command("c-1"), fakes.deps)
+    maybe_called = await send_message(command("c-2"), fakes.deps)
+
+    assert never_called is not None
+    assert never_called.status is SendStatus.SENT
+    assert maybe_called is not None
+    assert maybe_called.status is SendStatus.UNCERTAIN
+    assert len(fakes.provider.calls) == 1
 
 
 async def test_a_paused_instance_still_fails_with_no_call(fakes: Fakes) -> None:

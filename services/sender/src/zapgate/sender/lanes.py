@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 
 class Pacer:
-    """Keeps at least `min_gap` seconds between two sends of one instance."""
+    """Keeps at least `min_gap` seconds between two sends of one instance, as the provider sees
+    them: the gap runs from the previous call's answer (`answered`), which came after the
+    provider received that call, whatever the event loop's lag before the request left."""
 
     def __init__(
         self,
@@ -32,8 +34,10 @@ class Pacer:
         self._sleep = sleep
         self._last: dict[str, float] = {}
 
-    async def wait_turn(self, instance_id: str) -> float:
-        """Wait until this instance may send again; return how long it waited."""
+    async def wait_turn(self, instance_id: str, command_id: str | None = None) -> float:
+        """Wait until this instance may send again (to call the provider for `command_id`);
+        return how long it waited."""
+        del command_id  # what a recording pacer records (`FencedPacer`)
         waited = 0.0
         last = self._last.get(instance_id)
         if last is not None and self._min_gap > 0:
@@ -43,6 +47,16 @@ class Pacer:
                 waited = remaining
         self._last[instance_id] = self._clock.monotonic()
         return waited
+
+    def answered(self, instance_id: str) -> None:
+        """The instance's provider call just ended (answer, failure or exception): its next
+        call waits `min_gap` from now."""
+        self._last[instance_id] = self._clock.monotonic()
+
+    @property
+    def min_gap(self) -> float:
+        """Seconds between two provider calls of one instance."""
+        return self._min_gap
 
 
 class Lanes:

@@ -22,7 +22,7 @@ from zapgate.runtime.pinned import PinnedPullConsumer
 from zapgate.runtime.probes import create_probe_app, database_check, serve_probes
 from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
-from zapgate.runtime.topology import all_streams
+from zapgate.runtime.topology import SEND_PARTITIONS, all_streams
 from zapgate.sender import tables
 from zapgate.sender.adapters.batching import GroupCommit
 from zapgate.sender.adapters.bus import JetStreamOutcomeLog, RuntimeEventPublisher
@@ -88,6 +88,7 @@ async def start(
         clock=clock,
         pacer=FencedPacer(clock, settings.min_send_gap.total_seconds(), fence),
         policy=SendPolicy.from_settings(settings),
+        calls=fence,
     )
     options = HandlerOptions.from_settings(settings)
     # The console's reads on a small pool of their own, never waiting for the send path's.
@@ -113,6 +114,10 @@ async def start(
                 connection, consumer.spec, consumer.handler, **common
             )
         else:
+            # A partition's share of `max_in_flight`: its consumer holds no more deliveries
+            # (the backlog waits on the server), so a lost replica leaves only those to the
+            # next holder, and none of them needs an in-progress beat meanwhile.
+            common["concurrency"] = max(1, settings.max_in_flight // SEND_PARTITIONS)
             loop = PinnedPullConsumer(
                 connection,
                 consumer.spec,

@@ -29,6 +29,7 @@ import structlog
 from zapgate.contracts.subjects import partition_of_subject
 from zapgate.runtime.consumer import Abandoned
 from zapgate.runtime.pinned import PIN_HEADER, OnPinned
+from zapgate.sender.adapters.partitions import UNFENCED
 from zapgate.sender.lanes import Pacer
 
 if TYPE_CHECKING:
@@ -102,7 +103,9 @@ class FencedPacer(Pacer):
     Under a lease, `wait_turn` waits out the gap after the instance's last call (this replica's
     own under the same epoch, else the last recorded by anyone), then records the call under the
     lease's epoch; `PartitionLost` if that fails. Without a lease (held commands released by a
-    sweep, API retries) it is the plain in-process `Pacer`.
+    sweep, API retries) it paces like the plain in-process `Pacer` and records the call
+    unfenced (`UNFENCED`): every call is recorded before it is made, so a `sending` command
+    without one was never called and may be taken back.
     """
 
     def __init__(
@@ -119,11 +122,24 @@ class FencedPacer(Pacer):
         self._pause = sleep
         self._own: dict[str, tuple[int, int, float]] = {}
 
-    async def wait_turn(self, instance_id: str) -> float:
-        """Wait for the instance's turn, then fence the call (see the class docstring)."""
+    async def wait_turn(self, instance_id: str, command_id: str | None = None) -> float:
+        """Wait for the instance's turn, then fence the call (see the class docstring).
+        Raises `PartitionLost` when the call must not be made."""
         lease = CURRENT_LEASE.get()
         if lease is None:
-            return await super().wait_turn(instance_id)
+            waited = await super().wait_turn(instance_id, command_id)
+            if command_id is None:
+                return waited
+            # Recorded too, unfenced: a `sending` row without a recorded call was never called.
+            if not await self._fence.record_call(
+                partition=UNFENCED,
+                epoch=0,
+                command_id=command_id,
+                instance_id=instance_id,
+                now=self._wall_clock.now(),
+            ):
+                raise PartitionLost("the command was already called")
+            return waited
         remaining = 0.0
         own = self._own.get(instance_id)
         if own is not None and own[:2] == (lease.partition, lease.epoch):
@@ -147,6 +163,13 @@ class FencedPacer(Pacer):
             raise PartitionLost(f"partition {lease.partition} epoch {lease.epoch} is over")
         self._own[instance_id] = (lease.partition, lease.epoch, self._wall_clock.monotonic())
         return waited
+
+    def answered(self, instance_id: str) -> None:
+        """The call this replica made under its lease ended: the next one waits from now."""
+        super().answered(instance_id)
+        own = self._own.get(instance_id)
+        if own is not None:
+            self._own[instance_id] = (own[0], own[1], self._wall_clock.monotonic())
 
     def forget(self, instance_id: str) -> None:
         """Pace the instance's next call from the database (another replica's call was just

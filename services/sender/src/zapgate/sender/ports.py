@@ -142,6 +142,19 @@ class CommandStore(Protocol):
         ...
 
 
+class CallLedger(Protocol):
+    """Provider calls recorded right before they are made (`send_calls`): a `sending` command
+    with no call recorded never reached the provider and may be taken back and sent."""
+
+    async def was_called(self, command_id: str) -> bool:
+        """True if a provider call of the command was recorded (it happened, or may have)."""
+        ...
+
+    async def reclaim_uncalled(self, command_id: str, now: datetime) -> bool:
+        """`sending` -> `claimed` if no call of the command was recorded; False otherwise."""
+        ...
+
+
 class InstanceDirectory(Protocol):
     """Health's view of instances (`instance_gate_view`, read only)."""
 

@@ -86,6 +86,7 @@ if TYPE_CHECKING:
     from zapgate.runtime.clock import Clock
     from zapgate.sender.lanes import Pacer
     from zapgate.sender.ports import (
+        CallLedger,
         CommandStore,
         EventPublisher,
         InstanceDirectory,
@@ -167,6 +168,9 @@ class SenderDeps:
     policy: SendPolicy = field(default_factory=SendPolicy)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     metrics: SenderMetrics = field(default_factory=SenderMetrics.for_registry)
+    calls: CallLedger | None = None
+    """Where every provider call is recorded before it is made; None: nothing is (one process
+    whose pacer records nothing), so a `sending` row left after the lease is `uncertain`."""
 
 
 # --- outcomes -------------------------------------------------------------------------------------
@@ -364,31 +368,7 @@ async def _on_repeat(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | Non
         # deciding again is safe, the move to `sending` lets one of them through.
         return await _decide(row, deps, announce_hold=True)
     if status is RowStatus.SENDING:
-        now = deps.clock.now()
-        if row.sending_at is not None and now - row.sending_at < deps.policy.sending_lease:
-            return None
-        recovered = await _recover_parked_answer(row, deps)
-        if recovered is not None:
-            return recovered
-        abandoned = await deps.store.move(
-            row.command_id,
-            from_statuses={RowStatus.SENDING},
-            to=RowStatus.UNCERTAIN,
-            now=now,
-            **_error_values(
-                Problem.of(ErrorCode.PROVIDER_UNCERTAIN, "sender stopped during the provider call")
-            ),
-        )
-        if abandoned is None:
-            return None
-        _log_attempt(
-            abandoned,
-            attempt=abandoned.attempts,
-            blocked_reason=None,
-            latency_ms=None,
-            canonical=True,
-        )
-        return await _publish_outcome(abandoned, deps, replayed=False)
+        return await _left_sending(row, deps)
     _log.info(
         "send_replayed",
         command_id=row.command_id,
@@ -396,6 +376,43 @@ async def _on_repeat(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | Non
         status=row.status,
     )
     return await _publish_outcome(row, deps, replayed=True)
+
+
+async def _left_sending(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | None:
+    """A `sending` row met again: None inside its lease (its delivery may still be calling);
+    after it, taken back and decided if no call was recorded, else its parked answer or
+    `uncertain`."""
+    now = deps.clock.now()
+    if row.sending_at is not None and now - row.sending_at < deps.policy.sending_lease:
+        return None
+    if deps.calls is not None and await deps.calls.reclaim_uncalled(row.command_id, now):
+        # Left `sending` by a delivery that never called (a replica fenced off after its
+        # partition moved, or one that died before its call): not uncertain, send it.
+        _log.info("send_reclaimed", command_id=row.command_id, instance_id=row.instance_id)
+        reclaimed = row.model_copy(update={"status": RowStatus.CLAIMED.value})
+        return await _decide(reclaimed, deps, announce_hold=True)
+    recovered = await _recover_parked_answer(row, deps)
+    if recovered is not None:
+        return recovered
+    abandoned = await deps.store.move(
+        row.command_id,
+        from_statuses={RowStatus.SENDING},
+        to=RowStatus.UNCERTAIN,
+        now=now,
+        **_error_values(
+            Problem.of(ErrorCode.PROVIDER_UNCERTAIN, "sender stopped during the provider call")
+        ),
+    )
+    if abandoned is None:
+        return None
+    _log_attempt(
+        abandoned,
+        attempt=abandoned.attempts,
+        blocked_reason=None,
+        latency_ms=None,
+        canonical=True,
+    )
+    return await _publish_outcome(abandoned, deps, replayed=False)
 
 
 async def _recover_parked_answer(row: SendCommandRow, deps: SenderDeps) -> SendOutcome | None:
@@ -579,20 +596,23 @@ async def _call_and_record(
     sending: SendCommandRow, instance: InstanceView, deps: SenderDeps
 ) -> SendOutcome | None:
     """Call the provider for a row this delivery moved to `sending`; store and publish."""
-    await deps.pacer.wait_turn(instance.instance_id)
+    await deps.pacer.wait_turn(instance.instance_id, sending.command_id)
     body = _BODY.validate_python(sending.body)
     attempts = sending.attempts
     result: SendAccepted | ProviderFailure
     for attempt in range(1, deps.policy.provider_attempts + 1):
         attempts += 1
         started = deps.clock.monotonic()
-        result = await deps.provider.send(
-            instance,
-            sending.phone,
-            body,
-            quoted_message_id=sending.quoted_message_id,
-            delay_message=sending.delay_message,
-        )
+        try:
+            result = await deps.provider.send(
+                instance,
+                sending.phone,
+                body,
+                quoted_message_id=sending.quoted_message_id,
+                delay_message=sending.delay_message,
+            )
+        finally:
+            deps.pacer.answered(instance.instance_id)
         latency_ms = round((deps.clock.monotonic() - started) * 1000, 1)
         last = not _worth_retrying(result) or attempt == deps.policy.provider_attempts
         _log_attempt(
@@ -609,7 +629,8 @@ async def _call_and_record(
         if last:
             break
         delay = backoff_delay(attempt, deps.policy.backoff, deps.policy.backoff_cap)
-        await deps.sleep(delay.total_seconds())
+        # A retry is a provider call of the instance too: never sooner than the minimum gap.
+        await deps.sleep(max(delay.total_seconds(), deps.pacer.min_gap))
     status, values = _result_values(result)
     stored = await _record_answer(sending, status, attempts, values, deps)
     if stored is None:

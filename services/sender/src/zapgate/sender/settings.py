@@ -37,7 +37,14 @@ class SenderSettings(ProviderTokenSettings):
     stuck_window: PositiveDuration = Field(default=timedelta(minutes=10))
     stall_threshold: int = Field(default=3, ge=1)
     stall_lookback: PositiveDuration = Field(default=timedelta(hours=1))
-    max_in_flight: int = Field(default=512, ge=1, description="Commands being worked on at once.")
+    max_in_flight: int = Field(
+        default=512,
+        ge=1,
+        description=(
+            "Commands being worked on at once; each send partition this replica holds takes "
+            "at most its share (max_in_flight / 8) of deliveries off the server."
+        ),
+    )
     command_ack_wait: PositiveDuration = Field(
         default=timedelta(seconds=10),
         description=(

@@ -47,7 +47,7 @@ _RECORD_CALLS = (
     " SELECT r.command_id, r.instance_id, r.partition, r.epoch, r.called_at"
     " FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(command_id varchar(128),"
     "   instance_id varchar(100), partition integer, epoch bigint, called_at timestamptz)"
-    " WHERE EXISTS (SELECT 1 FROM send_partitions AS p"
+    " WHERE r.partition = %(unfenced)s OR EXISTS (SELECT 1 FROM send_partitions AS p"
     "   WHERE p.partition = r.partition AND p.epoch = r.epoch FOR SHARE)"
     " ON CONFLICT (command_id) DO NOTHING RETURNING command_id"
 )
@@ -67,6 +67,10 @@ _RECLAIM = sa.text(
 )
 _PRUNE = sa.text("DELETE FROM send_calls WHERE called_at < :before")
 _TAKEOVER_TRIES = 5
+UNFENCED = -1
+"""The partition a call made outside any partition's lease is recorded under (held commands
+released by a sweep, API retries; the migration's calls from before partitions): recorded all
+the same, so a `sending` command without a recorded call was certainly never called."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +135,8 @@ class PostgresPartitionFence:
         self, *, partition: int, epoch: int, command_id: str, instance_id: str, now: datetime
     ) -> bool:
         """Record the provider call of `command_id` under `epoch`; False (call nothing) if the
-        epoch is no longer the partition's or the command was already called."""
+        epoch is no longer the partition's or the command was already called. A call outside
+        any lease passes `partition=UNFENCED` (no epoch is checked)."""
         return await self.records.submit(_Call(command_id, instance_id, partition, epoch, now))
 
     async def _record_batch(self, calls: Sequence[_Call]) -> list[bool]:
@@ -148,7 +153,7 @@ class PostgresPartitionFence:
         # One statement, atomic alone: autocommit spares the BEGIN and COMMIT round trips; on
         # psycopg's own cursor, like the store's other statements of every send.
         async with driver_cursor(self._autocommit) as cursor:
-            await cursor.execute(_RECORD_CALLS, {"rows": json.dumps(rows)})
+            await cursor.execute(_RECORD_CALLS, {"rows": json.dumps(rows), "unfenced": UNFENCED})
             recorded = {row["command_id"] for row in await cursor.fetchall()}
         results = []
         for call in calls:
