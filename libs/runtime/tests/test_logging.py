@@ -21,6 +21,7 @@ from zapgate.runtime.logging import (
     configure_logging,
     configure_service_logging,
     faststream_logger,
+    url_for_log,
 )
 from zapgate.runtime.settings import ServiceSettings
 
@@ -181,3 +182,19 @@ def test_secret_masker_masks_path_segments_and_longest_secret_first() -> None:
     )
     assert masker.mask("k=abcdef") == f"k={REDACTED}"
     assert masker.mask("/webhooks/a/b") == f"/webhooks/{REDACTED}/b"
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("nats://harness:s3cret@127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("nats://token@nats.internal:4222", "nats://nats.internal:4222"),
+        ("harness:s3cret@127.0.0.1:4222", "127.0.0.1:4222"),
+        ("nats://a:p1@n1:4222,nats://b:p2@n2:4222", "nats://n1:4222,nats://n2:4222"),
+        ("postgresql+psycopg://u:p%40w@db:5432/zapgate", "postgresql+psycopg://db:5432/zapgate"),
+        ("https://u:p@host/path?q=a@b", "https://host/path?q=a@b"),
+        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+    ],
+)
+def test_url_for_log_drops_user_and_password_and_keeps_the_rest(url: str, logged: str) -> None:
+    assert url_for_log(url) == logged

@@ -26,6 +26,8 @@ import structlog
 from nats.errors import NoServersError
 from pydantic import SecretStr
 
+from zapgate.runtime.logging import url_for_log
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
@@ -289,7 +291,7 @@ class NatsConnection:
                     )
                     raise
         if not superseded() and client.is_connected:
-            url = client.connected_url.netloc if client.connected_url else None
+            url = url_for_log(client.connected_url.netloc) if client.connected_url else None
             _log.info("nats_connected", url=url, generation=self.generation)
             self.connected.set()
             self.connects += 1

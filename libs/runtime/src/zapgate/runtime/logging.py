@@ -73,6 +73,24 @@ def is_sensitive_key(key: str) -> bool:
     return any(part in lowered for part in _SENSITIVE_PARTS)
 
 
+def url_for_log(url: str) -> str:
+    """`url` without the user and password it may carry, for a log line.
+
+    `nats://harness:s3cret@127.0.0.1:4222` -> `nats://127.0.0.1:4222`; a bare authority
+    (`user:pw@host:port`, as nats-py's `connected_url.netloc`) -> `host:port`; a comma-separated
+    server list is cleaned URL by URL. Everything else (scheme, host, port, path) is kept.
+    """
+    return ",".join(_without_userinfo(part) for part in url.split(","))
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}{separator}{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def redact(value: Any) -> Any:  # noqa: ANN401 - log values are whatever callers bound
     """A copy of `value` with every sensitive key's value masked, in nested mappings/lists too."""
     if isinstance(value, Mapping):

@@ -21,6 +21,7 @@ from zapgate.console.adapters.live import LiveHub, LiveUpdate, NatsStateFeed
 from zapgate.console.adapters.passwords import Argon2Passwords
 from zapgate.console.service import ConsoleService
 from zapgate.runtime.db import create_engine
+from zapgate.runtime.logging import url_for_log
 
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack
@@ -99,7 +100,7 @@ async def start(  # noqa: PLR0913 - what the lifespan holds, each named
     await feed.start(on_state_changed)
     stack.push_async_callback(feed.stop)
     stack.callback(hub.close)
-    _log.info("console_started", nats_url=settings.nats_url)
+    _log.info("console_started", nats_url=url_for_log(settings.nats_url))
 
 
 def _need(value: _T | None) -> _T:

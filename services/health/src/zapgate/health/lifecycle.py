@@ -22,7 +22,7 @@ from zapgate.health.adapters.db import PostgresHealthRepository
 from zapgate.health.handlers import subscribe_verbs
 from zapgate.runtime.consumer import PullConsumer
 from zapgate.runtime.dead_letters import SqlDeadLetterStore
-from zapgate.runtime.logging import faststream_logger
+from zapgate.runtime.logging import faststream_logger, url_for_log
 from zapgate.runtime.probes import create_probe_app, database_check, serve_probes
 from zapgate.runtime.publisher import JetStreamPublisher
 from zapgate.runtime.streams import ensure_schedule, ensure_streams
@@ -105,7 +105,7 @@ def wire(  # noqa: PLR0913 - what startup and shutdown touch, keyword-only
                 create_probe_app(checks), settings.probe_host, settings.probe_port
             )
             resources.push_async_callback(probes.stop)
-        _log.info("health_started", nats_url=settings.nats_url)
+        _log.info("health_started", nats_url=url_for_log(settings.nats_url))
 
     async def stop() -> None:
         await resources.aclose()
