@@ -326,6 +326,8 @@ async def test_run_archives_in_a_child_process_that_ends_with_the_gateway(
     port = (await gateway.wait_line("ingest_listening"))["port"]
     started = await gateway.wait_line("archiver_process_started")
     await gateway.wait_line("archiver_started", process="archiver")
+    gateway_nice = os.getpriority(os.PRIO_PROCESS, gateway.process.pid)
+    assert os.getpriority(os.PRIO_PROCESS, started["pid"]) == min(19, gateway_nice + 10)
     await gateway.wait_line("nats_connected")
     bodies = webhooks(20, "CHILD")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

@@ -158,6 +158,10 @@ def _archive(*, with_parent: bool) -> int:
     settings = IngestSettings()
     configure_service_logging(settings)
     structlog.contextvars.bind_contextvars(process="archiver")
+    if settings.archiver_nice:
+        # Archiving yields the CPU to the webhook route: what it stores is already durable in
+        # JetStream and waits there; the answer to W-API does not.
+        os.nice(settings.archiver_nice)
 
     async def archive() -> None:
         stop = asyncio.Event()

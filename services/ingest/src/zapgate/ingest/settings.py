@@ -80,6 +80,14 @@ class IngestSettings(ServiceSettings):
         "(`zapgate-ingest archive`: own event loop and core, restarted if it exits, stopped with "
         "the gateway), so archiving never stalls the webhook route; false: on the gateway's loop.",
     )
+    archiver_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Scheduling niceness added to the archiver process (`archiver_process`): "
+        "on a busy machine the webhook route gets the CPU first and the archiver catches up "
+        "from JetStream when there is room (0: same priority as the gateway).",
+    )
     archiver_probe_port: int = Field(
         default=0,
         ge=0,
