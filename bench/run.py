@@ -109,6 +109,18 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
                 f"{x['rps']:.0f} / {y['rps']:.0f}"
                 for x, y in zip(i["rounds"], b["rounds"], strict=True)
             ),
+            *(
+                [
+                    (
+                        f"- archive: {ingest['archived']} rows in `webhook_payloads` for "
+                        f"{ingest['stream_messages']} events, "
+                        f"{verdict(ingest['archived'] == ingest['stream_messages'])}; the "
+                        f"archiver caught up {ingest['archive_catch_up_s']} s after the last round"
+                    )
+                ]
+                if "archived" in ingest
+                else []
+            ),
             *_ingest_profile(ingest),
         ]
     sender = figures.get("sender")

@@ -112,6 +112,29 @@ def run_load(url: str, bodies: list[bytes], workdir: Path, connections: int) -> 
     return result
 
 
+async def wait_archived(database_url: str, count: int, timeout: float) -> tuple[int, float]:
+    """Rows in `webhook_payloads` once they reach `count` (or at `timeout`), and the seconds it
+    took: the archiver catching up after the last round."""
+    import sqlalchemy as sa  # noqa: PLC0415 - only this check reads the database
+
+    from zapgate.runtime.db import create_engine  # noqa: PLC0415
+
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    started = time.monotonic()
+    try:
+        while True:
+            async with engine.connect() as conn:
+                rows = int((await conn.execute(sa.text(QUERY_ARCHIVED))).scalar_one())
+            if rows >= count or time.monotonic() - started > timeout:
+                return rows, round(time.monotonic() - started, 1)
+            await asyncio.sleep(0.5)  # another process's progress, seen only in the table
+    finally:
+        await engine.dispose()
+
+
+QUERY_ARCHIVED = "SELECT count(*) FROM webhook_payloads"
+
+
 async def stream_messages(nats_url: str, stream: str) -> int:
     nc = await nats.connect(nats_url)
     try:
@@ -197,6 +220,7 @@ def bench(requests: int, rounds: int, connections: int, workdir: Path) -> dict[s
                     )
             accepted += sum(r["ok"] for r in results["ingest"])
             stored = asyncio.run(stream_messages(servers.nats_url, subjects.STREAM_WEBHOOKS))
+            archived, catch_up = asyncio.run(wait_archived(servers.database_url, stored, 300.0))
         finally:
             bare.stop()
             ingest.stop()
@@ -211,6 +235,8 @@ def bench(requests: int, rounds: int, connections: int, workdir: Path) -> dict[s
         "ratio": ratio(ingest_summary["rps"], bare_summary["rps"]),
         "accepted": accepted,
         "stream_messages": stored,
+        "archived": archived,
+        "archive_catch_up_s": catch_up,
         "one_event_per_webhook": stored == accepted,
     }
 
