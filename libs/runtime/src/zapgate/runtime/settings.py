@@ -6,8 +6,9 @@ Never instantiate at import: build settings in the service's `create_app`, or in
 from __future__ import annotations
 
 import re
+import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
     Field,
     SecretStr,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -358,3 +360,54 @@ def _without_userinfo(url: str) -> str:
         netloc = f"{host}:{split.port}" if split.port is not None else host
         parts.append(urlunsplit(split._replace(netloc=netloc)))
     return ",".join(parts)
+
+
+SETTINGS_INVALID = "SETTINGS_INVALID"
+"""Exit line code of a CLI whose settings (environment variables) do not validate."""
+SETTINGS_INVALID_STATUS = 2
+_S = TypeVar("_S", bound=BaseSettings)
+# pt-BR reasons for pydantic's built-in error types met in settings; our own checks
+# (PydanticCustomError with an UPPER_CASE type) already say theirs in pt-BR.
+_SETTING_REASONS_PT_BR = {
+    "missing": "obrigatória e não definida",
+    "int_parsing": "deve ser um número inteiro",
+    "float_parsing": "deve ser um número",
+    "bool_parsing": "deve ser true ou false",
+    "literal_error": "valor não permitido",
+    "enum": "valor não permitido",
+    "json_invalid": "não é um JSON válido",
+    "url_parsing": "deve ser uma URL",
+}
+
+
+def load_settings(settings_class: type[_S], err: IO[str] | None = None) -> _S:
+    """`settings_class()` read from the environment, or the end of the process.
+
+    Invalid settings write one line to `err` (stderr), `erro SETTINGS_INVALID: configuração
+    inválida: <VAR>: <motivo>; ...` (pt-BR, each setting named by its environment variable,
+    values never shown), and raise `SystemExit(2)`: no traceback for an operator to read.
+    """
+    try:
+        return settings_class()
+    except ValidationError as error:
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        reasons = [
+            _setting_reason(prefix, item)
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        listed = "; ".join(reason.rstrip(".") for reason in reasons)
+        (err or sys.stderr).write(f"erro {SETTINGS_INVALID}: configuração inválida: {listed}.\n")
+        raise SystemExit(SETTINGS_INVALID_STATUS) from None
+
+
+def _setting_reason(prefix: str, item: Any) -> str:  # noqa: ANN401 - pydantic's ErrorDetails
+    field = str(item["loc"][0]) if item["loc"] else ""
+    variable = f"{prefix}{field.upper()}" if field else f"{prefix}*"
+    kind = str(item["type"])
+    if kind == "value_error":
+        return f"{variable}: {str(item['msg']).removeprefix('Value error, ')}"
+    if kind.isupper():
+        # "CODE: field: texto" -> "CODE: texto"
+        text = str(item["msg"]).removeprefix(f"{kind}: ").removeprefix(f"{field}: ")
+        return f"{variable}: {kind}: {text}"
+    return f"{variable}: {_SETTING_REASONS_PT_BR.get(kind, 'valor inválido')}"

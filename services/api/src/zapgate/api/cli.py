@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from zapgate.api.settings import ApiSettings  # noqa: PLC0415 - parse arguments first
 
     args = _parser().parse_args(argv)
-    settings = ApiSettings()
+    from zapgate.runtime.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(ApiSettings)
     if args.verb == "run":
         asyncio.run(_run(settings))
         return 0

@@ -18,6 +18,7 @@ from zapgate.console.app import create_app
 from zapgate.console.migrations import SPEC
 from zapgate.console.settings import ConsoleSettings
 from zapgate.runtime.db import migrate
+from zapgate.runtime.settings import load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(Argon2Passwords().hash(password))  # noqa: T201 - a CLI's answer
         return 0
-    settings = ConsoleSettings()
+    settings = load_settings(ConsoleSettings)
     if args.command == "migrate":
         migrate(settings.database_url.get_secret_value(), SPEC)
         return 0

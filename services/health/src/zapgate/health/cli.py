@@ -168,15 +168,18 @@ def main(
     out = out or sys.stdout
     if args.command == "run":
         from zapgate.health.app import create_app  # noqa: PLC0415 - only the service needs it
+        from zapgate.health.settings import HealthSettings  # noqa: PLC0415
+        from zapgate.runtime.settings import load_settings  # noqa: PLC0415
 
-        asyncio.run(create_app().run())
+        asyncio.run(create_app(load_settings(HealthSettings)).run())
         return 0
     if args.command == "migrate":
         from zapgate.health.migrations import SPEC  # noqa: PLC0415
         from zapgate.health.settings import HealthSettings  # noqa: PLC0415
         from zapgate.runtime.db import migrate  # noqa: PLC0415
+        from zapgate.runtime.settings import load_settings  # noqa: PLC0415
 
-        migrate(HealthSettings().database_url.get_secret_value(), SPEC)
+        migrate(load_settings(HealthSettings).database_url.get_secret_value(), SPEC)
         out.write("migrated: health\n")
         return 0
     try:

@@ -120,8 +120,9 @@ def _run() -> int:
     from zapgate.ingest.app import create_app  # noqa: PLC0415 - only `run` needs the app
     from zapgate.ingest.archiver_process import ArchiverChild, archiver_argv  # noqa: PLC0415
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
+    from zapgate.runtime.settings import load_settings  # noqa: PLC0415
 
-    settings = IngestSettings()
+    settings = load_settings(IngestSettings)
     configure_service_logging(settings)
     install_secret_masking()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -154,8 +155,9 @@ def _archive(*, with_parent: bool) -> int:
     from zapgate.ingest.archiver_process import stop_on_signals  # noqa: PLC0415
     from zapgate.ingest.lifecycle import run_archiver  # noqa: PLC0415
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
+    from zapgate.runtime.settings import load_settings  # noqa: PLC0415
 
-    settings = IngestSettings()
+    settings = load_settings(IngestSettings)
     configure_service_logging(settings)
     structlog.contextvars.bind_contextvars(process="archiver")
     if settings.archiver_nice:

@@ -168,20 +168,22 @@ async def _client_verb(args: argparse.Namespace) -> SendOutcome | None:
 async def _run_service() -> None:
     # Only the `run` verb needs the service: the client verbs stay light.
     from zapgate.runtime.logging import configure_service_logging  # noqa: PLC0415
+    from zapgate.runtime.settings import load_settings  # noqa: PLC0415
     from zapgate.sender.app import create_app  # noqa: PLC0415
     from zapgate.sender.settings import SenderSettings  # noqa: PLC0415
 
-    settings = SenderSettings()
+    settings = load_settings(SenderSettings)
     configure_service_logging(settings)
     await create_app(settings, configure_logs=False).run()
 
 
 def _migrate() -> int:
     from zapgate.runtime.db import migrate  # noqa: PLC0415 - only the `migrate` verb needs it
+    from zapgate.runtime.settings import load_settings  # noqa: PLC0415
     from zapgate.sender.migrations import SPEC  # noqa: PLC0415
     from zapgate.sender.settings import SenderSettings  # noqa: PLC0415
 
-    settings = SenderSettings()
+    settings = load_settings(SenderSettings)
     migrate(settings.database_url.get_secret_value(), SPEC)
     sys.stdout.write("migrated: sender\n")
     return 0
