@@ -64,4 +64,6 @@ def test_health_cli_says_the_service_did_not_answer_when_nats_has_no_health(
     status = health_cli.main(["--nats-url", nats_url, "status"], out=out)
 
     assert status == 2
-    assert out.getvalue() == "erro: o serviço de saúde não respondeu (está em execução?)\n"
+    assert out.getvalue() == (
+        "erro HEALTH_UNAVAILABLE: o serviço de saúde não respondeu (está em execução?)\n"
+    )

@@ -210,6 +210,28 @@ async def test_malformed_json_missing_key_and_bad_wait_are_coded_422s(
     assert too_long.json()["errors"][0]["field"] == "wait"
 
 
+async def test_a_value_outside_a_list_of_choices_is_explained_in_pt_br(
+    http: httpx.AsyncClient, keys: Keys
+) -> None:
+    """An enum's choices are listed with `ou`, not pydantic's English `or`."""
+    token = await keys.make("inst-e")
+
+    answer = await http.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/zapgate", "events": ["message.sent"]},
+        headers=bearer(token),
+    )
+
+    assert answer.status_code == 422
+    [error] = answer.json()["errors"]
+    assert error["field"] == "events.0"
+    assert error["code"] == "enum"
+    assert error["message"] == (
+        "Valor não permitido; use um destes: "
+        "'message.outcome', 'message.status' ou 'message.received'."
+    )
+
+
 async def test_missing_or_wrong_key_is_401_and_another_tenants_instance_is_403(
     http: httpx.AsyncClient, keys: Keys, nc: Client, wapi_simulator: Simulator
 ) -> None:

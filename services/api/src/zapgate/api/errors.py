@@ -90,7 +90,11 @@ def message_pt_br(error: Mapping[str, Any], field: str) -> str:
         return _GENERIC
     context = error.get("ctx") or {}
     try:
-        return template.format(**{key: str(value) for key, value in context.items()})
+        # pydantic lists choices in English (`'a', 'b' or 'c'`).
+        values = {key: str(value) for key, value in context.items()}
+        if "expected" in values:
+            values["expected"] = values["expected"].replace(" or ", " ou ")
+        return template.format(**values)
     except (KeyError, IndexError):
         return template.split(";")[0].split("{")[0].strip() or _GENERIC
 

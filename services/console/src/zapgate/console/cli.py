@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         password = getpass.getpass("Senha: ") if sys.stdin.isatty() else sys.stdin.readline()
         password = password.rstrip("\n")
         if not password:
-            print("empty password", file=sys.stderr)  # noqa: T201 - a CLI's answer
+            sys.stderr.write("erro PASSWORD_EMPTY: senha vazia; digite a senha do operador.\n")
             return 2
         print(Argon2Passwords().hash(password))  # noqa: T201 - a CLI's answer
         return 0

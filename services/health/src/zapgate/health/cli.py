@@ -191,7 +191,7 @@ def main(
         )
         return 3
     except NoAnswer:
-        out.write("erro: o serviço de saúde não respondeu (está em execução?)\n")
+        out.write("erro HEALTH_UNAVAILABLE: o serviço de saúde não respondeu (está em execução?)\n")
         return 2
 
 
