@@ -198,7 +198,14 @@ async def test_malformed_json_missing_key_and_bad_wait_are_coded_422s(
     )
 
     assert broken.status_code == 422
-    assert broken.json()["errors"][0]["code"] == "json_invalid"
+    assert broken.json()["errors"] == [
+        {
+            "location": "body",
+            "field": "body",
+            "code": "json_invalid",
+            "message": "O corpo não é um JSON válido; confira aspas, vírgulas e chaves.",
+        }
+    ]
     assert keyless.status_code == 422
     assert keyless.json()["errors"][0] == {
         "location": "header",

@@ -55,7 +55,8 @@ _BY_TYPE: Final[dict[str, str]] = {
     "model_attributes_type": "Deve ser um objeto JSON.",
     "dict_type": "Deve ser um objeto JSON.",
     "list_type": "Deve ser uma lista.",
-    "json_invalid": "JSON inválido: {error}.",
+    # ctx `error` is Python's json message in English ("Expecting value"): not shown.
+    "json_invalid": "O corpo não é um JSON válido; confira aspas, vírgulas e chaves.",
     "json_type": "JSON inválido.",
     "value_error": "Valor inválido.",
     "none_required": "Deve ser nulo.",
@@ -110,6 +111,8 @@ def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
         # wrote it, so it is dropped.
         if location == "body":
             path = [part for part in path if not part[:1].isupper()]
+        if error.get("type") == "json_invalid":
+            path = []  # its second part is a character offset in the body, not a field
         field = ".".join(path) or location
         found.append(
             FieldError(
