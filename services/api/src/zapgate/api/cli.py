@@ -15,6 +15,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from zapgate.runtime.cli_parser import CliArgumentParser
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zapgate-api", description=__doc__.split("\n")[0])
+    parser = CliArgumentParser(prog="zapgate-api", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("run", help="serve the HTTP API until SIGTERM or Ctrl-C")
     verbs.add_parser("migrate", help="bring the API's tables to head")

@@ -17,12 +17,13 @@ from zapgate.console.adapters.passwords import Argon2Passwords
 from zapgate.console.app import create_app
 from zapgate.console.migrations import SPEC
 from zapgate.console.settings import ConsoleSettings
+from zapgate.runtime.cli_parser import CliArgumentParser
 from zapgate.runtime.db import migrate
 from zapgate.runtime.settings import load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zapgate-console", description="zapgate console")
+    parser = CliArgumentParser(prog="zapgate-console", description="zapgate console")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="serve the console")
     commands.add_parser("hash-password", help="print the Argon2id hash of a password (stdin)")

@@ -37,6 +37,7 @@ from zapgate.contracts.health import (
     RegistryReply,
     RemoveInstance,
 )
+from zapgate.runtime.cli_parser import CliArgumentParser
 from zapgate.runtime.requests import NoAnswer, ask
 
 R = TypeVar("R", bound=BaseModel)
@@ -46,7 +47,7 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zapgate-health", description="zapgate health service")
+    parser = CliArgumentParser(prog="zapgate-health", description="zapgate health service")
     parser.add_argument("--nats-url", default=os.environ.get(NATS_URL_ENV, "nats://127.0.0.1:4222"))
     parser.add_argument("--timeout", type=float, default=30.0, help="request timeout (s)")
     commands = parser.add_subparsers(dest="command", required=True)

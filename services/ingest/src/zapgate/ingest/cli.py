@@ -28,6 +28,7 @@ from zapgate.contracts import subjects
 from zapgate.contracts.webhooks import AnyWebhookEvent
 from zapgate.ingest.adapters.db import PostgresArchive
 from zapgate.ingest.domain.routing import route
+from zapgate.runtime.cli_parser import CliArgumentParser
 from zapgate.runtime.db import create_engine
 from zapgate.runtime.logging import configure_service_logging
 
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _archive(with_parent=args.with_parent)
     database_url = args.database_url or os.environ.get(f"{ENV_PREFIX}DATABASE_URL")
     if not database_url:
-        parser.error(f"--database-url or ${ENV_PREFIX}DATABASE_URL is required")
+        parser.error(f"--database-url ou ${ENV_PREFIX}DATABASE_URL é obrigatório")
     if args.command == "replay":
         nats_url = args.nats_url or os.environ.get(f"{ENV_PREFIX}NATS_URL", "nats://127.0.0.1:4222")
         replayed = asyncio.run(
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zapgate-ingest", description="zapgate webhook gateway")
+    parser = CliArgumentParser(prog="zapgate-ingest", description="zapgate webhook gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="serve POST /webhooks/{secret} (settings from the environment)")
     archive = commands.add_parser(
