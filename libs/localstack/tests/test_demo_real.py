@@ -135,6 +135,10 @@ def test_the_demo_shows_every_scenario_passing_on_a_real_stack(
     assert health.value("zapgate_health_state_transitions_total") >= 1
     published = {"disposition": "published", "kind": "message_status"}
     assert ingest.value("zapgate_ingest_webhook_dispositions_total", published) >= 1
+    # The archiver runs in ingest's child process; its consumer counts on ingest's /metrics.
+    archived = {"consumer": "ingest-archiver", "outcome": "acked", "process": "archiver"}
+    assert ingest.value("zapgate_consumer_messages_total", archived) >= 1
+    assert ingest.value("zapgate_child_metrics_up", {"process": "archiver"}) == 1
 
 
 def test_every_metric_the_dashboard_queries_is_served_by_some_service(stack: Stack) -> None:

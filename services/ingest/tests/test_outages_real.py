@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import nats
 import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from zapgate.contracts import subjects
-from zapgate.runtime.db import migrate_all
+from zapgate.runtime.db import create_engine, migrate_all
 from zapgate.testkit import webhooks as samples
 from zapgate.testkit.ingest import (
     SECRET,
@@ -358,3 +360,82 @@ async def _exited(pid: int, timeout: float) -> None:
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
+
+
+# --- the archiver child's metrics on the gateway's /metrics ------------------------------
+
+
+def samples_of(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a /metrics body, by (name, labels); parsed by prometheus_client."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def assert_one_help_and_type_per_family(body: str) -> None:
+    for kind in ("# HELP ", "# TYPE "):
+        names = [line.split()[2] for line in body.splitlines() if line.startswith(kind)]
+        assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+async def test_the_gateways_metrics_show_the_archiver_childs_counters_as_they_move(
+    spawn_ingest: Callable[..., Any], nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """`zapgate-ingest run`: the archiver child's consumer and dead-letter counters are on the
+    GATEWAY's /metrics (its probe port), labelled process="archiver", in one valid exposition;
+    an archived and a dead-lettered message move them there."""
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.begin() as conn:  # PostgreSQL refuses this one message, every try
+            await conn.execute(
+                sa.text(
+                    "ALTER TABLE webhook_payloads ADD CONSTRAINT refuse_metrics_poison "
+                    "CHECK (raw->>'messageId' IS DISTINCT FROM 'METRICSPOISON')"
+                )
+            )
+    finally:
+        await engine.dispose()
+    env = process_env(nats_url, database_url, tmp_path / "spool")
+    env["ZAPGATE_INGEST_ARCHIVER_MAX_FAILURES"] = "2"
+    env["ZAPGATE_INGEST_ARCHIVER_RETRY_DELAY"] = "PT0.05S"
+    gateway = await spawn_ingest(env)
+    port = (await gateway.wait_line("ingest_listening"))["port"]
+    probe_port = (await gateway.wait_line("ingest_started"))["probe_port"]
+    await gateway.wait_line("archiver_started", process="archiver")
+    await gateway.wait_line("nats_connected")
+    acked = (
+        "zapgate_consumer_messages_total",
+        frozenset({("consumer", "ingest-archiver"), ("outcome", "acked"), ("process", "archiver")}),
+    )
+    dead = (
+        "zapgate_dead_letters_total",
+        frozenset(
+            {
+                ("consumer", "ingest-archiver"),
+                ("reason_code", "archive_failed"),
+                ("process", "archiver"),
+            }
+        ),
+    )
+    up = ("zapgate_child_metrics_up", frozenset({("process", "archiver")}))
+    probe = f"http://127.0.0.1:{probe_port}/metrics"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        before = samples_of((await client.get(probe)).text)
+        assert before[up] == 1
+        assert before.get(acked, 0) == 0
+        assert before.get(dead, 0) == 0
+        bodies = [*webhooks(2, "METRICSOK"), samples.received_text("METRICSPOISON")]
+        assert set(await post_all(client, bodies)) == {"published"}
+        await gateway.wait_archived(2)
+        await gateway.wait_line("message_dead_lettered", process="archiver")
+        answer = await client.get(probe)
+    assert answer.status_code == 200
+    assert_one_help_and_type_per_family(answer.text)
+    after = samples_of(answer.text)
+    assert after[acked] == 2
+    assert after[dead] == 1
+    assert after[up] == 1
+    # The gateway's own families are still there, without the child's label.
+    assert ("zapgate_ingest_spool_pending", frozenset()) in after

@@ -44,8 +44,12 @@ def create_probe_app(
     *,
     registry: CollectorRegistry = REGISTRY,
     check_timeout: float = DEFAULT_CHECK_TIMEOUT,
+    exposition: Callable[[], Awaitable[bytes]] | None = None,
 ) -> Starlette:
     """Probe endpoints. A check passes when it returns within `check_timeout` without raising.
+
+    `/metrics`: `registry` in the Prometheus text format, or, when `exposition` is given, the
+    bytes it returns (a service that adds a child process's metrics to its own, for instance).
 
     `/readyz`: 200 `{"status": "ok"}`, or 503 `{"status": "unavailable", "failed": {name:
     code}}` with the codes of this module; a check that starts failing logs its name, code and
@@ -69,7 +73,8 @@ def create_probe_app(
         return JSONResponse({"status": "ok"})
 
     async def metrics(_request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = await exposition() if exposition is not None else generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
         routes=[

@@ -33,8 +33,17 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = None) -> Starlette:
-    """The ingest ASGI app. Settings come from `ZAPGATE_INGEST_*` when not given."""
+def create_app(
+    settings: IngestSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    archiver_metrics_url: str | None = None,
+) -> Starlette:
+    """The ingest ASGI app. Settings come from `ZAPGATE_INGEST_*` when not given.
+
+    `archiver_metrics_url`: the archiver child's `/metrics` (`zapgate-ingest run`), merged into
+    this app's `/metrics` with `process="archiver"` (`adapters.child_metrics`).
+    """
     settings = settings or IngestSettings()
     clock = clock or SystemClock()
     registry = CollectorRegistry()
@@ -51,6 +60,11 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     runtime = lifecycle.IngestRuntime(
         settings, clock, connection, gateway, spool, metrics, registry, bodies
     )
+    if archiver_metrics_url is not None:
+        # httpx is imported only by a gateway with an archiver child.
+        from zapgate.ingest.adapters.child_metrics import ChildMetrics  # noqa: PLC0415
+
+        runtime.child_metrics = ChildMetrics(registry, archiver_metrics_url, name="archiver")
     install_secret_masking()
 
     @asynccontextmanager

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +35,32 @@ if TYPE_CHECKING:
 log = structlog.get_logger("zapgate.ingest.archiver_process")
 RESTART_DELAY: Final = 1.0  # seconds between a child's exit and the next start
 STOP_GRACE: Final = 15.0  # seconds a child gets to finish its batch after SIGTERM
+
+
+def free_port(host: str) -> int:
+    """A TCP port free on `host` now (the kernel's pick for port 0), for the child's probes.
+
+    The port is released before the child binds it; another process could take it in between
+    (the child then exits on the bind error and is started again on the same port).
+    """
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def loopback_for(host: str) -> str:
+    """The address the parent reaches a server bound to `host` at: loopback for a wildcard
+    (`0.0.0.0`, `::`, as in containers), else `host` itself (bracketed for IPv6 in a URL)."""
+    if host in {"0.0.0.0", ""}:  # noqa: S104 - compared, not bound
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def archiver_argv() -> list[str]:

@@ -119,7 +119,12 @@ def _run() -> int:
         uvicorn_config,
     )
     from zapgate.ingest.app import create_app  # noqa: PLC0415 - only `run` needs the app
-    from zapgate.ingest.archiver_process import ArchiverChild, archiver_argv  # noqa: PLC0415
+    from zapgate.ingest.archiver_process import (  # noqa: PLC0415
+        ArchiverChild,
+        archiver_argv,
+        free_port,
+        loopback_for,
+    )
     from zapgate.ingest.settings import IngestSettings  # noqa: PLC0415
     from zapgate.runtime.settings import load_settings  # noqa: PLC0415
 
@@ -132,12 +137,19 @@ def _run() -> int:
     # Listening before startup: early requests queue in the backlog instead of being refused.
     sock.listen(2048)
     child: ArchiverChild | None = None
+    archiver_metrics_url: str | None = None
     if settings.archiver_enabled and settings.archiver_process:
-        # The archiver in its own process: the webhook route's loop does nothing else.
-        child = ArchiverChild(archiver_argv())
+        # The archiver in its own process: the webhook route's loop does nothing else. Its
+        # probe port is known here (picked when 0) so that the gateway's /metrics shows its
+        # metrics too (`adapters.child_metrics`).
+        port = settings.archiver_probe_port or free_port(settings.probe_host)
+        env = {**os.environ, "ZAPGATE_INGEST_ARCHIVER_PROBE_PORT": str(port)}
+        child = ArchiverChild(archiver_argv(), env)
+        archiver_metrics_url = f"http://{loopback_for(settings.probe_host)}:{port}/metrics"
         settings = settings.model_copy(update={"archiver_enabled": False})
+    app = create_app(settings, archiver_metrics_url=archiver_metrics_url)
     config = uvicorn_config(
-        create_app(settings), settings.http_host, settings.http_port, access_log=settings.access_log
+        app, settings.http_host, settings.http_port, access_log=settings.access_log
     )
     log.info("ingest_listening", host=settings.http_host, port=sock.getsockname()[1])
     if child is not None:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from zapgate.contracts.webhooks import WebhookCountsReply
+    from zapgate.ingest.adapters.child_metrics import ChildMetrics
     from zapgate.ingest.adapters.metrics import IngestMetrics
     from zapgate.ingest.adapters.spool import FileSpool
     from zapgate.ingest.ports import SpoolRecord
@@ -81,6 +82,7 @@ class IngestRuntime:
     probes: ProbeServer | None = None
     engine: AsyncEngine | None = None
     read_api: RequestServer[WebhookCountsReply] | None = None
+    child_metrics: ChildMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     spool_progress: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -127,8 +129,13 @@ async def start(runtime: IngestRuntime) -> None:
         "nats": nats_ready,
         "database": database_check(engine),
     }
+    child_metrics = runtime.child_metrics
     runtime.probes = await serve_probes(
-        create_probe_app(checks, registry=runtime.registry),
+        create_probe_app(
+            checks,
+            registry=runtime.registry,
+            exposition=child_metrics.exposition if child_metrics is not None else None,
+        ),
         settings.probe_host,
         settings.probe_port,
     )
@@ -313,6 +320,8 @@ async def stop(runtime: IngestRuntime) -> None:
             await task
     if runtime.probes is not None:
         await runtime.probes.stop()
+    if runtime.child_metrics is not None:
+        await runtime.child_metrics.aclose()
     if runtime.read_api is not None:
         await runtime.read_api.stop()
     await runtime.connection.close()

@@ -93,8 +93,10 @@ class IngestSettings(ServiceSettings):
         ge=0,
         le=65535,
         description="Probe port (`/healthz`, `/readyz`, `/metrics` with the archiver's consumer "
-        "and dead-letter counters) of the archiver process; 0 picks a free port (logged in "
-        "`archiver_started`).",
+        "and dead-letter counters) of the archiver process; 0: `zapgate-ingest run` picks a "
+        "free port on `probe_host` (logged in `archiver_started`). The gateway's own `/metrics` "
+        "reads it on every scrape and serves the archiver's samples too, labelled "
+        '`process="archiver"`: scrape the gateway only.',
     )
     archiver_batch: int = Field(
         default=256, ge=1, le=10_000, description="Most webhooks stored in one transaction."
