@@ -362,6 +362,79 @@ async def test_a_batch_consumer_settles_each_delivery_of_one_handler_call_by_its
         await connection.close()
 
 
+async def test_a_batch_consumer_lingers_for_a_fuller_batch_but_never_holds_one_forever(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """The first fetch takes the one message stored before the start; the next four, published
+    one by one after it, arrive while the consumer lingers: one handler call for all five. A
+    lone message later is still handled, in a call of its own, once the linger has passed."""
+    connection = await _connection(nats_url)
+    publisher = JetStreamPublisher(connection)
+    spec = _spec("linger", ack_wait=timedelta(seconds=30))
+    calls: list[list[str]] = []
+    handled = asyncio.Event()
+
+    async def handle(items: Sequence[tuple[Order, Delivery]]) -> list[Exception | None]:
+        calls.append([order.order_id for order, _ in items])
+        handled.set()
+        return [None] * len(items)
+
+    consumer = BatchPullConsumer(
+        connection,
+        spec,
+        handle,
+        decode=Order.model_validate_json,
+        dead_letters=SqlDeadLetterStore(engine, TABLE),
+        registry=CollectorRegistry(),
+        batch=5,
+        linger=timedelta(seconds=3),
+    )
+
+    async def publish(order_id: str) -> None:
+        body = Order(order_id=order_id).model_dump_json().encode()
+        await publisher.publish("rt.bus.l", body, stream=STREAM.name, msg_id=order_id)
+
+    try:
+        await publish("l-0")
+        await consumer.start()
+        # The first fetch's request goes out on this connection before the next publishes.
+        await asyncio.wait_for(consumer.subscribed.wait(), WAIT)
+        for index in range(1, 5):
+            await publish(f"l-{index}")
+        await asyncio.wait_for(handled.wait(), WAIT)
+
+        assert calls == [["l-0", "l-1", "l-2", "l-3", "l-4"]]
+
+        handled.clear()
+        await publish("lone")
+        await asyncio.wait_for(handled.wait(), WAIT)
+
+        assert calls[1:] == [["lone"]]
+    finally:
+        await consumer.stop()
+        await connection.close()
+
+
+async def test_a_batch_consumer_refuses_a_linger_near_its_ack_wait(
+    nats_url: str, engine: AsyncEngine
+) -> None:
+    """A linger above a quarter of ack_wait could let held deliveries be redelivered."""
+
+    async def handle(items: Sequence[tuple[bytes, Delivery]]) -> list[Exception | None]:
+        return [None] * len(items)
+
+    with pytest.raises(ValueError, match="linger"):
+        BatchPullConsumer(
+            NatsConnection(nats_url, ConnectionOptions(name="unused")),
+            _spec("too-long", ack_wait=timedelta(seconds=4)),
+            handle,
+            decode=bytes,
+            dead_letters=SqlDeadLetterStore(engine, TABLE),
+            registry=CollectorRegistry(),
+            linger=timedelta(seconds=2),
+        )
+
+
 async def test_a_body_that_does_not_decode_is_dead_lettered_at_once(
     nats_url: str, engine: AsyncEngine
 ) -> None:

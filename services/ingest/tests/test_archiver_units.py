@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
+
+import pytest
+from pydantic import ValidationError
 
 from zapgate.ingest.handlers import WebhookArchiver
 from zapgate.runtime.consumer import Delivery, MessageFailure
+from zapgate.testkit.ingest import make_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
 
 class ArchiveCalls:
@@ -105,3 +111,18 @@ async def test_a_redelivery_of_a_stored_message_is_not_counted_twice() -> None:
     await handle_all(archiver, delivery(2, b"b", num_delivered=2), delivery(3, b"c"))
 
     assert archiver.archived == 3
+
+
+def test_the_archiver_linger_stays_well_below_its_ack_wait(tmp_path: Path) -> None:
+    """PT0.2S by default; PT0S turns it off; above a quarter of ack_wait, or negative, the
+    settings are refused at startup (held webhooks would risk a redelivery)."""
+    url = "postgresql+asyncpg://zapgate@127.0.0.1:5432/unused"
+    default = make_settings("nats://127.0.0.1:1", url, tmp_path)
+
+    assert default.archiver_linger == timedelta(milliseconds=200)
+    assert make_settings(
+        "nats://127.0.0.1:1", url, tmp_path, archiver_linger="PT0S"
+    ).archiver_linger == timedelta(0)
+    for linger in ("PT2S", "-PT0.1S"):
+        with pytest.raises(ValidationError, match="archiver_linger"):
+            make_settings("nats://127.0.0.1:1", url, tmp_path, archiver_linger=linger)

@@ -52,7 +52,8 @@ def archiver_consumer(  # noqa: PLR0913 - collaborators, all keyword-only
     registry: CollectorRegistry,
 ) -> BatchPullConsumer[bytes]:
     """The runtime's batch pull consumer over `INGEST_ARCHIVER`, tuned by the `archiver_*`
-    settings: each fetch (up to `archiver_batch`) is archived in one call and logged in one line.
+    settings: each batch (up to `archiver_batch`, gathered for up to `archiver_linger` when
+    webhooks trickle in) is archived in one call and logged in one line.
     """
     spec = replace(
         INGEST_ARCHIVER,
@@ -72,6 +73,7 @@ def archiver_consumer(  # noqa: PLR0913 - collaborators, all keyword-only
         clock=clock,
         registry=registry,
         batch=settings.archiver_batch,
+        linger=settings.archiver_linger,
     )
 
 
