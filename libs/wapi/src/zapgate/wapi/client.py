@@ -248,7 +248,7 @@ class WapiClient:
         self._fresh: aiohttp.ClientSession | None = None
         self._slots = _Slots(limits.per_instance, limits.total)
         self._metrics = metrics or WapiMetrics.for_registry()
-        self._urls: dict[str, URL] = {}
+        self._routes: dict[str, tuple[URL, str]] = {}
 
     def __repr__(self) -> str:
         return f"WapiClient(base_url={self._base_url!r})"
@@ -476,9 +476,11 @@ class WapiClient:
         params: dict[str, str] | None = None,
         body: dict[str, object] | None = None,
     ) -> T | ProviderFailure:
-        operation = path.rsplit("/", 1)[-1]
-        url = self._url(path)
-        query = {"instanceId": credentials.instance_id, **(params or {})}
+        url, operation = self._route(path)
+        instance_id = credentials.instance_id
+        query = {"instanceId": instance_id}
+        if params:
+            query.update(params)
         headers = {"Authorization": f"Bearer {credentials.token.get_secret_value()}"}
         # Serialised once, so a retried read (which has no body today) and the log agree.
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
@@ -488,11 +490,10 @@ class WapiClient:
         status_code: int | None = None
         retried = False
         result: T | ProviderFailure
-        self._metrics.in_flight.inc()
+        metrics = self._metrics
+        metrics.in_flight.inc()
         try:
-            await self._slots.acquire(
-                credentials.instance_id, self._timeouts.pool, self._timeouts.queue
-            )
+            await self._slots.acquire(instance_id, self._timeouts.pool, self._timeouts.queue)
             try:
                 try:
                     status_code, content = await self._exchange(
@@ -502,10 +503,10 @@ class WapiClient:
                     if operation not in IDEMPOTENT_READS or not is_broken_exchange(exc):
                         raise
                     retried = True
-                    self._metrics.read_retries.labels(operation).inc()
+                    metrics.read_retries.labels(operation).inc()
                     _log.info(
                         "wapi_call_retried",
-                        instance_id=credentials.instance_id,
+                        instance_id=instance_id,
                         operation=operation,
                         reason=f"{type(exc).__name__}: {exc}",
                     )
@@ -518,7 +519,7 @@ class WapiClient:
                         data=data,
                     )
             finally:
-                self._slots.release(credentials.instance_id)
+                self._slots.release(instance_id)
         except _QueueWaitTimeoutError:
             result = ProviderUnavailable(
                 operation=operation,
@@ -535,10 +536,10 @@ class WapiClient:
             classified = responses.classify(operation, status_code, content)
             result = parse(operation, classified) if isinstance(classified, dict) else classified
         finally:
-            self._metrics.in_flight.dec()
+            metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
-        self._metrics.observe(operation, result.code if is_failure(result) else OK, elapsed)
-        _log_call(credentials.instance_id, operation, status_code, elapsed, result, retried=retried)
+        metrics.observe(operation, result.code if is_failure(result) else OK, elapsed)
+        _log_call(instance_id, operation, status_code, elapsed, result, retried=retried)
         return result
 
     async def _exchange(  # noqa: PLR0913 - one HTTP exchange, spelled out
@@ -563,10 +564,14 @@ class WapiClient:
             return response.status, await response.read()
 
     def _url(self, path: str) -> URL:
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(self._base_url + path)
-        return url
+        return self._route(path)[0]
+
+    def _route(self, path: str) -> tuple[URL, str]:
+        # The URL and the operation name (the path's last segment) of `path`, built once.
+        route = self._routes.get(path)
+        if route is None:
+            route = self._routes[path] = (URL(self._base_url + path), path.rsplit("/", 1)[-1])
+        return route
 
     def _pooled(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -632,20 +637,26 @@ def _log_call(  # noqa: PLR0913 - the fields of the canonical line
     *,
     retried: bool,
 ) -> None:
-    fields = {
-        "instance_id": instance_id,
-        "operation": operation,
-        "status_code": status_code,
-        "latency_ms": round(seconds * 1000, 1),
-        "retried": retried,
-    }
+    latency_ms = round(seconds * 1000, 1)
     if is_failure(result):
         _log.warning(
             "wapi_call_failed",
             code=result.code,
             detail=result.detail,
             uncertain=result.uncertain,
-            **fields,
+            instance_id=instance_id,
+            operation=operation,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            retried=retried,
         )
     else:
-        _log.debug("wapi_call", **fields)
+        # Keywords spelled out (no `**fields` dict): this line runs once per provider call.
+        _log.debug(
+            "wapi_call",
+            instance_id=instance_id,
+            operation=operation,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            retried=retried,
+        )
