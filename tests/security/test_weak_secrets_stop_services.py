@@ -71,5 +71,5 @@ def test_a_weak_webhook_secret_stops_ingest_in_prod() -> None:
     }
     done = _run("ingest", env)
     assert done.returncode != 0
-    assert "SECRET_COMMON: webhook_secrets" in done.stderr
+    assert "ZAPGATE_INGEST_WEBHOOK_SECRETS: SECRET_COMMON" in done.stderr
     assert STRONG not in done.stdout + done.stderr
