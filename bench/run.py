@@ -25,7 +25,9 @@ from typing import Any
 from bench.machine import describe
 from bench.procs import ROOT
 
-INGEST_MIN, INGEST_AIM, INGEST_P99_MS = 0.50, 0.85, 100.0
+# issue 17: ingest >= 0.85 of its bare gateway with p99 <= 1.5x the bare p99 (the older 0.50 and
+# 100 ms were issue 12's first steps)
+INGEST_TARGET, INGEST_P99_OF_BARE = 0.85, 1.5
 SENDER_MIN_AIOHTTP, SENDER_AIM_AIOHTTP = 0.10, 0.25  # issue 17: of the bare aiohttp loop
 HEALTH_MIN_AIOHTTP = 0.5  # issue 17: steady tick, of a bare aiohttp status loop
 
@@ -91,13 +93,13 @@ def render(figures: dict[str, Any], machine: dict[str, str], command: str, note:
             f"| bare baseline | {b['rps']:.0f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} |",
             "",
             (
-                f"- ratio {ingest['ratio']:.2f} of bare: target >= {INGEST_MIN:.2f} "
-                f"{verdict(ingest['ratio'] >= INGEST_MIN)}, aim {INGEST_AIM:.2f} "
-                f"{verdict(ingest['ratio'] >= INGEST_AIM)}"
+                f"- ratio {ingest['ratio']:.2f} of bare: target >= {INGEST_TARGET:.2f} "
+                f"{verdict(ingest['ratio'] >= INGEST_TARGET)}"
             ),
             (
-                f"- p99 {i['p99_ms']:.1f} ms: target < {INGEST_P99_MS:.0f} ms "
-                f"{verdict(i['p99_ms'] < INGEST_P99_MS)}"
+                f"- p99 {i['p99_ms']:.1f} ms, {i['p99_ms'] / b['p99_ms']:.2f}x the bare p99: "
+                f"target <= {INGEST_P99_OF_BARE:.1f}x "
+                f"{verdict(i['p99_ms'] <= INGEST_P99_OF_BARE * b['p99_ms'])}"
             ),
             (
                 f"- `ZG_WEBHOOKS` holds {ingest['stream_messages']} events for "
