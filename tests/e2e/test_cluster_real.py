@@ -29,11 +29,21 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import nats
 import pytest
+import stamina
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import ServiceUnavailableError
 
-from tests.e2e.conftest import HOST, SECRET, make_stack, read_stream, register, repeated, unique
+from tests.e2e.conftest import (
+    HOST,
+    SECRET,
+    make_stack,
+    read_stream,
+    register,
+    repeated,
+    unique,
+    wait_until,
+)
 from zapgate.contracts import subjects
 from zapgate.contracts.health import CheckNow, CheckNowReply, InstanceState
 from zapgate.contracts.sending import SendMessage, SendOutcome, SendStatus, TextContent
@@ -42,7 +52,7 @@ from zapgate.testkit import webhooks as samples
 from zapgate.testkit.ingest import query
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from pathlib import Path
 
     from nats.aio.client import Client
@@ -74,7 +84,6 @@ SENDER_ENV = {
 }
 SENDERS = ("sender1", "sender2", "sender3")
 INGESTS = ("ingest1", "ingest2")
-POLL_S = 0.1
 
 
 class Outcomes:
@@ -118,20 +127,21 @@ async def publish_in_waves(nc: Client, waves: list[list[SendMessage]]) -> None:
     js = nc.jetstream(timeout=5)
 
     async def publish(command: SendMessage) -> None:
-        for attempt in range(20):
-            try:
+        # While the killed node's streams elect leaders, a publish may time out: try again with
+        # backoff (the same Nats-Msg-Id, so a publish that did land is not stored twice).
+        async for attempt in stamina.retry_context(
+            on=(NatsTimeoutError, NoRespondersError, ServiceUnavailableError),
+            attempts=20,
+            wait_initial=0.1,
+            wait_max=1.0,
+        ):
+            with attempt:
                 await js.publish(
                     subjects.send_command_subject(command.instance_id),
                     command.model_dump_json().encode(),
                     stream=subjects.STREAM_SEND,
                     headers={subjects.MSG_ID_HEADER: command.command_id},
                 )
-            except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError):
-                if attempt == 19:
-                    raise
-                await asyncio.sleep(0.25)  # a back-off before the next try, not a sync
-            else:
-                return
 
     for wave in waves:
         await asyncio.gather(*(publish(command) for command in wave))
@@ -152,16 +162,6 @@ async def post_webhooks(url: str, bodies: list[dict[str, Any]]) -> set[str]:
 
         answers = await asyncio.gather(*(post(body) for body in bodies))
     return {answer for answer in answers if answer is not None}
-
-
-async def wait_until(probe: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
-    """Bounded poll where no event exists (rows, counts)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await probe():
-        if loop.time() >= deadline:
-            raise TimeoutError(f"after {timeout}s still not: {what}")
-        await asyncio.sleep(POLL_S)
 
 
 async def partition_owners(database_url: str) -> dict[int, str]:
